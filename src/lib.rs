@@ -1,1 +1,22 @@
-//! esub
+//! esub: one process waits for the answer another process will produce.
+//!
+//! A caller parks `GET /sub/<key>`; a worker's `POST /rep/<key>` lands in the caller's socket.
+//!
+//! ```text
+//!  main: read Config, bind, spawn, wait for a signal, ask workers to drain, join
+//!   |
+//!   +-- worker 0 .. N-1   one per core (ESUB_WORKERS); each owns a mio::Poll, its own
+//!                         SO_REUSEPORT listener, a Slab<Conn>, a timer wheel and a mailbox
+//! ```
+//! A rep claims its sub in the sharded `Registry` and posts the body (an `Arc`, never copied)
+//! to the sub's worker, which writes head and body with one vectored write and answers back.
+
+pub mod config;
+pub mod conn;
+pub mod http;
+pub mod log;
+pub mod node;
+pub mod registry;
+pub mod relay;
+pub mod router;
+pub mod server;

@@ -1,0 +1,37 @@
+# esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
+.PHONY: build run test test-rust test-py lint bench bench-quick docker-build docker-run
+
+CARGO ?= cargo
+
+build:
+	$(CARGO) build --release
+
+run:
+	$(CARGO) run --release
+
+# Unit + end-to-end tests (the real binary on port 0), then the public Python client's check.
+test: test-rust test-py
+
+test-rust:
+	$(CARGO) test --all-targets
+
+test-py:
+	$(CARGO) build --bin esub
+	ESUB_BIN=$(CURDIR)/target/debug/esub bash tests/py/run.sh
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets -- -D warnings
+
+bench:
+	bash bench/run.sh
+
+bench-quick:
+	bash bench/run.sh quick
+
+docker-build:
+	docker build -t esub:latest .
+
+docker-run: docker-build
+	-docker rm -f esub
+	docker run -d --name esub -p 8090:8090 -e ESUB_DEBUG=1 esub:latest

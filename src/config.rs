@@ -1,0 +1,277 @@
+//! `Config`: every setting, read from the environment once at start-up, with its default,
+//! its reason and its validation. An invalid value is a `ConfigError` naming the variable.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// Everything the server reads from the environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub port: u16,
+    pub bind: IpAddr,
+    pub workers: usize,
+    pub node_ip: Option<String>,
+    pub close_connections: bool,
+    pub confirm_receipt: bool,
+    pub confirm_timeout: Duration,
+    pub ping_frequency: Duration,
+    pub max_header_bytes: usize,
+    pub max_body_bytes: usize,
+    pub header_timeout: Duration,
+    pub idle_timeout: Duration,
+    pub write_timeout: Duration,
+    pub max_connections: usize,
+    pub drain: Duration,
+    pub debug: bool,
+    pub verbose_debug: bool,
+}
+
+/// A variable whose value cannot be used; start-up stops with exit code 2.
+#[derive(Debug, PartialEq, Eq)]
+pub struct ConfigError {
+    pub var: &'static str,
+    pub value: String,
+    pub expected: &'static str,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "invalid {}={:?}: expected {}",
+            self.var, self.value, self.expected
+        )
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// One row of the `--help` table: name, default, purpose.
+const VARS: &[(&str, &str, &str)] = &[
+    ("ESUB_PORT", "8090", "listening port (0 picks a free one)"),
+    ("ESUB_BIND", "0.0.0.0", "listening address"),
+    (
+        "ESUB_WORKERS",
+        "number of cores",
+        "event loops, one thread each",
+    ),
+    (
+        "ESUB_NODE_IP",
+        "first non-loopback IPv4",
+        "address in /info and metric tags",
+    ),
+    (
+        "ESUB_CLOSE_CONNECTIONS",
+        "unset",
+        "close every HTTP connection after its response",
+    ),
+    (
+        "ESUB_CONFIRM_RECEIPT",
+        "unset",
+        "receipt mode for psubs (low traffic)",
+    ),
+    ("ESUB_CONFIRM_TIMEOUT_MS", "1000", "receipt wait"),
+    (
+        "ESUB_PING_FREQUENCY",
+        "60",
+        "seconds between keepalive sweeps (high traffic)",
+    ),
+    (
+        "ESUB_MAX_HEADER_BYTES",
+        "8192",
+        "request head limit (431 beyond)",
+    ),
+    (
+        "ESUB_MAX_BODY_BYTES",
+        "1048576",
+        "request body limit (413 beyond)",
+    ),
+    (
+        "ESUB_HEADER_TIMEOUT_MS",
+        "10000",
+        "time to send a complete request head",
+    ),
+    (
+        "ESUB_IDLE_TIMEOUT_MS",
+        "75000",
+        "idle keep-alive connection between requests",
+    ),
+    (
+        "ESUB_WRITE_TIMEOUT_MS",
+        "5000",
+        "time for a sub's response to be written",
+    ),
+    (
+        "ESUB_MAX_CONNECTIONS",
+        "100000",
+        "open connections per process; beyond it accepts wait",
+    ),
+    ("ESUB_DRAIN_MS", "5000", "shutdown drain"),
+    ("ESUB_DEBUG", "unset", "per-request debug lines"),
+    ("ESUB_VERBOSE_DEBUG", "unset", "socket-level debug lines"),
+];
+
+/// The text `esub --help` prints.
+pub fn help_text() -> String {
+    let mut s = String::from(
+        "esub: wait for the answer another process will produce.\n\n\
+         Usage: esub [--help]\n\n\
+         Configuration is read from the environment:\n\n",
+    );
+    for (name, default, purpose) in VARS {
+        s.push_str(&format!("  {name:<26} {default:<26} {purpose}\n"));
+    }
+    s
+}
+
+/// A flag is on when set to anything but empty or `0`.
+fn flag(value: Option<&str>) -> bool {
+    matches!(value, Some(v) if !v.is_empty() && v != "0")
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Config::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads settings through `get`, so tests can supply a table instead of the environment.
+    pub fn from_lookup(get: impl Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+        let num =
+            |var: &'static str, default: u64, min: u64, max: u64| -> Result<u64, ConfigError> {
+                match get(var) {
+                    None => Ok(default),
+                    Some(v) => match v.trim().parse::<u64>() {
+                        Ok(n) if (min..=max).contains(&n) => Ok(n),
+                        _ => Err(ConfigError {
+                            var,
+                            value: v,
+                            expected: match (min, max) {
+                                (0, 65535) => "a number from 0 to 65535",
+                                (1, _) => "a whole number of at least 1",
+                                _ => "a whole number",
+                            },
+                        }),
+                    },
+                }
+            };
+        let ms = |var: &'static str, default: u64| -> Result<Duration, ConfigError> {
+            num(var, default, 1, u64::MAX / 4).map(Duration::from_millis)
+        };
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get()) as u64;
+
+        let bind = match get("ESUB_BIND") {
+            None => IpAddr::from([0, 0, 0, 0]),
+            Some(v) => v.trim().parse().map_err(|_| ConfigError {
+                var: "ESUB_BIND",
+                value: v,
+                expected: "an IPv4 or IPv6 address",
+            })?,
+        };
+        let node_ip = match get("ESUB_NODE_IP") {
+            None => None,
+            Some(v) if v.trim().parse::<IpAddr>().is_ok() => Some(v.trim().to_string()),
+            Some(v) => {
+                return Err(ConfigError {
+                    var: "ESUB_NODE_IP",
+                    value: v,
+                    expected: "an IP address",
+                });
+            }
+        };
+        Ok(Config {
+            port: num("ESUB_PORT", 8090, 0, 65535)? as u16,
+            bind,
+            // More loops than this would only fight over 2..N cores and registry shards.
+            workers: num("ESUB_WORKERS", cores, 1, 1024)? as usize,
+            node_ip,
+            close_connections: flag(get("ESUB_CLOSE_CONNECTIONS").as_deref()),
+            confirm_receipt: flag(get("ESUB_CONFIRM_RECEIPT").as_deref()),
+            confirm_timeout: ms("ESUB_CONFIRM_TIMEOUT_MS", 1000)?,
+            ping_frequency: Duration::from_secs(num("ESUB_PING_FREQUENCY", 60, 1, 1 << 32)?),
+            // 256 bytes is the smallest head that can carry a 256-byte key and a token.
+            max_header_bytes: num("ESUB_MAX_HEADER_BYTES", 8192, 256, 1 << 24)? as usize,
+            // Bodies live in memory until delivered: 1 GiB is far past any sane reply.
+            max_body_bytes: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
+            header_timeout: ms("ESUB_HEADER_TIMEOUT_MS", 10_000)?,
+            idle_timeout: ms("ESUB_IDLE_TIMEOUT_MS", 75_000)?,
+            write_timeout: ms("ESUB_WRITE_TIMEOUT_MS", 5000)?,
+            max_connections: num("ESUB_MAX_CONNECTIONS", 100_000, 1, 1 << 24)? as usize,
+            drain: ms("ESUB_DRAIN_MS", 5000)?,
+            debug: flag(get("ESUB_DEBUG").as_deref()) || flag(get("ESUB_VERBOSE_DEBUG").as_deref()),
+            verbose_debug: flag(get("ESUB_VERBOSE_DEBUG").as_deref()),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults() {
+        let c = parse(&[]).unwrap();
+        assert_eq!(c.port, 8090);
+        assert_eq!(c.bind.to_string(), "0.0.0.0");
+        assert!(c.workers >= 1);
+        assert_eq!(c.max_header_bytes, 8192);
+        assert_eq!(c.max_body_bytes, 1 << 20);
+        assert_eq!(c.header_timeout, Duration::from_millis(10_000));
+        assert_eq!(c.idle_timeout, Duration::from_millis(75_000));
+        assert_eq!(c.write_timeout, Duration::from_millis(5000));
+        assert_eq!(c.max_connections, 100_000);
+        assert!(!c.close_connections);
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let rows: &[(&str, &str)] = &[
+            ("ESUB_PORT", "abc"),
+            ("ESUB_PORT", "70000"),
+            ("ESUB_PORT", "-1"),
+            ("ESUB_WORKERS", "0"),
+            ("ESUB_WORKERS", "two"),
+            ("ESUB_BIND", "localhost:80"),
+            ("ESUB_NODE_IP", "not-an-ip"),
+            ("ESUB_MAX_BODY_BYTES", "-1"),
+            ("ESUB_HEADER_TIMEOUT_MS", "0"),
+            ("ESUB_MAX_HEADER_BYTES", "10"),
+        ];
+        for (var, value) in rows {
+            let err = parse(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, *var, "{var}={value}");
+            assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn flags() {
+        for (v, on) in [("1", true), ("yes", true), ("0", false), ("", false)] {
+            assert_eq!(
+                parse(&[("ESUB_CLOSE_CONNECTIONS", v)])
+                    .unwrap()
+                    .close_connections,
+                on
+            );
+        }
+        assert_eq!(parse(&[("ESUB_PORT", "0")]).unwrap().port, 0);
+    }
+
+    #[test]
+    fn help_lists_every_variable() {
+        let h = help_text();
+        for (name, _, _) in VARS {
+            assert!(h.contains(name));
+        }
+    }
+}

@@ -1,0 +1,500 @@
+//! `Conn`: one client connection and its state machine. `drive` moves it as far as its socket
+//! allows (edge-triggered: read and write until `WouldBlock`) and returns what the loop should
+//! do next; the loop never looks inside.
+
+pub mod buffer;
+
+use std::time::Instant;
+
+use mio::net::TcpStream;
+
+use crate::conn::buffer::{Body, Buffer, Io, OutQueue, READ_CHUNK};
+use crate::http::request::{ChunkedDecoder, Framing, HttpError, parse_head};
+use crate::http::response::{self, Persist};
+use crate::relay;
+use crate::router::{self, Route, RouteError};
+use crate::server::Ctx;
+use crate::server::mailbox::{ConnId, Msg};
+use std::sync::Arc;
+
+/// Responses queued past this many bytes stop us parsing further pipelined requests until the
+/// client reads: a client that pipelines without reading cannot grow our memory.
+const OUT_HIGH_WATER: usize = 256 * 1024;
+
+/// What the loop does with a connection after a step.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next {
+    Continue,
+    Close,
+}
+
+/// A request whose head is read and routed, waiting for its body.
+pub struct Pending {
+    pub route: Result<Route, RouteError>,
+}
+
+pub enum BodyRead {
+    /// `body` has its final length; bytes before `filled` are real.
+    Length { body: Vec<u8>, filled: usize },
+    Chunked {
+        body: Vec<u8>,
+        decoder: ChunkedDecoder,
+    },
+}
+
+pub enum State {
+    /// Between requests, or reading a head.
+    Head,
+    Body(Pending, BodyRead),
+    /// A sub waiting on `key` for a rep.
+    Parked {
+        key: Arc<str>,
+    },
+    /// A sub whose response (with `body`) is being written; `rep` hears how it ends.
+    Delivering {
+        rep: ConnId,
+        body: Body,
+    },
+    /// A rep waiting to hear whether its sub got the body.
+    AwaitRep,
+    /// Flush what is queued, then close.
+    Closing,
+}
+
+pub struct Conn {
+    pub stream: TcpStream,
+    pub id: ConnId,
+    pub state: State,
+    rx: Buffer,
+    pub out: OutQueue,
+    /// How the current request's response treats the connection.
+    pub persist: Persist,
+    /// The client sent EOF; close once the current request is answered.
+    peer_closed: bool,
+    /// When the current state times out (`None`: never).
+    pub deadline: Option<Instant>,
+    /// The earliest entry this connection has in the timer wheel.
+    pub armed: Option<Instant>,
+    /// The current head's first byte has arrived (the header timeout runs).
+    head_started: bool,
+}
+
+impl Conn {
+    pub fn new(stream: TcpStream, id: ConnId, ctx: &mut Ctx) -> Conn {
+        let mut conn = Conn {
+            stream,
+            id,
+            state: State::Head,
+            rx: Buffer::default(),
+            out: OutQueue::default(),
+            persist: Persist::KeepAlive,
+            peer_closed: false,
+            deadline: None,
+            armed: None,
+            head_started: true,
+        };
+        // "Opened and has not completed a head" runs the header timeout from the accept.
+        conn.set_deadline(Some(ctx.now + ctx.shared.config.header_timeout), ctx);
+        conn
+    }
+
+    /// Sets the state's deadline, adding a wheel entry only when it is earlier than the armed
+    /// one (a later deadline is found when the earlier entry fires, and re-armed then).
+    pub fn set_deadline(&mut self, at: Option<Instant>, ctx: &mut Ctx) {
+        self.deadline = at;
+        if let Some(at) = at
+            && self.armed.is_none_or(|armed| at < armed)
+        {
+            ctx.timers.insert(self.id.token, self.id.generation, at);
+            self.armed = Some(at);
+        }
+    }
+
+    /// A wheel entry for this connection fired at `now`.
+    pub fn on_timer(&mut self, ctx: &mut Ctx) -> Next {
+        self.armed = None;
+        match self.deadline {
+            None => Next::Continue,
+            Some(at) if at > ctx.now => {
+                self.set_deadline(Some(at), ctx);
+                Next::Continue
+            }
+            Some(_) => {
+                crate::debug!("timeout conn={} state={}", self.id.token, self.state_name());
+                self.fail(ctx);
+                Next::Close
+            }
+        }
+    }
+
+    /// Between requests with nothing buffered either way: safe to close at shutdown.
+    pub fn is_idle(&self) -> bool {
+        matches!(self.state, State::Head)
+            && !self.head_started
+            && self.rx.is_empty()
+            && self.out.is_empty()
+    }
+
+    fn state_name(&self) -> &'static str {
+        match self.state {
+            State::Head => "head",
+            State::Body(..) => "body",
+            State::Parked { .. } => "parked",
+            State::Delivering { .. } => "delivering",
+            State::AwaitRep => "await-rep",
+            State::Closing => "closing",
+        }
+    }
+
+    /// The connection is closing for good: undo what it holds elsewhere (registry entry,
+    /// a delivery someone waits on) and give its buffer back.
+    pub fn fail(&mut self, ctx: &mut Ctx) {
+        match std::mem::replace(&mut self.state, State::Closing) {
+            State::Parked { key } => {
+                ctx.shared.registry.unpark(&key, self.id);
+            }
+            State::Delivering { rep, body } => ctx.post(Msg::Gone { rep, body }),
+            _ => {}
+        }
+        self.out.clear();
+        if let Some(storage) = self.rx.release() {
+            ctx.give_buffer(storage);
+        }
+    }
+
+    /// Queues a small whole response for the current request and moves to what follows it.
+    pub fn respond(
+        &mut self,
+        ctx: &mut Ctx,
+        status: u16,
+        content_type: &str,
+        body: &[u8],
+        extra: &str,
+    ) {
+        let persist = self.persist;
+        self.out
+            .with_bytes(|v| response::full(v, status, content_type, body, persist, extra));
+        self.after_response(ctx);
+    }
+
+    /// Queues a plain-text response (every error and `OK` takes this form).
+    pub fn respond_text(&mut self, ctx: &mut Ctx, status: u16, text: &str) {
+        self.respond(ctx, status, response::TEXT, text.as_bytes(), "");
+    }
+
+    /// The current request's response is queued: wait for the next request, or close.
+    pub fn after_response(&mut self, ctx: &mut Ctx) {
+        if self.persist == Persist::Close || self.peer_closed || ctx.draining {
+            self.state = State::Closing;
+            self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
+            return;
+        }
+        self.state = State::Head;
+        self.head_started = !self.rx.is_empty();
+        let wait = if self.head_started {
+            ctx.shared.config.header_timeout
+        } else {
+            ctx.shared.config.idle_timeout
+        };
+        self.set_deadline(Some(ctx.now + wait), ctx);
+    }
+
+    /// Parks this connection as a sub on `key`; the registry entry is already in place.
+    pub fn park(&mut self, key: Arc<str>, ctx: &mut Ctx) {
+        self.state = State::Parked { key };
+        self.set_deadline(None, ctx);
+        if let Some(storage) = self.rx.release() {
+            ctx.give_buffer(storage);
+        }
+        self.out.shrink();
+    }
+
+    /// Starts writing a rep's body to this parked sub. `false` (and the body back) when this
+    /// connection is not the parked sub the rep was meant for, or its client has gone.
+    pub fn deliver(&mut self, rep: ConnId, body: Body, ctx: &mut Ctx) -> Result<(), Body> {
+        if !matches!(self.state, State::Parked { .. }) {
+            return Err(body);
+        }
+        // A client that closed just now may not have woken us yet: look before writing, so a
+        // rep right after a disconnect gets 404, not a 200 for bytes nobody will read.
+        if self.read_some(ctx) == Next::Close {
+            return Err(body);
+        }
+        let State::Parked { .. } = std::mem::replace(&mut self.state, State::AwaitRep) else {
+            unreachable!()
+        };
+        let persist = self.persist;
+        let len = body.len();
+        self.out
+            .with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, ""));
+        self.out.push_shared(body.clone());
+        self.state = State::Delivering { rep, body };
+        self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
+        Ok(())
+    }
+
+    /// For a parked connection: reads what is there (pipelined bytes are kept) to learn
+    /// whether the client is still connected. `Close` when it is not.
+    fn read_some(&mut self, ctx: &mut Ctx) -> Next {
+        let cap = self.rx_cap(ctx);
+        loop {
+            if !self.rx.has_storage() {
+                self.rx.adopt(ctx.take_buffer());
+            }
+            match self.rx.read_from(&mut self.stream, cap) {
+                Io::Progress(_) => continue,
+                Io::WouldBlock => break,
+                Io::Eof | Io::Fatal(_) => {
+                    self.fail(ctx);
+                    return Next::Close;
+                }
+            }
+        }
+        if let Some(storage) = self.rx.release() {
+            ctx.give_buffer(storage);
+        }
+        Next::Continue
+    }
+
+    fn rx_cap(&self, ctx: &Ctx) -> usize {
+        ctx.shared.config.max_header_bytes + READ_CHUNK
+    }
+
+    /// Moves the connection as far as the socket allows.
+    pub fn drive(&mut self, ctx: &mut Ctx) -> Next {
+        loop {
+            if !self.out.is_empty() {
+                match self.out.write_to(&mut self.stream) {
+                    Io::Progress(_) => continue,
+                    Io::WouldBlock => {}
+                    Io::Eof | Io::Fatal(_) => {
+                        self.fail(ctx);
+                        return Next::Close;
+                    }
+                }
+            }
+            if self.out.is_empty() {
+                match &self.state {
+                    State::Delivering { rep, .. } => {
+                        ctx.post(Msg::Delivered { rep: *rep });
+                        self.after_response(ctx);
+                        continue;
+                    }
+                    State::Closing => return Next::Close,
+                    _ => {}
+                }
+            }
+            if self.step(ctx) {
+                continue;
+            }
+            match self.read(ctx) {
+                Some(Next::Close) => return Next::Close,
+                Some(Next::Continue) => continue,
+                None => return Next::Continue,
+            }
+        }
+    }
+
+    /// Uses buffered input; `true` when something changed.
+    fn step(&mut self, ctx: &mut Ctx) -> bool {
+        match self.state {
+            State::Head if self.out.pending() < OUT_HIGH_WATER && !self.rx.is_empty() => {
+                self.parse(ctx)
+            }
+            State::Body(..) => self.feed_body(ctx),
+            _ => false,
+        }
+    }
+
+    /// One read, into the body or the buffer as the state wants. `None`: nothing more to do
+    /// until the socket is ready again.
+    fn read(&mut self, ctx: &mut Ctx) -> Option<Next> {
+        if matches!(self.state, State::Closing) || self.peer_closed {
+            return None;
+        }
+        if let State::Body(_, BodyRead::Length { body, filled }) = &mut self.state {
+            return match buffer::classify(std::io::Read::read(
+                &mut self.stream,
+                &mut body[*filled..],
+            )) {
+                Io::Progress(n) => {
+                    *filled += n;
+                    let at = ctx.now + ctx.shared.config.header_timeout;
+                    self.set_deadline(Some(at), ctx);
+                    Some(Next::Continue)
+                }
+                Io::WouldBlock => None,
+                Io::Eof | Io::Fatal(_) => {
+                    self.fail(ctx);
+                    Some(Next::Close)
+                }
+            };
+        }
+        if matches!(self.state, State::Head) && self.out.pending() >= OUT_HIGH_WATER {
+            return None;
+        }
+        if !self.rx.has_storage() {
+            self.rx.adopt(ctx.take_buffer());
+        }
+        let before = self.rx.len();
+        let cap = self.rx_cap(ctx);
+        match self.rx.read_from(&mut self.stream, cap) {
+            Io::Progress(_) => {
+                if matches!(self.state, State::Head) && !self.head_started && self.rx.len() > before
+                {
+                    self.head_started = true;
+                    let at = ctx.now + ctx.shared.config.header_timeout;
+                    self.set_deadline(Some(at), ctx);
+                } else if matches!(self.state, State::Body(..)) {
+                    let at = ctx.now + ctx.shared.config.header_timeout;
+                    self.set_deadline(Some(at), ctx);
+                }
+                Some(Next::Continue)
+            }
+            Io::WouldBlock => {
+                if matches!(self.state, State::Parked { .. })
+                    && let Some(storage) = self.rx.release()
+                {
+                    ctx.give_buffer(storage);
+                }
+                None
+            }
+            Io::Eof => Some(self.on_eof(ctx)),
+            Io::Fatal(_) => {
+                self.fail(ctx);
+                Some(Next::Close)
+            }
+        }
+    }
+
+    fn on_eof(&mut self, ctx: &mut Ctx) -> Next {
+        self.peer_closed = true;
+        match self.state {
+            // The answer is on its way; a half-closed client may still read it.
+            State::AwaitRep => Next::Continue,
+            State::Head if !self.out.is_empty() && self.rx.is_empty() => {
+                self.state = State::Closing;
+                Next::Continue
+            }
+            _ => {
+                self.fail(ctx);
+                Next::Close
+            }
+        }
+    }
+
+    /// Parses and starts one request from the buffer; `true` when one was taken.
+    fn parse(&mut self, ctx: &mut Ctx) -> bool {
+        let config = &ctx.shared.config;
+        let (max_head, max_body, close_all) = (
+            config.max_header_bytes,
+            config.max_body_bytes,
+            config.close_connections,
+        );
+        let (route, framing, expect, head_len, keep_alive, minor) =
+            match parse_head(self.rx.filled(), max_head, max_body) {
+                Ok(None) => return false,
+                Ok(Some(head)) => (
+                    router::route(head.method, head.target),
+                    head.framing,
+                    head.expect_continue,
+                    head.len,
+                    head.keep_alive,
+                    head.minor,
+                ),
+                Err(e) => {
+                    self.reject(e, ctx);
+                    return true;
+                }
+            };
+        self.rx.consume(head_len);
+        self.persist = if !keep_alive || close_all || ctx.draining {
+            Persist::Close
+        } else if minor == 0 {
+            Persist::KeepAlive10
+        } else {
+            Persist::KeepAlive
+        };
+        crate::verbose!("request conn={} framing={:?}", self.id.token, framing);
+        if expect && route.is_err() {
+            // Refuse before the client sends a body nobody will read.
+            self.persist = Persist::Close;
+            relay::dispatch(self, ctx, route, Vec::new());
+            return true;
+        }
+        let pending = Pending { route };
+        let read = match framing {
+            Framing::None => {
+                relay::dispatch(self, ctx, pending.route, Vec::new());
+                return true;
+            }
+            Framing::Length(n) => {
+                // The one copy a body takes in user space is of the bytes that came with its
+                // head; the rest is read from the socket straight into its final place.
+                let mut body = vec![0; n];
+                let take = n.min(self.rx.len());
+                body[..take].copy_from_slice(&self.rx.filled()[..take]);
+                self.rx.consume(take);
+                BodyRead::Length { body, filled: take }
+            }
+            Framing::Chunked => BodyRead::Chunked {
+                body: Vec::new(),
+                decoder: ChunkedDecoder::new(max_body, max_head),
+            },
+        };
+        let nothing_yet = self.rx.is_empty()
+            && matches!(
+                read,
+                BodyRead::Length { filled: 0, .. } | BodyRead::Chunked { .. }
+            );
+        if expect && nothing_yet {
+            self.out
+                .with_bytes(|v| v.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        }
+        self.state = State::Body(pending, read);
+        let at = ctx.now + ctx.shared.config.header_timeout;
+        self.set_deadline(Some(at), ctx);
+        self.feed_body(ctx);
+        true
+    }
+
+    /// Moves buffered bytes into the body being read; dispatches it when complete.
+    fn feed_body(&mut self, ctx: &mut Ctx) -> bool {
+        let State::Body(_, read) = &mut self.state else {
+            return false;
+        };
+        let outcome = match read {
+            BodyRead::Length { body, filled } if *filled < body.len() => return false,
+            BodyRead::Length { .. } => Ok(true),
+            BodyRead::Chunked { .. } if self.rx.is_empty() => return false,
+            BodyRead::Chunked { body, decoder } => match decoder.decode(self.rx.filled(), body) {
+                Ok((0, false)) => return false,
+                Ok((used, done)) => {
+                    self.rx.consume(used);
+                    Ok(done)
+                }
+                Err(e) => Err(e),
+            },
+        };
+        match outcome {
+            Err(e) => self.reject(e, ctx),
+            Ok(false) => {}
+            Ok(true) => {
+                let State::Body(pending, read) = std::mem::replace(&mut self.state, State::Head)
+                else {
+                    unreachable!("matched above")
+                };
+                let (BodyRead::Length { body, .. } | BodyRead::Chunked { body, .. }) = read;
+                relay::dispatch(self, ctx, pending.route, body);
+            }
+        }
+        true
+    }
+
+    /// Answers a framing error and closes: after one, the stream cannot be trusted.
+    fn reject(&mut self, e: HttpError, ctx: &mut Ctx) {
+        crate::debug!("bad request conn={} status={}", self.id.token, e.status());
+        self.persist = Persist::Close;
+        self.respond_text(ctx, e.status(), e.text());
+    }
+}

@@ -1,0 +1,443 @@
+//! Request heads (through `httparse`) and body framing: `Content-Length`, chunked, 100-continue,
+//! with the header and body limits. Incomplete input is `Ok(None)`, never an error.
+
+/// Headers beyond this many are a 431: no client of ours sends more than a handful.
+const MAX_HEADERS: usize = 64;
+
+/// Why a request cannot be served; each variant names its status. All of them close the
+/// connection, since the stream can no longer be trusted to be framed correctly.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum HttpError {
+    /// 400, with a short reason as the body.
+    Malformed(&'static str),
+    /// 431: the head passed `ESUB_MAX_HEADER_BYTES` (or `MAX_HEADERS`).
+    HeadTooLarge,
+    /// 413: the body passed `ESUB_MAX_BODY_BYTES`.
+    BodyTooLarge,
+    /// 501: a transfer coding other than chunked.
+    NotImplemented,
+}
+
+impl HttpError {
+    pub fn status(self) -> u16 {
+        match self {
+            HttpError::Malformed(_) => 400,
+            HttpError::HeadTooLarge => 431,
+            HttpError::BodyTooLarge => 413,
+            HttpError::NotImplemented => 501,
+        }
+    }
+
+    pub fn text(self) -> &'static str {
+        match self {
+            HttpError::Malformed(why) => why,
+            HttpError::HeadTooLarge => "Request Header Fields Too Large",
+            HttpError::BodyTooLarge => "Payload Too Large",
+            HttpError::NotImplemented => "Transfer-Encoding not supported",
+        }
+    }
+}
+
+/// How the body that follows a head is delimited.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Framing {
+    None,
+    Length(usize),
+    Chunked,
+}
+
+/// A parsed head, borrowing the receive buffer.
+#[derive(Debug)]
+pub struct Head<'a> {
+    pub method: &'a str,
+    pub target: &'a [u8],
+    /// HTTP/1.`minor`.
+    pub minor: u8,
+    /// Bytes of the head, including the blank line.
+    pub len: usize,
+    pub framing: Framing,
+    pub keep_alive: bool,
+    pub expect_continue: bool,
+}
+
+fn has_token(value: &[u8], token: &str) -> bool {
+    value
+        .split(|&b| b == b',')
+        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+}
+
+/// Parses one request head from the front of `buf`.
+pub fn parse_head(
+    buf: &[u8],
+    max_head: usize,
+    max_body: usize,
+) -> Result<Option<Head<'_>>, HttpError> {
+    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut headers);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => {
+            return Err(HttpError::HeadTooLarge);
+        }
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
+        Err(_) if buf.len() > max_head => return Err(HttpError::HeadTooLarge),
+        Err(_) => return Err(HttpError::Malformed("Bad request")),
+    };
+    if len > max_head {
+        return Err(HttpError::HeadTooLarge);
+    }
+    let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HttpError::Malformed("Bad request"));
+    };
+    let mut keep_alive = minor >= 1;
+    let mut length: Option<usize> = None;
+    let mut chunked = false;
+    let mut expect_continue = false;
+    for h in req.headers.iter() {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let text = std::str::from_utf8(h.value)
+                .map_err(|_| HttpError::Malformed("Bad Content-Length"))?;
+            let text = text.trim();
+            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(HttpError::Malformed("Bad Content-Length"));
+            }
+            // A value too long for usize is certainly over the limit.
+            let n = text.parse::<usize>().unwrap_or(usize::MAX);
+            if length.is_some_and(|l| l != n) {
+                return Err(HttpError::Malformed("Conflicting Content-Length"));
+            }
+            length = Some(n);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            let codings: Vec<&[u8]> = h
+                .value
+                .split(|&b| b == b',')
+                .map(|t| t.trim_ascii())
+                .collect();
+            match codings.as_slice() {
+                [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
+                [c] if c.eq_ignore_ascii_case(b"identity") => {}
+                _ => return Err(HttpError::NotImplemented),
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            if has_token(h.value, "close") {
+                keep_alive = false;
+            } else if has_token(h.value, "keep-alive") {
+                keep_alive = true;
+            }
+        } else if name.eq_ignore_ascii_case("expect") {
+            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                return Err(HttpError::Malformed("Unsupported Expect"));
+            }
+        }
+    }
+    // Both framings at once is how requests are smuggled past proxies: refuse it.
+    let framing = match (length, chunked) {
+        (Some(_), true) => return Err(HttpError::Malformed("Both Content-Length and chunked")),
+        (Some(n), false) if n > max_body => return Err(HttpError::BodyTooLarge),
+        (Some(0), false) | (None, false) => Framing::None,
+        (Some(n), false) => Framing::Length(n),
+        (None, true) => Framing::Chunked,
+    };
+    Ok(Some(Head {
+        method,
+        target: path.as_bytes(),
+        minor,
+        len,
+        framing,
+        keep_alive,
+        expect_continue: expect_continue && framing != Framing::None,
+    }))
+}
+
+/// Where a chunked decoder stands between calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Chunk {
+    /// Expecting a `size[;ext]\r\n` line.
+    Size,
+    /// Inside a chunk's data.
+    Data(usize),
+    /// Expecting the `\r\n` after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer lines until a blank one; the count bounds their size.
+    Trailer(usize),
+    Done,
+}
+
+/// Incremental `Transfer-Encoding: chunked` decoder writing the data into one `Vec`.
+#[derive(Debug)]
+pub struct ChunkedDecoder {
+    state: Chunk,
+    max_body: usize,
+    max_trailer: usize,
+}
+
+impl ChunkedDecoder {
+    pub fn new(max_body: usize, max_trailer: usize) -> ChunkedDecoder {
+        ChunkedDecoder {
+            state: Chunk::Size,
+            max_body,
+            max_trailer,
+        }
+    }
+
+    /// Decodes from `input` into `out`; returns the bytes consumed and whether the body ended.
+    /// A return of `(n, false)` with `n < input.len()` never happens: all input is used or
+    /// kept waiting only when it is an incomplete line.
+    pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
+        let mut pos = 0;
+        loop {
+            let rest = &input[pos..];
+            match self.state {
+                Chunk::Done => return Ok((pos, true)),
+                Chunk::Size => match httparse::parse_chunk_size(rest) {
+                    Ok(httparse::Status::Complete((used, size))) => {
+                        pos += used;
+                        let size = usize::try_from(size).unwrap_or(usize::MAX);
+                        if size > self.max_body.saturating_sub(out.len()) {
+                            return Err(HttpError::BodyTooLarge);
+                        }
+                        self.state = if size == 0 {
+                            Chunk::Trailer(0)
+                        } else {
+                            Chunk::Data(size)
+                        };
+                    }
+                    // A size line is short; one longer than this is not a size line.
+                    Ok(httparse::Status::Partial) if rest.len() > 1024 => {
+                        return Err(HttpError::Malformed("Bad chunk size"));
+                    }
+                    Ok(httparse::Status::Partial) => return Ok((pos, false)),
+                    Err(_) => return Err(HttpError::Malformed("Bad chunk size")),
+                },
+                Chunk::Data(left) => {
+                    if rest.is_empty() {
+                        return Ok((pos, false));
+                    }
+                    let n = left.min(rest.len());
+                    out.extend_from_slice(&rest[..n]);
+                    pos += n;
+                    self.state = if n == left {
+                        Chunk::DataEnd
+                    } else {
+                        Chunk::Data(left - n)
+                    };
+                }
+                Chunk::DataEnd => match rest {
+                    [b'\r', b'\n', ..] => {
+                        pos += 2;
+                        self.state = Chunk::Size;
+                    }
+                    [] | [b'\r'] => return Ok((pos, false)),
+                    _ => return Err(HttpError::Malformed("Bad chunk")),
+                },
+                Chunk::Trailer(seen) => match rest.iter().position(|&b| b == b'\n') {
+                    None if seen + rest.len() > self.max_trailer => {
+                        return Err(HttpError::HeadTooLarge);
+                    }
+                    None => return Ok((pos, false)),
+                    Some(nl) => {
+                        let line = &rest[..nl];
+                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        pos += nl + 1;
+                        self.state = if line.is_empty() {
+                            Chunk::Done
+                        } else {
+                            Chunk::Trailer(seen + nl + 1)
+                        };
+                        if seen + nl + 1 > self.max_trailer {
+                            return Err(HttpError::HeadTooLarge);
+                        }
+                    }
+                },
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (minor version, head length, framing, keep-alive, expect 100-continue)
+    type Shape = Result<Option<(u8, usize, Framing, bool, bool)>, HttpError>;
+
+    fn head(raw: &str) -> Shape {
+        parse_head(raw.as_bytes(), 8192, 1000)
+            .map(|h| h.map(|h| (h.minor, h.len, h.framing, h.keep_alive, h.expect_continue)))
+    }
+
+    #[test]
+    fn heads() {
+        use Framing::*;
+        let rows: &[(&str, Shape)] = &[
+            (
+                "GET / HTTP/1.1\r\n\r\n",
+                Ok(Some((1, 18, None, true, false))),
+            ),
+            ("GET / HTTP/1.1\r\n", Ok(Option::None)),
+            (
+                "GET / HTTP/1.0\r\n\r\n",
+                Ok(Some((0, 18, None, false, false))),
+            ),
+            (
+                "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
+                Ok(Some((0, 42, None, true, false))),
+            ),
+            (
+                "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
+                Ok(Some((1, 37, None, false, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
+                Ok(Some((1, 38, Length(5), true, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
+                Ok(Some((1, 38, None, true, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
+                Ok(Some((1, 57, Length(5), true, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\n",
+                Err(HttpError::Malformed("Conflicting Content-Length")),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
+                Err(HttpError::Malformed("Bad Content-Length")),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n",
+                Err(HttpError::BodyTooLarge),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
+                Err(HttpError::BodyTooLarge),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Ok(Some((1, 47, Chunked, true, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                Err(HttpError::NotImplemented),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n",
+                Err(HttpError::Malformed("Both Content-Length and chunked")),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                Ok(Some((1, 60, Length(3), true, true))),
+            ),
+            (
+                "GET / HTTP/1.1\r\nExpect: 100-continue\r\n\r\n",
+                Ok(Some((1, 40, None, true, false))),
+            ),
+            (
+                "GET / HTTP/1.1\r\nExpect: magic\r\n\r\n",
+                Err(HttpError::Malformed("Unsupported Expect")),
+            ),
+            ("GARBAGE\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
+            (
+                "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
+                Err(HttpError::Malformed("Bad request")),
+            ),
+            (
+                "GET / HTTP/2.0\r\n\r\n",
+                Err(HttpError::Malformed("Bad request")),
+            ),
+        ];
+        for (raw, want) in rows {
+            assert_eq!(head(raw), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn head_limit() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
+        assert_eq!(
+            parse_head(big.as_bytes(), 256, 10).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+        // Partial and already over the limit: no need to wait for the rest.
+        assert_eq!(
+            parse_head(&big.as_bytes()[..280], 256, 10).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+        assert!(
+            parse_head(&big.as_bytes()[..200], 256, 10)
+                .unwrap()
+                .is_none()
+        );
+        let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
+        let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(
+            parse_head(many.as_bytes(), 8192, 10).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+    }
+
+    fn dechunk(input: &[u8], split: usize) -> Result<(Vec<u8>, usize), HttpError> {
+        let mut d = ChunkedDecoder::new(100, 64);
+        let mut out = Vec::new();
+        let mut buf = Vec::new();
+        let mut total = 0;
+        for piece in input.chunks(split.max(1)) {
+            buf.extend_from_slice(piece);
+            let (used, done) = d.decode(&buf, &mut out)?;
+            total += used;
+            buf.drain(..used);
+            if done {
+                return Ok((out, total));
+            }
+        }
+        Err(HttpError::Malformed("incomplete"))
+    }
+
+    #[test]
+    fn chunked_in_every_split() {
+        let body = b"4\r\nWiki\r\n5;ext=1\r\npedia\r\nE\r\n in\r\n\r\nchunks.\r\n0\r\nX-Trailer: 1\r\n\r\nNEXT";
+        for split in 1..body.len() {
+            let (out, used) = dechunk(body, split).unwrap();
+            assert_eq!(out, b"Wikipedia in\r\n\r\nchunks.", "split {split}");
+            assert_eq!(used, body.len() - 4, "split {split}");
+        }
+    }
+
+    #[test]
+    fn chunked_errors() {
+        let rows: &[(&[u8], HttpError)] = &[
+            (b"zz\r\n", HttpError::Malformed("Bad chunk size")),
+            (b"3\r\nabcX\r\n", HttpError::Malformed("Bad chunk")),
+            (b"65\r\n", HttpError::BodyTooLarge),
+            (
+                b"ffffffffffffffffffff\r\n",
+                HttpError::Malformed("Bad chunk size"),
+            ),
+            (b"32\r\n", HttpError::Malformed("incomplete")),
+        ];
+        for (input, want) in rows {
+            assert_eq!(dechunk(input, 3).unwrap_err(), *want, "{input:?}");
+        }
+        // Two chunks that together pass the limit.
+        let two = b"32\r\n"
+            .iter()
+            .chain(&[b'a'; 50])
+            .chain(b"\r\n33\r\n")
+            .copied()
+            .collect::<Vec<_>>();
+        assert_eq!(dechunk(&two, 7).unwrap_err(), HttpError::BodyTooLarge);
+        // Trailers past the limit.
+        let trailers = format!("0\r\nX: {}\r\n\r\n", "t".repeat(100));
+        assert_eq!(
+            dechunk(trailers.as_bytes(), 5).unwrap_err(),
+            HttpError::HeadTooLarge
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Response heads, written straight into the connection's outgoing bytes. No allocation beyond
+//! the buffer's own growth; bodies that are shared (`Arc`) are queued beside the head, not copied.
+
+use std::io::Write;
+
+/// How the `Connection` header reads for one response.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Persist {
+    /// HTTP/1.1 keep-alive: nothing to say.
+    KeepAlive,
+    /// HTTP/1.0 client that asked for keep-alive: say yes.
+    KeepAlive10,
+    /// The connection closes after this response.
+    Close,
+}
+
+pub const TEXT: &str = "text/plain; charset=utf-8";
+pub const OCTETS: &str = "application/octet-stream";
+pub const JSON: &str = "application/json";
+
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        100 => "Continue",
+        101 => "Switching Protocols",
+        200 => "OK",
+        204 => "No Content",
+        400 => "Bad Request",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        409 => "Conflict",
+        413 => "Payload Too Large",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        501 => "Not Implemented",
+        503 => "Service Unavailable",
+        507 => "Insufficient Storage",
+        _ => "Unknown",
+    }
+}
+
+/// Writes a status line and headers up to the blank line, announcing `body_len` body bytes
+/// (omitted for 1xx and 204, which carry no body). `extra` lines end in `\r\n`.
+pub fn head(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body_len: usize,
+    persist: Persist,
+    extra: &str,
+) {
+    // Writing into a Vec cannot fail.
+    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    if status != 204 && status >= 200 {
+        let _ = write!(
+            out,
+            "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n"
+        );
+    }
+    match persist {
+        Persist::KeepAlive => {}
+        Persist::KeepAlive10 => out.extend_from_slice(b"Connection: keep-alive\r\n"),
+        Persist::Close => out.extend_from_slice(b"Connection: close\r\n"),
+    }
+    out.extend_from_slice(extra.as_bytes());
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A whole response with a small body.
+pub fn full(
+    out: &mut Vec<u8>,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    persist: Persist,
+    extra: &str,
+) {
+    head(out, status, content_type, body.len(), persist, extra);
+    out.extend_from_slice(body);
+}
+
+/// A whole plain-text response, the form every error takes.
+pub fn text(out: &mut Vec<u8>, status: u16, body: &str, persist: Persist) {
+    full(out, status, TEXT, body.as_bytes(), persist, "");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shapes() {
+        let mut v = Vec::new();
+        text(&mut v, 404, "Unknown key", Persist::KeepAlive);
+        assert_eq!(
+            v,
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 11\r\n\r\nUnknown key"
+        );
+        v.clear();
+        full(&mut v, 204, JSON, b"", Persist::Close, "");
+        assert_eq!(v, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        v.clear();
+        head(
+            &mut v,
+            200,
+            OCTETS,
+            3,
+            Persist::KeepAlive10,
+            "Allow: GET\r\n",
+        );
+        assert_eq!(
+            v,
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\nAllow: GET\r\n\r\n"
+        );
+    }
+}

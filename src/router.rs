@@ -1,0 +1,156 @@
+//! `(method, target) -> Route`: pure, table-tested and fuzzed. Keys are decoded and bounded here.
+
+use crate::http::query::{Query, percent_decode};
+
+/// Longest key after percent-decoding (API.md section 1).
+pub const MAX_KEY_BYTES: usize = 256;
+
+#[derive(Debug, PartialEq, Eq)]
+pub enum Route {
+    Ping,
+    Info,
+    Keys,
+    Sub { key: String, query: Query },
+    Rep { key: String, query: Query },
+}
+
+/// Why a request has no route; each variant names the response it becomes.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteError {
+    /// 404 `Not Found`.
+    NotFound,
+    /// 405 with this `Allow` header.
+    MethodNotAllowed(&'static str),
+    /// 400: bad percent-encoding, a key over 256 bytes or not UTF-8.
+    BadRequest(&'static str),
+}
+
+/// The routes by first segment: does it take a key, and which method.
+const TABLE: &[(&str, bool, &str)] = &[
+    ("ping", false, "GET"),
+    ("info", false, "GET"),
+    ("keys", false, "GET"),
+    ("sub", true, "GET"),
+    ("rep", true, "POST"),
+];
+
+/// Routes an origin-form request target (`/path?query`).
+pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
+    let (path, raw_query) = match target.iter().position(|&b| b == b'?') {
+        Some(q) => (&target[..q], &target[q + 1..]),
+        None => (target, &b""[..]),
+    };
+    let rest = path.strip_prefix(b"/").ok_or(RouteError::NotFound)?;
+    let (first, key) = match rest.iter().position(|&b| b == b'/') {
+        Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
+        None => (rest, None),
+    };
+    let &(name, keyed, allow) = TABLE
+        .iter()
+        .find(|(name, _, _)| name.as_bytes() == first)
+        .ok_or(RouteError::NotFound)?;
+    let key = match (keyed, key) {
+        (false, None) => None,
+        (true, Some(k)) if !k.is_empty() && !k.contains(&b'/') => Some(decode_key(k)?),
+        _ => return Err(RouteError::NotFound),
+    };
+    if method != allow {
+        return Err(RouteError::MethodNotAllowed(allow));
+    }
+    let query = || Query::parse(raw_query).map_err(|_| RouteError::BadRequest("Bad query string"));
+    Ok(match (name, key) {
+        ("ping", _) => Route::Ping,
+        ("info", _) => Route::Info,
+        ("keys", _) => Route::Keys,
+        ("sub", Some(key)) => Route::Sub {
+            key,
+            query: query()?,
+        },
+        ("rep", Some(key)) => Route::Rep {
+            key,
+            query: query()?,
+        },
+        _ => return Err(RouteError::NotFound),
+    })
+}
+
+fn decode_key(raw: &[u8]) -> Result<String, RouteError> {
+    let bytes = percent_decode(raw, false).map_err(|_| RouteError::BadRequest("Bad key"))?;
+    if bytes.is_empty() {
+        return Err(RouteError::NotFound);
+    }
+    if bytes.len() > MAX_KEY_BYTES {
+        return Err(RouteError::BadRequest("Key too long"));
+    }
+    String::from_utf8(bytes).map_err(|_| RouteError::BadRequest("Key is not UTF-8"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sub(key: &str, token: Option<&str>) -> Result<Route, RouteError> {
+        let query = Query {
+            token: token.map(str::to_string),
+            ..Query::default()
+        };
+        Ok(Route::Sub {
+            key: key.to_string(),
+            query,
+        })
+    }
+
+    #[test]
+    fn table() {
+        use RouteError::*;
+        let long = format!("/sub/{}", "k".repeat(257));
+        let max = format!("/sub/{}", "k".repeat(256));
+        let max_escaped = format!("/sub/{}", "%41".repeat(256));
+        let rows: Vec<(&str, &str, Result<Route, RouteError>)> = vec![
+            ("GET", "/ping", Ok(Route::Ping)),
+            ("GET", "/ping?x=1", Ok(Route::Ping)),
+            ("GET", "/info", Ok(Route::Info)),
+            ("GET", "/keys", Ok(Route::Keys)),
+            ("POST", "/ping", Err(MethodNotAllowed("GET"))),
+            ("HEAD", "/keys", Err(MethodNotAllowed("GET"))),
+            ("GET", "/ping/x", Err(NotFound)),
+            ("GET", "/", Err(NotFound)),
+            ("GET", "", Err(NotFound)),
+            ("GET", "*", Err(NotFound)),
+            ("GET", "/nope", Err(NotFound)),
+            ("GET", "/sub", Err(NotFound)),
+            ("GET", "/sub/", Err(NotFound)),
+            ("GET", "/sub/a/b", Err(NotFound)),
+            ("GET", "/sub/a/", Err(NotFound)),
+            ("GET", "/sub/abc", sub("abc", None)),
+            ("GET", "/sub/a%20b?token=x+y", sub("a b", Some("x y"))),
+            ("GET", "/sub/a+b", sub("a+b", None)),
+            ("GET", "/sub/%2F", sub("/", None)),
+            ("GET", "/sub/k?token=", sub("k", None)),
+            ("GET", "/sub/%zz", Err(BadRequest("Bad key"))),
+            ("GET", "/sub/%ff", Err(BadRequest("Key is not UTF-8"))),
+            (
+                "GET",
+                "/sub/k?token=%z",
+                Err(BadRequest("Bad query string")),
+            ),
+            ("GET", &long, Err(BadRequest("Key too long"))),
+            ("GET", &max, sub(&"k".repeat(256), None)),
+            ("GET", &max_escaped, sub(&"A".repeat(256), None)),
+            ("POST", "/sub/k", Err(MethodNotAllowed("GET"))),
+            ("GET", "/rep/k", Err(MethodNotAllowed("POST"))),
+            ("get", "/ping", Err(MethodNotAllowed("GET"))),
+        ];
+        for (method, target, want) in rows {
+            assert_eq!(route(method, target.as_bytes()), want, "{method} {target}");
+        }
+        match route("POST", b"/rep/k?token=t&psub=1").unwrap() {
+            Route::Rep { key, query } => {
+                assert_eq!(key, "k");
+                assert_eq!(query.token.as_deref(), Some("t"));
+                assert!(query.psub);
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! The server: shared state, the per-worker context, and start-up (bind, spawn, drain, join).
+
+pub mod listener;
+pub mod mailbox;
+pub mod timer;
+pub mod worker;
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use crate::config::Config;
+use crate::conn::buffer::READ_CHUNK;
+use crate::registry::Registry;
+use mailbox::{Mailbox, Msg};
+use timer::TimerWheel;
+
+/// What every worker shares.
+pub struct Shared {
+    pub config: Config,
+    pub registry: Registry,
+    pub mailboxes: Vec<Mailbox>,
+    /// Open client connections in the whole process (`ESUB_MAX_CONNECTIONS`).
+    pub open: AtomicUsize,
+    pub started: Instant,
+    pub name: String,
+    pub ip: String,
+    pub port: u16,
+}
+
+impl Shared {
+    /// The `/info` object; `name` and `ip` come first, as clients expect.
+    pub fn info_json(&self, now: Instant) -> String {
+        format!(
+            "{{\"name\":{},\"ip\":{},\"version\":{},\"port\":{},\"workers\":{},\"uptime_s\":{}}}",
+            serde_json::Value::from(self.name.as_str()),
+            serde_json::Value::from(self.ip.as_str()),
+            serde_json::Value::from(env!("CARGO_PKG_VERSION")),
+            self.port,
+            self.config.workers,
+            now.saturating_duration_since(self.started).as_secs()
+        )
+    }
+}
+
+/// Read buffers a worker keeps for reuse: enough for its busy connections at once, few enough
+/// (4 MiB) that an idle worker holds little.
+const POOLED_BUFFERS: usize = 256;
+
+/// A worker's own context, handed to every connection step beside the connection itself.
+pub struct Ctx {
+    pub worker: usize,
+    pub shared: Arc<Shared>,
+    /// The time at the last poll wake-up: one clock read per batch of events.
+    pub now: Instant,
+    /// Messages for connections of this same worker, handled before the next poll.
+    pub local: VecDeque<Msg>,
+    pub timers: TimerWheel,
+    pub buffers: Vec<Vec<u8>>,
+    pub draining: bool,
+}
+
+impl Ctx {
+    /// Sends a message to the worker that owns its target (this one: no lock, no wake-up).
+    pub fn post(&mut self, msg: Msg) {
+        match msg.target() {
+            Some(w) if w == self.worker => self.local.push_back(msg),
+            Some(w) => self.shared.mailboxes[w].post(msg),
+            None => {}
+        }
+    }
+
+    pub fn take_buffer(&mut self) -> Vec<u8> {
+        self.buffers.pop().unwrap_or_else(|| vec![0; READ_CHUNK])
+    }
+
+    pub fn give_buffer(&mut self, buf: Vec<u8>) {
+        // Buffers that grew for a big head go back to the allocator.
+        if self.buffers.len() < POOLED_BUFFERS && buf.len() == READ_CHUNK {
+            self.buffers.push(buf);
+        }
+    }
+}
+
+/// A running server: its address and its worker threads.
+pub struct Server {
+    pub addr: SocketAddr,
+    pub shared: Arc<Shared>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Server {
+    /// Binds one listener per worker and starts the workers.
+    pub fn start(config: Config) -> io::Result<Server> {
+        let mut listeners = Vec::with_capacity(config.workers);
+        let mut addr = SocketAddr::new(config.bind, config.port);
+        for _ in 0..config.workers {
+            let l = listener::bind(addr)?;
+            // Port 0: the first bind picks the port, the others join it.
+            addr = l.local_addr()?;
+            listeners.push(l);
+        }
+        let mut polls = Vec::with_capacity(config.workers);
+        let mut mailboxes = Vec::with_capacity(config.workers);
+        for _ in 0..config.workers {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), worker::WAKER)?;
+            mailboxes.push(Mailbox::new(waker));
+            polls.push(poll);
+        }
+        let shared = Arc::new(Shared {
+            name: crate::node::host_name(),
+            ip: config
+                .node_ip
+                .clone()
+                .unwrap_or_else(|| crate::node::first_ipv4().to_string()),
+            port: addr.port(),
+            config,
+            registry: Registry::default(),
+            mailboxes,
+            open: AtomicUsize::new(0),
+            started: Instant::now(),
+        });
+        let mut threads = Vec::with_capacity(polls.len());
+        for (i, (poll, l)) in polls.into_iter().zip(listeners).enumerate() {
+            let w =
+                worker::Worker::new(i, poll, mio::net::TcpListener::from_std(l), shared.clone())?;
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("esub-worker-{i}"))
+                    .spawn(move || w.run())?,
+            );
+        }
+        Ok(Server {
+            addr,
+            shared,
+            threads,
+        })
+    }
+
+    /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
+    pub fn shutdown(self) {
+        for m in &self.shared.mailboxes {
+            m.post(Msg::Drain);
+        }
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
