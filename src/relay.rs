@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, State};
+use crate::conn::{Conn, State, Stream};
 use crate::http::response;
 use crate::registry::{Claim, Park};
 use crate::router::{Route, RouteError};
@@ -11,7 +11,12 @@ use crate::server::Ctx;
 use crate::server::mailbox::Msg;
 
 /// Answers one complete request (head routed, body read).
-pub fn dispatch(conn: &mut Conn, ctx: &mut Ctx, route: Result<Route, RouteError>, body: Vec<u8>) {
+pub fn dispatch<S: Stream>(
+    conn: &mut Conn<S>,
+    ctx: &mut Ctx,
+    route: Result<Route, RouteError>,
+    body: Vec<u8>,
+) {
     match route {
         Err(RouteError::NotFound) => conn.respond_text(ctx, 404, "Not Found"),
         Err(RouteError::MethodNotAllowed(allow)) => {
@@ -40,7 +45,7 @@ pub fn dispatch(conn: &mut Conn, ctx: &mut Ctx, route: Result<Route, RouteError>
     }
 }
 
-fn sub(conn: &mut Conn, ctx: &mut Ctx, key: String, token: Option<String>) {
+fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<String>) {
     let key: Arc<str> = Arc::from(key);
     match ctx.shared.registry.park(&key, conn.id, token.as_deref()) {
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
@@ -52,8 +57,8 @@ fn sub(conn: &mut Conn, ctx: &mut Ctx, key: String, token: Option<String>) {
     }
 }
 
-fn rep(
-    conn: &mut Conn,
+fn rep<S: Stream>(
+    conn: &mut Conn<S>,
     ctx: &mut Ctx,
     key: &str,
     token: Option<&str>,
@@ -84,7 +89,7 @@ fn rep(
 
 /// A message for a connection of this worker. `conn` is `None` when the slot is empty or now
 /// holds another connection (the message's generation did not match).
-pub fn on_message(conn: Option<&mut Conn>, ctx: &mut Ctx, msg: Msg) {
+pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg) {
     match msg {
         Msg::Deliver { sub, rep, body, .. } => {
             let result = match conn {
@@ -116,7 +121,7 @@ pub fn on_message(conn: Option<&mut Conn>, ctx: &mut Ctx, msg: Msg) {
 }
 
 /// Shutdown: a parked sub gets 503 and its connection closes.
-pub fn on_drain(conn: &mut Conn, ctx: &mut Ctx) {
+pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
     if let State::Parked { key } = &conn.state {
         ctx.shared.registry.unpark(key, conn.id);
         conn.persist = response::Persist::Close;

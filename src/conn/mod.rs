@@ -6,6 +6,8 @@ pub mod buffer;
 
 use std::time::Instant;
 
+use std::io::{Read, Write};
+
 use mio::net::TcpStream;
 
 use crate::conn::buffer::{Body, Buffer, Io, OutQueue, READ_CHUNK};
@@ -61,8 +63,13 @@ pub enum State {
     Closing,
 }
 
-pub struct Conn {
-    pub stream: TcpStream,
+/// What a connection reads and writes: a `TcpStream` in the server, bytes in memory in the
+/// fuzz target that drives the same state machine without sockets.
+pub trait Stream: Read + Write {}
+impl<S: Read + Write> Stream for S {}
+
+pub struct Conn<S = TcpStream> {
+    pub stream: S,
     pub id: ConnId,
     pub state: State,
     rx: Buffer,
@@ -79,8 +86,8 @@ pub struct Conn {
     head_started: bool,
 }
 
-impl Conn {
-    pub fn new(stream: TcpStream, id: ConnId, ctx: &mut Ctx) -> Conn {
+impl<S: Stream> Conn<S> {
+    pub fn new(stream: S, id: ConnId, ctx: &mut Ctx) -> Conn<S> {
         let mut conn = Conn {
             stream,
             id,
