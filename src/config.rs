@@ -22,6 +22,7 @@ pub struct Config {
     pub idle_timeout: Duration,
     pub write_timeout: Duration,
     pub max_connections: usize,
+    pub max_psub_backlog: usize,
     pub drain: Duration,
     pub debug: bool,
     pub verbose_debug: bool,
@@ -37,11 +38,7 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "invalid {}={:?}: expected {}",
-            self.var, self.value, self.expected
-        )
+        write!(f, "invalid {}={:?}: expected {}", self.var, self.value, self.expected)
     }
 }
 
@@ -51,62 +48,19 @@ impl std::error::Error for ConfigError {}
 const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_PORT", "8090", "listening port (0 picks a free one)"),
     ("ESUB_BIND", "0.0.0.0", "listening address"),
-    (
-        "ESUB_WORKERS",
-        "number of cores",
-        "event loops, one thread each",
-    ),
-    (
-        "ESUB_NODE_IP",
-        "first non-loopback IPv4",
-        "address in /info and metric tags",
-    ),
-    (
-        "ESUB_CLOSE_CONNECTIONS",
-        "unset",
-        "close every HTTP connection after its response",
-    ),
-    (
-        "ESUB_CONFIRM_RECEIPT",
-        "unset",
-        "receipt mode for psubs (low traffic)",
-    ),
+    ("ESUB_WORKERS", "number of cores", "event loops, one thread each"),
+    ("ESUB_NODE_IP", "first non-loopback IPv4", "address in /info and metric tags"),
+    ("ESUB_CLOSE_CONNECTIONS", "unset", "close every HTTP connection after its response"),
+    ("ESUB_CONFIRM_RECEIPT", "unset", "receipt mode for psubs (low traffic)"),
     ("ESUB_CONFIRM_TIMEOUT_MS", "1000", "receipt wait"),
-    (
-        "ESUB_PING_FREQUENCY",
-        "60",
-        "seconds between keepalive sweeps (high traffic)",
-    ),
-    (
-        "ESUB_MAX_HEADER_BYTES",
-        "8192",
-        "request head limit (431 beyond)",
-    ),
-    (
-        "ESUB_MAX_BODY_BYTES",
-        "1048576",
-        "request body limit (413 beyond)",
-    ),
-    (
-        "ESUB_HEADER_TIMEOUT_MS",
-        "10000",
-        "time to send a complete request head",
-    ),
-    (
-        "ESUB_IDLE_TIMEOUT_MS",
-        "75000",
-        "idle keep-alive connection between requests",
-    ),
-    (
-        "ESUB_WRITE_TIMEOUT_MS",
-        "5000",
-        "time for a sub's response to be written",
-    ),
-    (
-        "ESUB_MAX_CONNECTIONS",
-        "100000",
-        "open connections per process; beyond it accepts wait",
-    ),
+    ("ESUB_PING_FREQUENCY", "60", "seconds between keepalive sweeps (high traffic)"),
+    ("ESUB_MAX_HEADER_BYTES", "8192", "request head limit (431 beyond)"),
+    ("ESUB_MAX_BODY_BYTES", "1048576", "request body limit (413 beyond)"),
+    ("ESUB_HEADER_TIMEOUT_MS", "10000", "time to send a complete request head"),
+    ("ESUB_IDLE_TIMEOUT_MS", "75000", "idle keep-alive connection between requests"),
+    ("ESUB_WRITE_TIMEOUT_MS", "5000", "time for a sub's response to be written"),
+    ("ESUB_MAX_CONNECTIONS", "100000", "open connections per process; beyond it accepts wait"),
+    ("ESUB_MAX_PSUB_BACKLOG", "4194304", "unsent bytes a psub member may hold before reps skip it"),
     ("ESUB_DRAIN_MS", "5000", "shutdown drain"),
     ("ESUB_DEBUG", "unset", "per-request debug lines"),
     ("ESUB_VERBOSE_DEBUG", "unset", "socket-level debug lines"),
@@ -198,6 +152,8 @@ impl Config {
             idle_timeout: ms("ESUB_IDLE_TIMEOUT_MS", 75_000)?,
             write_timeout: ms("ESUB_WRITE_TIMEOUT_MS", 5000)?,
             max_connections: num("ESUB_MAX_CONNECTIONS", 100_000, 1, 1 << 24)? as usize,
+            // Past 4 MiB unsent a member is not keeping up; reps go elsewhere (or 404).
+            max_psub_backlog: num("ESUB_MAX_PSUB_BACKLOG", 4 << 20, 0, 1 << 34)? as usize,
             drain: ms("ESUB_DRAIN_MS", 5000)?,
             debug: flag(get("ESUB_DEBUG").as_deref()) || flag(get("ESUB_VERBOSE_DEBUG").as_deref()),
             verbose_debug: flag(get("ESUB_VERBOSE_DEBUG").as_deref()),
@@ -211,10 +167,8 @@ mod tests {
     use std::collections::HashMap;
 
     fn parse(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
-        let map: HashMap<String, String> = pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let map: HashMap<String, String> =
+            pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
         Config::from_lookup(|k| map.get(k).cloned())
     }
 
@@ -257,12 +211,7 @@ mod tests {
     #[test]
     fn flags() {
         for (v, on) in [("1", true), ("yes", true), ("0", false), ("", false)] {
-            assert_eq!(
-                parse(&[("ESUB_CLOSE_CONNECTIONS", v)])
-                    .unwrap()
-                    .close_connections,
-                on
-            );
+            assert_eq!(parse(&[("ESUB_CLOSE_CONNECTIONS", v)]).unwrap().close_connections, on);
         }
         assert_eq!(parse(&[("ESUB_PORT", "0")]).unwrap().port, 0);
     }

@@ -20,3 +20,4 @@ pub mod registry;
 pub mod relay;
 pub mod router;
 pub mod server;
+pub mod ws;

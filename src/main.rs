@@ -47,11 +47,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    esub::log::set_level(if config.verbose_debug {
-        2
-    } else {
-        u8::from(config.debug)
-    });
+    esub::log::set_level(if config.verbose_debug { 2 } else { u8::from(config.debug) });
     let nofile = esub::node::raise_nofile();
     let signals = block_signals();
     let workers = config.workers;
@@ -65,10 +61,7 @@ fn main() -> ExitCode {
     // Tests and scripts read the port from this first stdout line.
     println!("listening on {}", server.addr);
     let _ = std::io::stdout().flush();
-    esub::info!(
-        "started addr={} workers={workers} store=off nofile={nofile}",
-        server.addr
-    );
+    esub::info!("started addr={} workers={workers} store=off nofile={nofile}", server.addr);
     let sig = wait_for_signal(&signals);
     esub::info!("draining signal={sig}");
     server.shutdown();

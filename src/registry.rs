@@ -19,17 +19,46 @@ struct Waiter {
     token: Option<Box<str>>,
 }
 
+/// Names a pool for redirects: its key and token, shared by reference count, never copied.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PoolRef {
+    pub key: Arc<str>,
+    pub token: Option<Arc<str>>,
+}
+
+/// The persistent subscribers (websockets) of a key: one token and one `shared` flag for all.
+#[derive(Debug)]
+struct Pool {
+    name: PoolRef,
+    shared: bool,
+    /// In join order; reps go round-robin from `next`.
+    members: Vec<ConnId>,
+    next: usize,
+}
+
 #[derive(Debug, Default)]
 struct Slot {
     sub: Option<Waiter>,
+    pool: Option<Pool>,
 }
 
 impl Slot {
     fn is_empty(&self) -> bool {
-        self.sub.is_none()
+        self.sub.is_none() && self.pool.is_none()
     }
 }
 
+/// Members one pool may hold: past this a join is refused (403) rather than growing without end.
+pub const MAX_POOL_MEMBERS: usize = 10_000;
+
+/// What `join` did.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Join {
+    /// Joined; these members of an exclusive pool were displaced (they get 1001 `taken over`).
+    Joined(Vec<ConnId>),
+    /// Token or `shared` flag differs from the pool's, or the pool is full: 403.
+    Forbidden,
+}
 /// What `park` did.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Park {
@@ -45,6 +74,8 @@ pub enum Park {
 pub enum Claim {
     /// The sub is removed from the registry and belongs to the caller.
     Sub(ConnId),
+    /// A psub pool member, picked round-robin; it stays in the pool.
+    Member(ConnId, PoolRef),
     Unknown,
     InvalidToken,
 }
@@ -69,9 +100,7 @@ impl Registry {
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(key) as usize % SHARDS;
         // A panic while holding a shard aborts the process (panic = "abort"), so poison is moot.
-        self.shards[i]
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.shards[i].lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Parks `conn` on `key` with `token` (API.md section 2: 403 or takeover).
@@ -83,34 +112,94 @@ impl Registry {
         {
             return Park::Forbidden;
         }
-        let new = Waiter {
-            conn,
-            token: token.map(Box::from),
-        };
+        let new = Waiter { conn, token: token.map(Box::from) };
         match slot.sub.replace(new) {
             Some(old) => Park::Displaced(old.conn),
             None => Park::Parked,
         }
     }
 
-    /// Takes the sub waiting on `key` if `token` matches it exactly (absent matches absent).
-    pub fn claim(&self, key: &str, token: Option<&str>) -> Claim {
+    /// Finds where a rep to `key` goes: the waiting sub first (taken out of the registry), then
+    /// the psub pool (`pool_only` skips the sub). Tokens must match exactly, both ways.
+    pub fn claim(&self, key: &str, token: Option<&str>, pool_only: bool) -> Claim {
         let mut shard = self.shard(key);
         let Some(slot) = shard.get_mut(key) else {
             return Claim::Unknown;
         };
-        let Some(sub) = &slot.sub else {
+        if let Some(sub) = slot.sub.as_ref().filter(|_| !pool_only) {
+            if sub.token.as_deref() != token {
+                return Claim::InvalidToken;
+            }
+            let conn = sub.conn;
+            slot.sub = None;
+            if slot.is_empty() {
+                shard.remove(key);
+            }
+            return Claim::Sub(conn);
+        }
+        let Some(pool) = &mut slot.pool else {
             return Claim::Unknown;
         };
-        if sub.token.as_deref() != token {
+        if pool.name.token.as_deref() != token {
             return Claim::InvalidToken;
         }
-        let conn = sub.conn;
-        slot.sub = None;
-        if slot.is_empty() {
-            shard.remove(key);
+        let i = pool.next % pool.members.len();
+        pool.next = i + 1;
+        Claim::Member(pool.members[i], pool.name.clone())
+    }
+
+    /// Adds a websocket member to `key`'s pool (API.md section 3: 403 or takeover).
+    pub fn join(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>, shared: bool) -> Join {
+        let mut shard = self.shard(key);
+        let slot = shard.entry(key.clone()).or_default();
+        let Some(pool) = &mut slot.pool else {
+            let name = PoolRef { key: key.clone(), token: token.map(Arc::from) };
+            slot.pool = Some(Pool { name, shared, members: vec![conn], next: 0 });
+            return Join::Joined(Vec::new());
+        };
+        if pool.name.token.as_deref() != token || pool.shared != shared {
+            return Join::Forbidden;
         }
-        Claim::Sub(conn)
+        if shared {
+            if pool.members.len() >= MAX_POOL_MEMBERS {
+                return Join::Forbidden;
+            }
+            pool.members.push(conn);
+            return Join::Joined(Vec::new());
+        }
+        pool.next = 0;
+        Join::Joined(std::mem::replace(&mut pool.members, vec![conn]))
+    }
+
+    /// Removes a member from `key`'s pool; the pool goes with its last member.
+    pub fn leave(&self, key: &str, conn: ConnId) -> bool {
+        let mut shard = self.shard(key);
+        let Some(slot) = shard.get_mut(key) else {
+            return false;
+        };
+        let Some(pool) = &mut slot.pool else {
+            return false;
+        };
+        let Some(i) = pool.members.iter().position(|m| *m == conn) else {
+            return false;
+        };
+        pool.members.remove(i);
+        if i < pool.next {
+            pool.next -= 1;
+        }
+        if pool.members.is_empty() {
+            slot.pool = None;
+            if slot.is_empty() {
+                shard.remove(key);
+            }
+        }
+        true
+    }
+
+    /// Members in `key`'s pool now (0 when there is none).
+    pub fn pool_size(&self, key: &str) -> usize {
+        let shard = self.shard(key);
+        shard.get(key).and_then(|s| s.pool.as_ref()).map_or(0, |p| p.members.len())
     }
 
     /// Removes `conn`'s sub from `key` if it is still the one waiting there.
@@ -134,12 +223,7 @@ impl Registry {
         let mut keys = Vec::new();
         for shard in self.shards.iter() {
             let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
-            keys.extend(
-                shard
-                    .iter()
-                    .filter(|(_, s)| !s.is_empty())
-                    .map(|(k, _)| k.to_string()),
-            );
+            keys.extend(shard.iter().filter(|(_, s)| !s.is_empty()).map(|(k, _)| k.to_string()));
         }
         keys.sort_unstable();
         keys
@@ -151,35 +235,65 @@ mod tests {
     use super::*;
 
     fn id(token: usize) -> ConnId {
-        ConnId {
-            worker: 0,
-            token,
-            generation: token as u64,
-        }
+        ConnId { worker: 0, token, generation: token as u64 }
     }
 
     #[test]
     fn park_claim_takeover_forbidden() {
         let r = Registry::default();
         let k: Arc<str> = Arc::from("k");
-        assert_eq!(r.claim("k", None), Claim::Unknown);
+        assert_eq!(r.claim("k", None, false), Claim::Unknown);
         assert_eq!(r.park(&k, id(1), Some("t")), Park::Parked);
         assert_eq!(r.park(&k, id(2), Some("u")), Park::Forbidden);
         assert_eq!(r.park(&k, id(3), None), Park::Forbidden);
-        assert_eq!(r.claim("k", None), Claim::InvalidToken);
-        assert_eq!(r.claim("k", Some("u")), Claim::InvalidToken);
+        assert_eq!(r.claim("k", None, false), Claim::InvalidToken);
+        assert_eq!(r.claim("k", Some("u"), false), Claim::InvalidToken);
         assert_eq!(r.park(&k, id(4), Some("t")), Park::Displaced(id(1)));
         assert_eq!(r.keys(), vec!["k".to_string()]);
-        assert_eq!(r.claim("k", Some("t")), Claim::Sub(id(4)));
-        assert_eq!(r.claim("k", Some("t")), Claim::Unknown);
+        assert_eq!(r.claim("k", Some("t"), false), Claim::Sub(id(4)));
+        assert_eq!(r.claim("k", Some("t"), false), Claim::Unknown);
         assert!(r.keys().is_empty());
         // A tokenless sub may be taken over by anyone, and refuses a rep with a token.
         assert_eq!(r.park(&k, id(5), None), Park::Parked);
-        assert_eq!(r.claim("k", Some("x")), Claim::InvalidToken);
+        assert_eq!(r.claim("k", Some("x"), false), Claim::InvalidToken);
         assert_eq!(r.park(&k, id(6), Some("x")), Park::Displaced(id(5)));
         assert!(!r.unpark("k", id(5)));
         assert!(r.unpark("k", id(6)));
         assert!(r.keys().is_empty());
+    }
+
+    #[test]
+    fn pools_round_robin_takeover_and_leave() {
+        let r = Registry::default();
+        let k: Arc<str> = Arc::from("p");
+        assert_eq!(r.join(&k, id(1), Some("t"), true), Join::Joined(vec![]));
+        assert_eq!(r.join(&k, id(2), Some("t"), true), Join::Joined(vec![]));
+        assert_eq!(r.join(&k, id(3), Some("t"), true), Join::Joined(vec![]));
+        assert_eq!(r.join(&k, id(4), Some("u"), true), Join::Forbidden);
+        assert_eq!(r.join(&k, id(4), Some("t"), false), Join::Forbidden);
+        assert_eq!(r.join(&k, id(4), None, true), Join::Forbidden);
+        let picks: Vec<_> = (0..6).map(|_| r.claim("p", Some("t"), false)).collect();
+        let pool = PoolRef { key: k.clone(), token: Some(Arc::from("t")) };
+        let want = [1, 2, 3, 1, 2, 3].map(|i| Claim::Member(id(i), pool.clone()));
+        assert_eq!(picks, want);
+        assert_eq!(r.claim("p", None, true), Claim::InvalidToken);
+        // Leaving keeps the rotation fair: after 1 leaves, 2 and 3 alternate.
+        assert!(r.leave("p", id(1)));
+        let picks: Vec<_> = (0..4).map(|_| r.claim("p", Some("t"), true)).collect();
+        assert_eq!(picks, [2, 3, 2, 3].map(|i| Claim::Member(id(i), pool.clone())));
+        // A waiting sub comes first unless psub=1.
+        r.park(&k, id(9), Some("t"));
+        assert_eq!(r.claim("p", Some("t"), true), Claim::Member(id(2), pool.clone()));
+        assert_eq!(r.claim("p", Some("t"), false), Claim::Sub(id(9)));
+        assert!(r.leave("p", id(2)) && r.leave("p", id(3)));
+        assert!(!r.leave("p", id(3)));
+        assert!(r.keys().is_empty());
+        // Exclusive pools: a newcomer with the pool's token displaces every member.
+        assert_eq!(r.join(&k, id(5), None, false), Join::Joined(vec![]));
+        assert_eq!(r.join(&k, id(6), None, false), Join::Joined(vec![id(5)]));
+        assert_eq!(r.join(&k, id(7), None, true), Join::Forbidden);
+        assert_eq!(r.pool_size("p"), 1);
+        assert_eq!(r.keys(), vec!["p"]);
     }
 
     #[test]
@@ -198,7 +312,9 @@ mod tests {
         let wins: usize = (0..8)
             .map(|_| {
                 let r = r.clone();
-                std::thread::spawn(move || usize::from(matches!(r.claim("k", None), Claim::Sub(_))))
+                std::thread::spawn(move || {
+                    usize::from(matches!(r.claim("k", None, false), Claim::Sub(_)))
+                })
             })
             .collect::<Vec<_>>()
             .into_iter()

@@ -1,23 +1,22 @@
-//! Phase 1: what each route does. Sub parks (or is refused, or takes over), rep claims the sub
-//! and hands the body to the sub's worker; `ping`, `info` and `keys` answer at once.
+//! What each route does. Sub parks (or is refused, or takes over), rep claims the sub or a pool
+//! member and hands the body to its worker, psub and prep upgrade to websockets; `ping`,
+//! `info` and `keys` answer at once. Also how messages from other workers land.
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, State, Stream};
-use crate::http::response;
-use crate::registry::{Claim, Park};
+use crate::conn::{Conn, Request, State, Stream, undeliverable};
+use crate::http::response::{self, Persist};
+use crate::registry::{Claim, Join, Park};
 use crate::router::{Route, RouteError};
 use crate::server::Ctx;
-use crate::server::mailbox::Msg;
+use crate::server::mailbox::{Msg, ReplyTo};
+use crate::ws::handshake;
+use crate::ws::prep::Prep;
+use crate::ws::{Delivery, Member, Role, Ws};
 
 /// Answers one complete request (head routed, body read).
-pub fn dispatch<S: Stream>(
-    conn: &mut Conn<S>,
-    ctx: &mut Ctx,
-    route: Result<Route, RouteError>,
-    body: Vec<u8>,
-) {
-    match route {
+pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, body: Vec<u8>) {
+    match request.route {
         Err(RouteError::NotFound) => conn.respond_text(ctx, 404, "Not Found"),
         Err(RouteError::MethodNotAllowed(allow)) => {
             let extra = format!("Allow: {allow}\r\n");
@@ -38,19 +37,31 @@ pub fn dispatch<S: Stream>(
                 conn.respond(ctx, 200, response::JSON, &json, "");
             }
         }
-        Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token),
+        Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
         Ok(Route::Rep { key, query }) => {
-            rep(conn, ctx, &key, query.token.as_deref(), query.psub, body)
+            rep(conn, ctx, &key, query.token.as_deref(), query.psub, body);
         }
+        Ok(Route::Psub { key, query }) => match handshake::check(&request.upgrade) {
+            Err(why) => conn.respond_text(ctx, 400, why),
+            Ok(accept) => psub(conn, ctx, key, query.token.as_deref(), query.shared, &accept),
+        },
+        Ok(Route::Prep { query }) => match handshake::check(&request.upgrade) {
+            Err(why) => conn.respond_text(ctx, 400, why),
+            Ok(accept) => {
+                let confirm = query.confirm || ctx.shared.config.confirm_receipt;
+                let ws = Ws::new(Role::Prep(Prep::new(confirm)), ctx);
+                conn.upgrade(ws, &accept, ctx);
+            }
+        },
     }
 }
 
-fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<String>) {
+fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<&str>) {
     let key: Arc<str> = Arc::from(key);
-    match ctx.shared.registry.park(&key, conn.id, token.as_deref()) {
+    match ctx.shared.registry.park(&key, conn.id, token) {
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
         Park::Displaced(old) => {
-            ctx.post(Msg::TakenOver { sub: old });
+            ctx.post(Msg::TakenOver { to: old });
             conn.park(key, ctx);
         }
         Park::Parked => conn.park(key, ctx),
@@ -62,27 +73,40 @@ fn rep<S: Stream>(
     ctx: &mut Ctx,
     key: &str,
     token: Option<&str>,
-    psub_only: bool,
+    pool_only: bool,
     body: Vec<u8>,
 ) {
-    // Psub pools come with phase 1.5; until then `psub=1` finds nothing.
-    let claim = if psub_only {
-        Claim::Unknown
-    } else {
-        ctx.shared.registry.claim(key, token)
+    let (to, pool) = match ctx.shared.registry.claim(key, token, pool_only) {
+        Claim::Unknown => return conn.respond_text(ctx, 404, "Unknown key"),
+        Claim::InvalidToken => return conn.respond_text(ctx, 403, "Invalid token"),
+        Claim::Sub(to) => (to, None),
+        Claim::Member(to, pool) => (to, Some(pool)),
     };
-    match claim {
-        Claim::Unknown => conn.respond_text(ctx, 404, "Unknown key"),
-        Claim::InvalidToken => conn.respond_text(ctx, 403, "Invalid token"),
-        Claim::Sub(sub) => {
-            conn.state = State::AwaitRep;
-            conn.set_deadline(None, ctx);
-            ctx.post(Msg::Deliver {
-                sub,
-                rep: conn.id,
-                body: Arc::new(body),
-                arrived: ctx.now,
-            });
+    conn.state = State::AwaitRep;
+    conn.set_deadline(None, ctx);
+    let reply = Some(ReplyTo { conn: conn.id, seq: 0 });
+    let body = Arc::new(body);
+    ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now });
+}
+
+fn psub<S: Stream>(
+    conn: &mut Conn<S>,
+    ctx: &mut Ctx,
+    key: String,
+    token: Option<&str>,
+    shared: bool,
+    accept: &str,
+) {
+    let key: Arc<str> = Arc::from(key);
+    match ctx.shared.registry.join(&key, conn.id, token, shared) {
+        Join::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
+        Join::Joined(displaced) => {
+            for to in displaced {
+                ctx.post(Msg::TakenOver { to });
+            }
+            let member = Member::new(key, token, shared, ctx.shared.config.confirm_receipt);
+            let ws = Ws::new(Role::Psub(member), ctx);
+            conn.upgrade(ws, accept, ctx);
         }
     }
 }
@@ -91,40 +115,48 @@ fn rep<S: Stream>(
 /// holds another connection (the message's generation did not match).
 pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg) {
     match msg {
-        Msg::Deliver { sub, rep, body, .. } => {
+        Msg::Deliver { reply, body, pool, attempts, .. } => {
+            let d = Delivery { reply, body, attempts };
             let result = match conn {
-                Some(conn) => conn.deliver(rep, body, ctx),
-                None => Err(body),
+                Some(conn) => conn.deliver(d, ctx),
+                None => Err(d),
             };
-            if let Err(body) = result {
-                ctx.post(Msg::Gone { rep, body });
-            }
-            let _ = sub;
-        }
-        Msg::Delivered { .. } => {
-            if let Some(conn) = conn.filter(|c| matches!(c.state, State::AwaitRep)) {
-                conn.respond_text(ctx, 200, "OK");
+            if let Err(d) = result {
+                undeliverable(d, pool.as_ref(), ctx);
             }
         }
-        Msg::Gone { .. } => {
-            if let Some(conn) = conn.filter(|c| matches!(c.state, State::AwaitRep)) {
-                conn.respond_text(ctx, 404, "Unknown key");
-            }
-        }
+        Msg::Delivered { reply, .. } => answer(conn, ctx, reply, 200, "OK", "ok"),
+        Msg::Failed { reply, why, .. } => answer(conn, ctx, reply, 404, why.text(), why.text()),
         Msg::TakenOver { .. } => {
-            if let Some(conn) = conn.filter(|c| matches!(c.state, State::Parked { .. })) {
-                conn.respond_text(ctx, 409, "Sub taken over");
+            if let Some(conn) = conn {
+                conn.taken_over(ctx);
             }
         }
         Msg::Drain => {}
     }
 }
 
-/// Shutdown: a parked sub gets 503 and its connection closes.
-pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
-    if let State::Parked { key } = &conn.state {
-        ctx.shared.registry.unpark(key, conn.id);
-        conn.persist = response::Persist::Close;
-        conn.respond_text(ctx, 503, "Shutting down");
+/// Gives a rep its outcome: an HTTP status to a rep connection, a text frame to a prep socket.
+fn answer<S: Stream>(
+    conn: Option<&mut Conn<S>>,
+    ctx: &mut Ctx,
+    reply: ReplyTo,
+    status: u16,
+    text: &str,
+    frame: &'static str,
+) {
+    let Some(conn) = conn else { return };
+    match conn.state {
+        State::AwaitRep => conn.respond_text(ctx, status, text),
+        State::Ws(_) => conn.prep_answer(reply.seq, frame),
+        _ => {}
     }
+}
+
+/// Shutdown for one connection.
+pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
+    if matches!(conn.state, State::Parked { .. }) {
+        conn.persist = Persist::Close;
+    }
+    conn.drain(ctx);
 }

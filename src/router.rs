@@ -12,6 +12,8 @@ pub enum Route {
     Keys,
     Sub { key: String, query: Query },
     Rep { key: String, query: Query },
+    Psub { key: String, query: Query },
+    Prep { query: Query },
 }
 
 /// Why a request has no route; each variant names the response it becomes.
@@ -32,6 +34,8 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("keys", false, "GET"),
     ("sub", true, "GET"),
     ("rep", true, "POST"),
+    ("psub", true, "GET"),
+    ("prep", false, "GET"),
 ];
 
 /// Routes an origin-form request target (`/path?query`).
@@ -45,10 +49,8 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         Some(slash) => (&rest[..slash], Some(&rest[slash + 1..])),
         None => (rest, None),
     };
-    let &(name, keyed, allow) = TABLE
-        .iter()
-        .find(|(name, _, _)| name.as_bytes() == first)
-        .ok_or(RouteError::NotFound)?;
+    let &(name, keyed, allow) =
+        TABLE.iter().find(|(name, _, _)| name.as_bytes() == first).ok_or(RouteError::NotFound)?;
     let key = match (keyed, key) {
         (false, None) => None,
         (true, Some(k)) if !k.is_empty() && !k.contains(&b'/') => Some(decode_key(k)?),
@@ -62,14 +64,10 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("ping", _) => Route::Ping,
         ("info", _) => Route::Info,
         ("keys", _) => Route::Keys,
-        ("sub", Some(key)) => Route::Sub {
-            key,
-            query: query()?,
-        },
-        ("rep", Some(key)) => Route::Rep {
-            key,
-            query: query()?,
-        },
+        ("sub", Some(key)) => Route::Sub { key, query: query()? },
+        ("rep", Some(key)) => Route::Rep { key, query: query()? },
+        ("psub", Some(key)) => Route::Psub { key, query: query()? },
+        ("prep", None) => Route::Prep { query: query()? },
         _ => return Err(RouteError::NotFound),
     })
 }
@@ -90,14 +88,8 @@ mod tests {
     use super::*;
 
     fn sub(key: &str, token: Option<&str>) -> Result<Route, RouteError> {
-        let query = Query {
-            token: token.map(str::to_string),
-            ..Query::default()
-        };
-        Ok(Route::Sub {
-            key: key.to_string(),
-            query,
-        })
+        let query = Query { token: token.map(str::to_string), ..Query::default() };
+        Ok(Route::Sub { key: key.to_string(), query })
     }
 
     #[test]
@@ -129,17 +121,17 @@ mod tests {
             ("GET", "/sub/k?token=", sub("k", None)),
             ("GET", "/sub/%zz", Err(BadRequest("Bad key"))),
             ("GET", "/sub/%ff", Err(BadRequest("Key is not UTF-8"))),
-            (
-                "GET",
-                "/sub/k?token=%z",
-                Err(BadRequest("Bad query string")),
-            ),
+            ("GET", "/sub/k?token=%z", Err(BadRequest("Bad query string"))),
             ("GET", &long, Err(BadRequest("Key too long"))),
             ("GET", &max, sub(&"k".repeat(256), None)),
             ("GET", &max_escaped, sub(&"A".repeat(256), None)),
             ("POST", "/sub/k", Err(MethodNotAllowed("GET"))),
             ("GET", "/rep/k", Err(MethodNotAllowed("POST"))),
             ("get", "/ping", Err(MethodNotAllowed("GET"))),
+            ("POST", "/psub/k", Err(MethodNotAllowed("GET"))),
+            ("GET", "/psub", Err(NotFound)),
+            ("GET", "/prep", Ok(Route::Prep { query: Query::default() })),
+            ("GET", "/prep/x", Err(NotFound)),
         ];
         for (method, target, want) in rows {
             assert_eq!(route(method, target.as_bytes()), want, "{method} {target}");

@@ -46,6 +46,10 @@ impl Buffer {
         &self.data[self.start..self.end]
     }
 
+    pub fn filled_mut(&mut self) -> &mut [u8] {
+        &mut self.data[self.start..self.end]
+    }
+
     pub fn len(&self) -> usize {
         self.end - self.start
     }
@@ -143,6 +147,10 @@ pub struct OutQueue {
     /// Bytes of the front segment already written.
     off: usize,
     pending: usize,
+    /// Bytes ever queued and ever written: a frame queued when `total_queued` was `n` is out
+    /// once `total_written >= n`.
+    queued: u64,
+    written: u64,
     /// Emptied `Bytes` vectors kept for the next head, so steady state allocates nothing.
     spare: Vec<Vec<u8>>,
 }
@@ -157,6 +165,14 @@ impl OutQueue {
         self.pending
     }
 
+    pub fn total_queued(&self) -> u64 {
+        self.queued
+    }
+
+    pub fn total_written(&self) -> u64 {
+        self.written
+    }
+
     /// Appends small bytes through `f`, which writes into an owned vector.
     pub fn with_bytes(&mut self, f: impl FnOnce(&mut Vec<u8>)) {
         if !matches!(self.segs.back(), Some(Seg::Bytes(_))) {
@@ -169,6 +185,7 @@ impl OutQueue {
         let before = v.len();
         f(v);
         self.pending += v.len() - before;
+        self.queued += (v.len() - before) as u64;
         if v.is_empty() {
             // Nothing was written: keep no empty segment (writev would see a zero-length slice).
             if let Some(Seg::Bytes(v)) = self.segs.pop_back() {
@@ -183,6 +200,7 @@ impl OutQueue {
             return;
         }
         self.pending += body.len();
+        self.queued += body.len() as u64;
         self.segs.push_back(Seg::Shared(body));
     }
 
@@ -190,6 +208,7 @@ impl OutQueue {
     pub fn clear(&mut self) {
         self.segs.clear();
         self.off = 0;
+        self.queued -= self.pending as u64;
         self.pending = 0;
         self.spare.clear();
     }
@@ -207,11 +226,7 @@ impl OutQueue {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
         for (i, seg) in self.segs.iter().take(MAX_IOV).enumerate() {
-            slices[i] = IoSlice::new(if i == 0 {
-                &seg.bytes()[self.off..]
-            } else {
-                seg.bytes()
-            });
+            slices[i] = IoSlice::new(if i == 0 { &seg.bytes()[self.off..] } else { seg.bytes() });
             n += 1;
         }
         if n == 0 {
@@ -226,6 +241,7 @@ impl OutQueue {
 
     fn advance(&mut self, mut n: usize) {
         self.pending -= n;
+        self.written += n as u64;
         while n > 0 {
             let Some(front) = self.segs.front() else {
                 break;
@@ -279,20 +295,16 @@ mod tests {
             q.with_bytes(|v| v.extend_from_slice(b"|tail"));
             q.with_bytes(|_| {});
             assert_eq!(q.pending(), 21);
-            let mut w = Trickle {
-                out: Vec::new(),
-                step,
-            };
+            assert_eq!(q.total_queued(), 21);
+            let mut w = Trickle { out: Vec::new(), step };
             while !q.is_empty() {
                 assert!(matches!(q.write_to(&mut w), Io::Progress(_)));
             }
             assert_eq!(w.out, b"head:shared-body|tail", "step {step}");
+            assert_eq!(q.total_written(), 21);
             // Appending after a partial write of the front segment never corrupts it.
             q.with_bytes(|v| v.extend_from_slice(b"ab"));
-            let mut w = Trickle {
-                out: Vec::new(),
-                step: 1,
-            };
+            let mut w = Trickle { out: Vec::new(), step: 1 };
             q.write_to(&mut w);
             q.with_bytes(|v| v.extend_from_slice(b"cd"));
             while !q.is_empty() {

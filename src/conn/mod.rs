@@ -4,24 +4,28 @@
 
 pub mod buffer;
 
-use std::time::Instant;
-
 use std::io::{Read, Write};
+use std::sync::Arc;
+use std::time::Instant;
 
 use mio::net::TcpStream;
 
 use crate::conn::buffer::{Body, Buffer, Io, OutQueue, READ_CHUNK};
 use crate::http::request::{ChunkedDecoder, Framing, HttpError, parse_head};
 use crate::http::response::{self, Persist};
+use crate::registry::PoolRef;
 use crate::relay;
 use crate::router::{self, Route, RouteError};
 use crate::server::Ctx;
-use crate::server::mailbox::{ConnId, Msg};
-use std::sync::Arc;
+use crate::server::mailbox::{ConnId, Msg, ReplyTo, Undelivered};
+use crate::ws::handshake::{self, UpgradeHeaders};
+use crate::ws::{self, Delivery, Ws, WsNext};
 
 /// Responses queued past this many bytes stop us parsing further pipelined requests until the
 /// client reads: a client that pipelines without reading cannot grow our memory.
 const OUT_HIGH_WATER: usize = 256 * 1024;
+/// A websocket frame header is at most 14 bytes.
+const WS_HEADER_MAX: usize = 14;
 
 /// What the loop does with a connection after a step.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,14 +34,18 @@ pub enum Next {
     Close,
 }
 
-/// A request whose head is read and routed, waiting for its body.
-pub struct Pending {
+/// A request whose head is read and routed.
+pub struct Request {
     pub route: Result<Route, RouteError>,
+    pub upgrade: UpgradeHeaders,
 }
 
 pub enum BodyRead {
     /// `body` has its final length; bytes before `filled` are real.
-    Length { body: Vec<u8>, filled: usize },
+    Length {
+        body: Vec<u8>,
+        filled: usize,
+    },
     Chunked {
         body: Vec<u8>,
         decoder: ChunkedDecoder,
@@ -47,18 +55,20 @@ pub enum BodyRead {
 pub enum State {
     /// Between requests, or reading a head.
     Head,
-    Body(Pending, BodyRead),
+    Body(Request, BodyRead),
     /// A sub waiting on `key` for a rep.
     Parked {
         key: Arc<str>,
     },
-    /// A sub whose response (with `body`) is being written; `rep` hears how it ends.
+    /// A sub whose response (with `body`) is being written; `reply` hears how it ends.
     Delivering {
-        rep: ConnId,
+        reply: Option<ReplyTo>,
         body: Body,
     },
     /// A rep waiting to hear whether its sub got the body.
     AwaitRep,
+    /// A websocket: a psub member or a `/prep` socket.
+    Ws(Box<Ws>),
     /// Flush what is queued, then close.
     Closing,
 }
@@ -117,7 +127,7 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// A wheel entry for this connection fired at `now`.
+    /// A wheel entry for this connection fired.
     pub fn on_timer(&mut self, ctx: &mut Ctx) -> Next {
         self.armed = None;
         match self.deadline {
@@ -127,6 +137,13 @@ impl<S: Stream> Conn<S> {
                 Next::Continue
             }
             Some(_) => {
+                if let State::Ws(ws) = &mut self.state {
+                    let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                    if ws.on_timer(&mut io, ctx) != WsNext::Close {
+                        self.sync_ws_deadline(ctx);
+                        return Next::Continue;
+                    }
+                }
                 crate::debug!("timeout conn={} state={}", self.id.token, self.state_name());
                 self.fail(ctx);
                 Next::Close
@@ -149,18 +166,22 @@ impl<S: Stream> Conn<S> {
             State::Parked { .. } => "parked",
             State::Delivering { .. } => "delivering",
             State::AwaitRep => "await-rep",
+            State::Ws(_) => "websocket",
             State::Closing => "closing",
         }
     }
 
     /// The connection is closing for good: undo what it holds elsewhere (registry entry,
-    /// a delivery someone waits on) and give its buffer back.
+    /// a delivery someone waits on, reps in a member's care) and give its buffer back.
     pub fn fail(&mut self, ctx: &mut Ctx) {
         match std::mem::replace(&mut self.state, State::Closing) {
             State::Parked { key } => {
                 ctx.shared.registry.unpark(&key, self.id);
             }
-            State::Delivering { rep, body } => ctx.post(Msg::Gone { rep, body }),
+            State::Delivering { reply: Some(reply), body } => {
+                ctx.post(Msg::Failed { reply, body, why: Undelivered::UnknownKey });
+            }
+            State::Ws(mut ws) => ws.fail(self.id, ctx),
             _ => {}
         }
         self.out.clear();
@@ -170,17 +191,9 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Queues a small whole response for the current request and moves to what follows it.
-    pub fn respond(
-        &mut self,
-        ctx: &mut Ctx,
-        status: u16,
-        content_type: &str,
-        body: &[u8],
-        extra: &str,
-    ) {
+    pub fn respond(&mut self, ctx: &mut Ctx, status: u16, ctype: &str, body: &[u8], extra: &str) {
         let persist = self.persist;
-        self.out
-            .with_bytes(|v| response::full(v, status, content_type, body, persist, extra));
+        self.out.with_bytes(|v| response::full(v, status, ctype, body, persist, extra));
         self.after_response(ctx);
     }
 
@@ -198,11 +211,8 @@ impl<S: Stream> Conn<S> {
         }
         self.state = State::Head;
         self.head_started = !self.rx.is_empty();
-        let wait = if self.head_started {
-            ctx.shared.config.header_timeout
-        } else {
-            ctx.shared.config.idle_timeout
-        };
+        let config = &ctx.shared.config;
+        let wait = if self.head_started { config.header_timeout } else { config.idle_timeout };
         self.set_deadline(Some(ctx.now + wait), ctx);
     }
 
@@ -216,33 +226,96 @@ impl<S: Stream> Conn<S> {
         self.out.shrink();
     }
 
-    /// Starts writing a rep's body to this parked sub. `false` (and the body back) when this
-    /// connection is not the parked sub the rep was meant for, or its client has gone.
-    pub fn deliver(&mut self, rep: ConnId, body: Body, ctx: &mut Ctx) -> Result<(), Body> {
-        if !matches!(self.state, State::Parked { .. }) {
-            return Err(body);
+    /// Answers 101 and turns the connection into a websocket session. Bytes the client sent
+    /// behind the upgrade request are already in the buffer and become its first frames.
+    pub fn upgrade(&mut self, ws: Ws, accept: &str, ctx: &mut Ctx) {
+        self.out.with_bytes(|v| handshake::response(v, accept));
+        self.state = State::Ws(Box::new(ws));
+        self.sync_ws_deadline(ctx);
+    }
+
+    fn sync_ws_deadline(&mut self, ctx: &mut Ctx) {
+        let at = match &self.state {
+            State::Ws(ws) if ws.closing => {
+                // Never wait on a peer that does not read our close frame.
+                let limit = ctx.now + ctx.shared.config.write_timeout;
+                Some(self.deadline.map_or(limit, |d| d.min(limit)))
+            }
+            State::Ws(ws) => ws.deadline(ctx),
+            _ => return,
+        };
+        self.set_deadline(at, ctx);
+    }
+
+    /// A rep's body for this connection: a parked sub starts writing its response; a psub
+    /// member sends a frame (or redirects). `Err` gives the delivery back when this
+    /// connection is neither.
+    pub fn deliver(&mut self, d: Delivery, ctx: &mut Ctx) -> Result<(), Delivery> {
+        match &mut self.state {
+            State::Ws(ws) => {
+                let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                ws.deliver(d, &mut io, ctx);
+                self.sync_ws_deadline(ctx);
+                return Ok(());
+            }
+            State::Parked { .. } => {}
+            _ => return Err(d),
         }
         // A client that closed just now may not have woken us yet: look before writing, so a
         // rep right after a disconnect gets 404, not a 200 for bytes nobody will read.
-        if self.read_some(ctx) == Next::Close {
-            return Err(body);
+        if self.read_parked(ctx) == Next::Close {
+            return Err(d);
         }
-        let State::Parked { .. } = std::mem::replace(&mut self.state, State::AwaitRep) else {
-            unreachable!()
-        };
         let persist = self.persist;
-        let len = body.len();
-        self.out
-            .with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, ""));
-        self.out.push_shared(body.clone());
-        self.state = State::Delivering { rep, body };
+        let len = d.body.len();
+        self.out.with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, ""));
+        self.out.push_shared(d.body.clone());
+        self.state = State::Delivering { reply: d.reply, body: d.body };
         self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
         Ok(())
     }
 
+    /// Another sub or member took the key over.
+    pub fn taken_over(&mut self, ctx: &mut Ctx) {
+        match &mut self.state {
+            State::Parked { .. } => self.respond_text(ctx, 409, "Sub taken over"),
+            State::Ws(ws) => {
+                let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                ws.close(1001, "taken over", &mut io, ctx);
+                self.sync_ws_deadline(ctx);
+            }
+            _ => {}
+        }
+    }
+
+    /// Shutdown: a parked sub gets 503, a websocket a 1001 close.
+    pub fn drain(&mut self, ctx: &mut Ctx) {
+        match &mut self.state {
+            State::Parked { key } => {
+                ctx.shared.registry.unpark(key, self.id);
+                self.persist = Persist::Close;
+                self.respond_text(ctx, 503, "Shutting down");
+            }
+            State::Ws(ws) => {
+                let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                ws.close(1001, "shutting down", &mut io, ctx);
+                self.sync_ws_deadline(ctx);
+            }
+            _ => {}
+        }
+    }
+
+    /// The answer to one of this prep socket's reps.
+    pub fn prep_answer(&mut self, seq: u64, text: &'static str) {
+        if let State::Ws(ws) = &mut self.state {
+            let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+            ws.on_answer(seq, text, &mut io);
+        }
+    }
+
     /// For a parked connection: reads what is there (pipelined bytes are kept) to learn
     /// whether the client is still connected. `Close` when it is not.
-    fn read_some(&mut self, ctx: &mut Ctx) -> Next {
+    fn read_parked(&mut self, ctx: &mut Ctx) -> Next {
         let cap = self.rx_cap(ctx);
         loop {
             if !self.rx.has_storage() {
@@ -264,7 +337,11 @@ impl<S: Stream> Conn<S> {
     }
 
     fn rx_cap(&self, ctx: &Ctx) -> usize {
-        ctx.shared.config.max_header_bytes + READ_CHUNK
+        match self.state {
+            // A whole frame of the largest allowed message must fit.
+            State::Ws(_) => ctx.shared.config.max_body_bytes + WS_HEADER_MAX + READ_CHUNK,
+            _ => ctx.shared.config.max_header_bytes + READ_CHUNK,
+        }
     }
 
     /// Moves the connection as far as the socket allows.
@@ -280,19 +357,31 @@ impl<S: Stream> Conn<S> {
                     }
                 }
             }
-            if self.out.is_empty() {
-                match &self.state {
-                    State::Delivering { rep, .. } => {
-                        ctx.post(Msg::Delivered { rep: *rep });
-                        self.after_response(ctx);
-                        continue;
+            match &mut self.state {
+                State::Ws(ws) => {
+                    ws.on_written(&self.out, ctx);
+                    if ws.closing && self.out.is_empty() {
+                        self.fail(ctx);
+                        return Next::Close;
                     }
-                    State::Closing => return Next::Close,
-                    _ => {}
                 }
+                State::Delivering { reply, .. } if self.out.is_empty() => {
+                    if let Some(reply) = *reply {
+                        ctx.post(Msg::Delivered { reply, confirmed: false });
+                    }
+                    self.after_response(ctx);
+                    continue;
+                }
+                State::Closing if self.out.is_empty() => return Next::Close,
+                _ => {}
             }
-            if self.step(ctx) {
-                continue;
+            match self.step(ctx) {
+                WsNext::Progress => continue,
+                WsNext::Close => {
+                    self.fail(ctx);
+                    return Next::Close;
+                }
+                WsNext::Idle => {}
             }
             match self.read(ctx) {
                 Some(Next::Close) => return Next::Close,
@@ -302,15 +391,22 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// Uses buffered input; `true` when something changed.
-    fn step(&mut self, ctx: &mut Ctx) -> bool {
-        match self.state {
+    /// Uses buffered input.
+    fn step(&mut self, ctx: &mut Ctx) -> WsNext {
+        let progressed = match &mut self.state {
             State::Head if self.out.pending() < OUT_HIGH_WATER && !self.rx.is_empty() => {
                 self.parse(ctx)
             }
             State::Body(..) => self.feed_body(ctx),
+            State::Ws(ws) if !self.rx.is_empty() && self.out.pending() < OUT_HIGH_WATER => {
+                let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                let next = ws.step(&mut io, ctx);
+                self.sync_ws_deadline(ctx);
+                return next;
+            }
             _ => false,
-        }
+        };
+        if progressed { WsNext::Progress } else { WsNext::Idle }
     }
 
     /// One read, into the body or the buffer as the state wants. `None`: nothing more to do
@@ -320,10 +416,7 @@ impl<S: Stream> Conn<S> {
             return None;
         }
         if let State::Body(_, BodyRead::Length { body, filled }) = &mut self.state {
-            return match buffer::classify(std::io::Read::read(
-                &mut self.stream,
-                &mut body[*filled..],
-            )) {
+            return match buffer::classify(self.stream.read(&mut body[*filled..])) {
                 Io::Progress(n) => {
                     *filled += n;
                     let at = ctx.now + ctx.shared.config.header_timeout;
@@ -337,7 +430,8 @@ impl<S: Stream> Conn<S> {
                 }
             };
         }
-        if matches!(self.state, State::Head) && self.out.pending() >= OUT_HIGH_WATER {
+        let backlogged = self.out.pending() >= OUT_HIGH_WATER;
+        if backlogged && matches!(self.state, State::Head | State::Ws(_)) {
             return None;
         }
         if !self.rx.has_storage() {
@@ -347,19 +441,23 @@ impl<S: Stream> Conn<S> {
         let cap = self.rx_cap(ctx);
         match self.rx.read_from(&mut self.stream, cap) {
             Io::Progress(_) => {
-                if matches!(self.state, State::Head) && !self.head_started && self.rx.len() > before
-                {
-                    self.head_started = true;
-                    let at = ctx.now + ctx.shared.config.header_timeout;
-                    self.set_deadline(Some(at), ctx);
-                } else if matches!(self.state, State::Body(..)) {
-                    let at = ctx.now + ctx.shared.config.header_timeout;
-                    self.set_deadline(Some(at), ctx);
+                let fresh = self.rx.len() > before;
+                match self.state {
+                    State::Head if fresh && !self.head_started => {
+                        self.head_started = true;
+                        let at = ctx.now + ctx.shared.config.header_timeout;
+                        self.set_deadline(Some(at), ctx);
+                    }
+                    State::Body(..) => {
+                        let at = ctx.now + ctx.shared.config.header_timeout;
+                        self.set_deadline(Some(at), ctx);
+                    }
+                    _ => {}
                 }
                 Some(Next::Continue)
             }
             Io::WouldBlock => {
-                if matches!(self.state, State::Parked { .. })
+                if matches!(self.state, State::Parked { .. } | State::Ws(_))
                     && let Some(storage) = self.rx.release()
                 {
                     ctx.give_buffer(storage);
@@ -393,46 +491,37 @@ impl<S: Stream> Conn<S> {
     /// Parses and starts one request from the buffer; `true` when one was taken.
     fn parse(&mut self, ctx: &mut Ctx) -> bool {
         let config = &ctx.shared.config;
-        let (max_head, max_body, close_all) = (
-            config.max_header_bytes,
-            config.max_body_bytes,
-            config.close_connections,
-        );
-        let (route, framing, expect, head_len, keep_alive, minor) =
-            match parse_head(self.rx.filled(), max_head, max_body) {
-                Ok(None) => return false,
-                Ok(Some(head)) => (
-                    router::route(head.method, head.target),
-                    head.framing,
-                    head.expect_continue,
-                    head.len,
-                    head.keep_alive,
-                    head.minor,
-                ),
-                Err(e) => {
-                    self.reject(e, ctx);
-                    return true;
-                }
-            };
-        self.rx.consume(head_len);
-        self.persist = if !keep_alive || close_all || ctx.draining {
+        let (max_head, max_body) = (config.max_header_bytes, config.max_body_bytes);
+        let close_all = config.close_connections;
+        let head = match parse_head(self.rx.filled(), max_head, max_body) {
+            Ok(None) => return false,
+            Ok(Some(head)) => head,
+            Err(e) => {
+                self.reject(e, ctx);
+                return true;
+            }
+        };
+        let route = router::route(head.method, head.target);
+        let (framing, expect, head_len) = (head.framing, head.expect_continue, head.len);
+        self.persist = if !head.keep_alive || close_all || ctx.draining {
             Persist::Close
-        } else if minor == 0 {
+        } else if head.minor == 0 {
             Persist::KeepAlive10
         } else {
             Persist::KeepAlive
         };
+        let request = Request { route, upgrade: head.upgrade };
+        self.rx.consume(head_len);
         crate::verbose!("request conn={} framing={:?}", self.id.token, framing);
-        if expect && route.is_err() {
+        if expect && request.route.is_err() {
             // Refuse before the client sends a body nobody will read.
             self.persist = Persist::Close;
-            relay::dispatch(self, ctx, route, Vec::new());
+            relay::dispatch(self, ctx, request, Vec::new());
             return true;
         }
-        let pending = Pending { route };
         let read = match framing {
             Framing::None => {
-                relay::dispatch(self, ctx, pending.route, Vec::new());
+                relay::dispatch(self, ctx, request, Vec::new());
                 return true;
             }
             Framing::Length(n) => {
@@ -449,16 +538,11 @@ impl<S: Stream> Conn<S> {
                 decoder: ChunkedDecoder::new(max_body, max_head),
             },
         };
-        let nothing_yet = self.rx.is_empty()
-            && matches!(
-                read,
-                BodyRead::Length { filled: 0, .. } | BodyRead::Chunked { .. }
-            );
-        if expect && nothing_yet {
-            self.out
-                .with_bytes(|v| v.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n"));
+        let started = !self.rx.is_empty() || matches!(read, BodyRead::Length { filled: 1.., .. });
+        if expect && !started {
+            self.out.with_bytes(|v| v.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n"));
         }
-        self.state = State::Body(pending, read);
+        self.state = State::Body(request, read);
         let at = ctx.now + ctx.shared.config.header_timeout;
         self.set_deadline(Some(at), ctx);
         self.feed_body(ctx);
@@ -487,12 +571,12 @@ impl<S: Stream> Conn<S> {
             Err(e) => self.reject(e, ctx),
             Ok(false) => {}
             Ok(true) => {
-                let State::Body(pending, read) = std::mem::replace(&mut self.state, State::Head)
+                let State::Body(request, read) = std::mem::replace(&mut self.state, State::Head)
                 else {
                     unreachable!("matched above")
                 };
                 let (BodyRead::Length { body, .. } | BodyRead::Chunked { body, .. }) = read;
-                relay::dispatch(self, ctx, pending.route, body);
+                relay::dispatch(self, ctx, request, body);
             }
         }
         true
@@ -503,5 +587,18 @@ impl<S: Stream> Conn<S> {
         crate::debug!("bad request conn={} status={}", self.id.token, e.status());
         self.persist = Persist::Close;
         self.respond_text(ctx, e.status(), e.text());
+    }
+}
+
+/// A delivery that found no connection to take it: a pool's rep goes to another member, a
+/// sub's rep gets 404 `Unknown key`.
+pub fn undeliverable(d: Delivery, pool: Option<&PoolRef>, ctx: &mut Ctx) {
+    match pool {
+        Some(pool) => ws::redirect(pool, d, ctx),
+        None => {
+            if let Some(reply) = d.reply {
+                ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
+            }
+        }
     }
 }

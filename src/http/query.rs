@@ -116,10 +116,7 @@ mod tests {
         assert_eq!(Query::parse(b"token=").unwrap().token, None);
         assert_eq!(Query::parse(b"token").unwrap().token, None);
         assert_eq!(Query::parse(b"").unwrap(), Query::default());
-        assert_eq!(
-            Query::parse(b"x=1&&token=%41").unwrap().token.as_deref(),
-            Some("A")
-        );
+        assert_eq!(Query::parse(b"x=1&&token=%41").unwrap().token.as_deref(), Some("A"));
         assert!(!Query::parse(b"psub=0").unwrap().psub);
         assert!(Query::parse(b"shared=true&replay=yes").unwrap().shared);
         assert_eq!(Query::parse(b"token=%zz"), Err(DecodeError));

@@ -1,6 +1,8 @@
 //! Request heads (through `httparse`) and body framing: `Content-Length`, chunked, 100-continue,
 //! with the header and body limits. Incomplete input is `Ok(None)`, never an error.
 
+use crate::ws::handshake::UpgradeHeaders;
+
 /// Headers beyond this many are a 431: no client of ours sends more than a handful.
 const MAX_HEADERS: usize = 64;
 
@@ -58,12 +60,11 @@ pub struct Head<'a> {
     pub framing: Framing,
     pub keep_alive: bool,
     pub expect_continue: bool,
+    pub upgrade: UpgradeHeaders,
 }
 
 fn has_token(value: &[u8], token: &str) -> bool {
-    value
-        .split(|&b| b == b',')
-        .any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Parses one request head from the front of `buf`.
@@ -94,6 +95,7 @@ pub fn parse_head(
     let mut length: Option<usize> = None;
     let mut chunked = false;
     let mut expect_continue = false;
+    let mut upgrade = UpgradeHeaders::default();
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
@@ -110,22 +112,26 @@ pub fn parse_head(
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let codings: Vec<&[u8]> = h
-                .value
-                .split(|&b| b == b',')
-                .map(|t| t.trim_ascii())
-                .collect();
+            let codings: Vec<&[u8]> =
+                h.value.split(|&b| b == b',').map(|t| t.trim_ascii()).collect();
             match codings.as_slice() {
                 [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
                 [c] if c.eq_ignore_ascii_case(b"identity") => {}
                 _ => return Err(HttpError::NotImplemented),
             }
         } else if name.eq_ignore_ascii_case("connection") {
+            upgrade.connection_upgrade |= has_token(h.value, "upgrade");
             if has_token(h.value, "close") {
                 keep_alive = false;
             } else if has_token(h.value, "keep-alive") {
                 keep_alive = true;
             }
+        } else if name.eq_ignore_ascii_case("upgrade") {
+            upgrade.websocket |= has_token(h.value, "websocket");
+        } else if name.eq_ignore_ascii_case("sec-websocket-version") {
+            upgrade.version = Some(h.value.to_vec());
+        } else if name.eq_ignore_ascii_case("sec-websocket-key") {
+            upgrade.key = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("expect") {
             if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
@@ -150,6 +156,7 @@ pub fn parse_head(
         framing,
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
+        upgrade,
     }))
 }
 
@@ -177,11 +184,7 @@ pub struct ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new(max_body: usize, max_trailer: usize) -> ChunkedDecoder {
-        ChunkedDecoder {
-            state: Chunk::Size,
-            max_body,
-            max_trailer,
-        }
+        ChunkedDecoder { state: Chunk::Size, max_body, max_trailer }
     }
 
     /// Decodes from `input` into `out`; returns the bytes consumed and whether the body ended.
@@ -200,11 +203,7 @@ impl ChunkedDecoder {
                         if size > self.max_body.saturating_sub(out.len()) {
                             return Err(HttpError::BodyTooLarge);
                         }
-                        self.state = if size == 0 {
-                            Chunk::Trailer(0)
-                        } else {
-                            Chunk::Data(size)
-                        };
+                        self.state = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
                     }
                     // A size line is short; one longer than this is not a size line.
                     Ok(httparse::Status::Partial) if rest.len() > 1024 => {
@@ -220,11 +219,7 @@ impl ChunkedDecoder {
                     let n = left.min(rest.len());
                     out.extend_from_slice(&rest[..n]);
                     pos += n;
-                    self.state = if n == left {
-                        Chunk::DataEnd
-                    } else {
-                        Chunk::Data(left - n)
-                    };
+                    self.state = if n == left { Chunk::DataEnd } else { Chunk::Data(left - n) };
                 }
                 Chunk::DataEnd => match rest {
                     [b'\r', b'\n', ..] => {
@@ -274,31 +269,19 @@ mod tests {
     fn heads() {
         use Framing::*;
         let rows: &[(&str, Shape)] = &[
-            (
-                "GET / HTTP/1.1\r\n\r\n",
-                Ok(Some((1, 18, None, true, false))),
-            ),
+            ("GET / HTTP/1.1\r\n\r\n", Ok(Some((1, 18, None, true, false)))),
             ("GET / HTTP/1.1\r\n", Ok(Option::None)),
-            (
-                "GET / HTTP/1.0\r\n\r\n",
-                Ok(Some((0, 18, None, false, false))),
-            ),
+            ("GET / HTTP/1.0\r\n\r\n", Ok(Some((0, 18, None, false, false)))),
             (
                 "GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n",
                 Ok(Some((0, 42, None, true, false))),
             ),
-            (
-                "GET / HTTP/1.1\r\nConnection: close\r\n\r\n",
-                Ok(Some((1, 37, None, false, false))),
-            ),
+            ("GET / HTTP/1.1\r\nConnection: close\r\n\r\n", Ok(Some((1, 37, None, false, false)))),
             (
                 "POST / HTTP/1.1\r\nContent-Length: 5\r\n\r\n",
                 Ok(Some((1, 38, Length(5), true, false))),
             ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n",
-                Ok(Some((1, 38, None, true, false))),
-            ),
+            ("POST / HTTP/1.1\r\nContent-Length: 0\r\n\r\n", Ok(Some((1, 38, None, true, false)))),
             (
                 "POST / HTTP/1.1\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n",
                 Ok(Some((1, 57, Length(5), true, false))),
@@ -311,10 +294,7 @@ mod tests {
                 "POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n",
                 Err(HttpError::Malformed("Bad Content-Length")),
             ),
-            (
-                "POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n",
-                Err(HttpError::BodyTooLarge),
-            ),
+            ("POST / HTTP/1.1\r\nContent-Length: 1001\r\n\r\n", Err(HttpError::BodyTooLarge)),
             (
                 "POST / HTTP/1.1\r\nContent-Length: 99999999999999999999999\r\n\r\n",
                 Err(HttpError::BodyTooLarge),
@@ -344,14 +324,8 @@ mod tests {
                 Err(HttpError::Malformed("Unsupported Expect")),
             ),
             ("GARBAGE\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
-            (
-                "GET / HTTP/1.1\r\nBad Header\r\n\r\n",
-                Err(HttpError::Malformed("Bad request")),
-            ),
-            (
-                "GET / HTTP/2.0\r\n\r\n",
-                Err(HttpError::Malformed("Bad request")),
-            ),
+            ("GET / HTTP/1.1\r\nBad Header\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
+            ("GET / HTTP/2.0\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
         ];
         for (raw, want) in rows {
             assert_eq!(head(raw), *want, "{raw:?}");
@@ -361,26 +335,16 @@ mod tests {
     #[test]
     fn head_limit() {
         let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(300));
-        assert_eq!(
-            parse_head(big.as_bytes(), 256, 10).unwrap_err(),
-            HttpError::HeadTooLarge
-        );
+        assert_eq!(parse_head(big.as_bytes(), 256, 10).unwrap_err(), HttpError::HeadTooLarge);
         // Partial and already over the limit: no need to wait for the rest.
         assert_eq!(
             parse_head(&big.as_bytes()[..280], 256, 10).unwrap_err(),
             HttpError::HeadTooLarge
         );
-        assert!(
-            parse_head(&big.as_bytes()[..200], 256, 10)
-                .unwrap()
-                .is_none()
-        );
+        assert!(parse_head(&big.as_bytes()[..200], 256, 10).unwrap().is_none());
         let many: String = (0..70).map(|i| format!("H{i}: v\r\n")).collect();
         let many = format!("GET / HTTP/1.1\r\n{many}\r\n");
-        assert_eq!(
-            parse_head(many.as_bytes(), 8192, 10).unwrap_err(),
-            HttpError::HeadTooLarge
-        );
+        assert_eq!(parse_head(many.as_bytes(), 8192, 10).unwrap_err(), HttpError::HeadTooLarge);
     }
 
     fn dechunk(input: &[u8], split: usize) -> Result<(Vec<u8>, usize), HttpError> {
@@ -416,28 +380,18 @@ mod tests {
             (b"zz\r\n", HttpError::Malformed("Bad chunk size")),
             (b"3\r\nabcX\r\n", HttpError::Malformed("Bad chunk")),
             (b"65\r\n", HttpError::BodyTooLarge),
-            (
-                b"ffffffffffffffffffff\r\n",
-                HttpError::Malformed("Bad chunk size"),
-            ),
+            (b"ffffffffffffffffffff\r\n", HttpError::Malformed("Bad chunk size")),
             (b"32\r\n", HttpError::Malformed("incomplete")),
         ];
         for (input, want) in rows {
             assert_eq!(dechunk(input, 3).unwrap_err(), *want, "{input:?}");
         }
         // Two chunks that together pass the limit.
-        let two = b"32\r\n"
-            .iter()
-            .chain(&[b'a'; 50])
-            .chain(b"\r\n33\r\n")
-            .copied()
-            .collect::<Vec<_>>();
+        let two =
+            b"32\r\n".iter().chain(&[b'a'; 50]).chain(b"\r\n33\r\n").copied().collect::<Vec<_>>();
         assert_eq!(dechunk(&two, 7).unwrap_err(), HttpError::BodyTooLarge);
         // Trailers past the limit.
         let trailers = format!("0\r\nX: {}\r\n\r\n", "t".repeat(100));
-        assert_eq!(
-            dechunk(trailers.as_bytes(), 5).unwrap_err(),
-            HttpError::HeadTooLarge
-        );
+        assert_eq!(dechunk(trailers.as_bytes(), 5).unwrap_err(), HttpError::HeadTooLarge);
     }
 }

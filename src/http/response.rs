@@ -52,10 +52,7 @@ pub fn head(
     // Writing into a Vec cannot fail.
     let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
     if status != 204 && status >= 200 {
-        let _ = write!(
-            out,
-            "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n"
-        );
+        let _ = write!(out, "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n");
     }
     match persist {
         Persist::KeepAlive => {}
@@ -100,14 +97,7 @@ mod tests {
         full(&mut v, 204, JSON, b"", Persist::Close, "");
         assert_eq!(v, b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
         v.clear();
-        head(
-            &mut v,
-            200,
-            OCTETS,
-            3,
-            Persist::KeepAlive10,
-            "Allow: GET\r\n",
-        );
+        head(&mut v, 200, OCTETS, 3, Persist::KeepAlive10, "Allow: GET\r\n");
         assert_eq!(
             v,
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\nAllow: GET\r\n\r\n"

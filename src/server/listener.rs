@@ -9,27 +9,15 @@ use std::os::fd::FromRawFd;
 const BACKLOG: libc::c_int = 4096;
 
 fn check(rc: libc::c_int) -> io::Result<libc::c_int> {
-    if rc < 0 {
-        Err(io::Error::last_os_error())
-    } else {
-        Ok(rc)
-    }
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
 }
 
 /// Binds a non-blocking listener on `addr` with `SO_REUSEADDR` and `SO_REUSEPORT`.
 pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
-    let family = if addr.is_ipv4() {
-        libc::AF_INET
-    } else {
-        libc::AF_INET6
-    };
+    let family = if addr.is_ipv4() { libc::AF_INET } else { libc::AF_INET6 };
     // SAFETY: plain socket(2) call; the result is checked before use.
     let fd = check(unsafe {
-        libc::socket(
-            family,
-            libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
+        libc::socket(family, libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC, 0)
     })?;
     // SAFETY: fd is a socket we just opened and own; TcpListener closes it on drop, including
     // on the error paths below.
@@ -52,9 +40,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
             let sin = libc::sockaddr_in {
                 sin_family: libc::AF_INET as libc::sa_family_t,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr {
-                    s_addr: u32::from(*a.ip()).to_be(),
-                },
+                sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
                 sin_zero: [0; 8],
             };
             // SAFETY: sin is a valid sockaddr_in and its exact size is passed.
@@ -71,9 +57,7 @@ pub fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
                 sin6_family: libc::AF_INET6 as libc::sa_family_t,
                 sin6_port: a.port().to_be(),
                 sin6_flowinfo: a.flowinfo(),
-                sin6_addr: libc::in6_addr {
-                    s6_addr: a.ip().octets(),
-                },
+                sin6_addr: libc::in6_addr { s6_addr: a.ip().octets() },
                 sin6_scope_id: a.scope_id(),
             };
             // SAFETY: sin6 is a valid sockaddr_in6 and its exact size is passed.

@@ -7,6 +7,7 @@ use std::sync::{Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::conn::buffer::Body;
+use crate::registry::PoolRef;
 
 /// Names one connection anywhere in the process; `generation` makes a reused slab slot harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -16,31 +17,61 @@ pub struct ConnId {
     pub generation: u64,
 }
 
+/// Where a rep waits for its outcome: an HTTP rep connection (`seq` 0), or one message of a
+/// `/prep` websocket (`seq` numbers its messages so answers go back in order).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReplyTo {
+    pub conn: ConnId,
+    pub seq: u64,
+}
+
+/// Why a rep was not delivered; each names the rep's 404 text.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Undelivered {
+    /// The sub had gone: `Unknown key`.
+    UnknownKey,
+    /// Every psub member that could take it failed: `No listeners remain`.
+    NoListeners,
+}
+
+impl Undelivered {
+    pub fn text(self) -> &'static str {
+        match self {
+            Undelivered::UnknownKey => "Unknown key",
+            Undelivered::NoListeners => "No listeners remain",
+        }
+    }
+}
+
 /// Cross-worker messages.
 pub enum Msg {
-    /// Write `body` to the parked sub `sub`, then answer `rep` with `Delivered` or `Gone`.
+    /// Write `body` to `to`: a parked sub, or a member of the psub pool `pool` (which names
+    /// where to redirect if that member has gone). `reply` hears how it ends; `None` for an
+    /// at-least-once re-send nobody waits on. `attempts` counts redirects so far.
     Deliver {
-        sub: ConnId,
-        rep: ConnId,
+        to: ConnId,
+        reply: Option<ReplyTo>,
         body: Body,
+        pool: Option<PoolRef>,
+        attempts: u8,
         arrived: Instant,
     },
-    /// The sub's whole response was written: the rep gets 200.
-    Delivered { rep: ConnId },
-    /// The sub was gone or its write failed: the rep gets 404 (and keeps the body).
-    Gone { rep: ConnId, body: Body },
-    /// Another sub took the key over: `sub` gets 409.
-    TakenOver { sub: ConnId },
+    /// The body was written (and, in receipt mode, confirmed): the rep gets 200.
+    Delivered { reply: ReplyTo, confirmed: bool },
+    /// The rep gets 404 with the reason's text; the body comes back (phase 2 stores it).
+    Failed { reply: ReplyTo, body: Body, why: Undelivered },
+    /// Another sub or member took the key over: `to` gets 409 or a 1001 close.
+    TakenOver { to: ConnId },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
     Drain,
 }
 
 impl Msg {
-    /// The worker that must handle this message (`None` for broadcasts like `Drain`).
-    pub fn target(&self) -> Option<usize> {
+    /// The connection this message is for (`None` for broadcasts like `Drain`).
+    pub fn target(&self) -> Option<ConnId> {
         match self {
-            Msg::Deliver { sub, .. } | Msg::TakenOver { sub } => Some(sub.worker),
-            Msg::Delivered { rep } | Msg::Gone { rep, .. } => Some(rep.worker),
+            Msg::Deliver { to, .. } | Msg::TakenOver { to } => Some(*to),
+            Msg::Delivered { reply, .. } | Msg::Failed { reply, .. } => Some(reply.conn),
             Msg::Drain => None,
         }
     }
@@ -53,10 +84,7 @@ pub struct Mailbox {
 
 impl Mailbox {
     pub fn new(waker: mio::Waker) -> Mailbox {
-        Mailbox {
-            queue: Mutex::new(Vec::new()),
-            waker,
-        }
+        Mailbox { queue: Mutex::new(Vec::new()), waker }
     }
 
     pub fn post(&self, msg: Msg) {

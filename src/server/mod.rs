@@ -68,8 +68,8 @@ impl Ctx {
     /// Sends a message to the worker that owns its target (this one: no lock, no wake-up).
     pub fn post(&mut self, msg: Msg) {
         match msg.target() {
-            Some(w) if w == self.worker => self.local.push_back(msg),
-            Some(w) => self.shared.mailboxes[w].post(msg),
+            Some(to) if to.worker == self.worker => self.local.push_back(msg),
+            Some(to) => self.shared.mailboxes[to.worker].post(msg),
             None => {}
         }
     }
@@ -114,10 +114,7 @@ impl Server {
         }
         let shared = Arc::new(Shared {
             name: crate::node::host_name(),
-            ip: config
-                .node_ip
-                .clone()
-                .unwrap_or_else(|| crate::node::first_ipv4().to_string()),
+            ip: config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string()),
             port: addr.port(),
             config,
             registry: Registry::default(),
@@ -135,11 +132,7 @@ impl Server {
                     .spawn(move || w.run())?,
             );
         }
-        Ok(Server {
-            addr,
-            shared,
-            threads,
-        })
+        Ok(Server { addr, shared, threads })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).

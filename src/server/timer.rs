@@ -44,11 +44,7 @@ impl TimerWheel {
 
     pub fn insert(&mut self, token: usize, generation: u64, at: Instant) {
         let tick = self.tick_of(at).max(self.cursor);
-        self.slots[(tick % SLOTS as u64) as usize].push(Entry {
-            token,
-            generation,
-            at,
-        });
+        self.slots[(tick % SLOTS as u64) as usize].push(Entry { token, generation, at });
         self.len += 1;
     }
 

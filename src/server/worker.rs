@@ -46,8 +46,7 @@ impl Worker {
         mut listener: TcpListener,
         shared: Arc<Shared>,
     ) -> io::Result<Worker> {
-        poll.registry()
-            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
         Ok(Worker {
             poll,
@@ -101,10 +100,7 @@ impl Worker {
                 self.accept();
             }
             self.ctx.timers.expire(self.ctx.now, &mut due);
-            for Entry {
-                token, generation, ..
-            } in due.drain(..)
-            {
+            for Entry { token, generation, .. } in due.drain(..) {
                 self.on_timer(token, generation);
             }
             self.run_local();
@@ -184,11 +180,7 @@ impl Worker {
             self.ctx.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
         }
-        let id = ConnId {
-            worker: self.ctx.worker,
-            token,
-            generation: self.next_generation,
-        };
+        let id = ConnId { worker: self.ctx.worker, token, generation: self.next_generation };
         self.next_generation += 1;
         crate::verbose!("accept conn={token}");
         entry.insert(Conn::new(stream, id, &mut self.ctx));
@@ -213,21 +205,15 @@ impl Worker {
     }
 
     fn conn_mut(&mut self, id: ConnId) -> Option<&mut Conn> {
-        self.conns
-            .get_mut(id.token)
-            .filter(|c| c.id.generation == id.generation)
+        self.conns.get_mut(id.token).filter(|c| c.id.generation == id.generation)
     }
 
     fn on_message(&mut self, msg: Msg) {
-        let target = match &msg {
-            Msg::Deliver { sub, .. } | Msg::TakenOver { sub } => *sub,
-            Msg::Delivered { rep } | Msg::Gone { rep, .. } => *rep,
-            Msg::Drain => return self.start_drain(),
+        let Some(target) = msg.target() else {
+            return self.start_drain();
         };
-        let conn = self
-            .conns
-            .get_mut(target.token)
-            .filter(|c| c.id.generation == target.generation);
+        let conn =
+            self.conns.get_mut(target.token).filter(|c| c.id.generation == target.generation);
         relay::on_message(conn, &mut self.ctx, msg);
         if self.conn_mut(target).is_some() {
             self.drive(target.token);
@@ -235,15 +221,13 @@ impl Worker {
     }
 
     fn on_timer(&mut self, token: usize, generation: u64) {
-        let Some(conn) = self
-            .conns
-            .get_mut(token)
-            .filter(|c| c.id.generation == generation)
-        else {
+        let Some(conn) = self.conns.get_mut(token).filter(|c| c.id.generation == generation) else {
             return;
         };
-        if conn.on_timer(&mut self.ctx) == Next::Close {
-            self.close(token);
+        match conn.on_timer(&mut self.ctx) {
+            Next::Close => self.close(token),
+            // The timer may have queued bytes (a ping, a close frame): write them.
+            Next::Continue => self.drive(token),
         }
     }
 

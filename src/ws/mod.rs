@@ -1,0 +1,369 @@
+//! `Ws`: a websocket session on a connection: a psub pool member receiving reps as frames, or a
+//! `/prep` socket sending reps as JSON messages. Keepalive (pings, silence limit), receipts,
+//! backpressure and redirects on failure live here; the frame codec is in `frame`.
+
+pub mod frame;
+pub mod handshake;
+pub mod prep;
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tungstenite::protocol::frame::coding::Control;
+
+use crate::conn::buffer::{Body, Buffer, OutQueue};
+use crate::registry::{Claim, PoolRef};
+use crate::server::Ctx;
+use crate::server::mailbox::{ConnId, Msg, ReplyTo, Undelivered};
+use frame::{Incoming, Reader, WsError};
+use prep::Prep;
+
+/// Redirects one rep may take through a pool before it gets `No listeners remain`: enough to
+/// pass a few backlogged members, few enough that a pool of stuck members answers quickly.
+const MAX_ATTEMPTS: u8 = 8;
+/// Reps queued behind the one awaiting a receipt; more are redirected (bounded memory).
+pub const MAX_QUEUED: usize = 1024;
+
+/// A rep on its way to a member.
+pub struct Delivery {
+    pub reply: Option<ReplyTo>,
+    pub body: Body,
+    pub attempts: u8,
+}
+
+/// A psub pool member's side of the deliveries.
+pub struct Member {
+    pub pool: PoolRef,
+    shared: bool,
+    receipt: bool,
+    /// Still in the registry's pool (until it fails, closes or is displaced).
+    joined: bool,
+    /// Keepalive mode: frames queued whose reps wait, each with the out-stream offset it ends at.
+    inflight: VecDeque<(u64, Delivery)>,
+    /// Receipt mode: the rep sent and waiting for the member's receipt, and until when.
+    awaiting: Option<(Delivery, Instant)>,
+    /// Receipt mode: reps waiting for their turn.
+    queued: VecDeque<Delivery>,
+    /// The last rep written to this member (re-sent elsewhere if the member dies: the write may
+    /// never have reached the client).
+    last_delivered: Option<Body>,
+}
+
+pub enum Role {
+    Psub(Member),
+    Prep(Prep),
+}
+
+pub struct Ws {
+    pub role: Role,
+    reader: Reader,
+    /// A close frame is queued: flush it, then close the socket.
+    pub closing: bool,
+    last_seen: Instant,
+    pinged: bool,
+}
+
+/// What a session step asks of its connection.
+#[derive(Debug, PartialEq, Eq)]
+pub enum WsNext {
+    /// Something changed; call again.
+    Progress,
+    /// Nothing to do until more bytes arrive.
+    Idle,
+    /// Close the socket now (the close handshake is complete, or the peer is unfit).
+    Close,
+}
+
+/// The parts of a connection a session works with.
+pub struct Io<'a> {
+    pub rx: &'a mut Buffer,
+    pub out: &'a mut OutQueue,
+    pub id: ConnId,
+}
+
+/// Sends `d` to another member of the pool, or answers its rep `No listeners remain`.
+pub fn redirect(pool: &PoolRef, d: Delivery, ctx: &mut Ctx) {
+    if d.attempts < MAX_ATTEMPTS
+        && let Claim::Member(to, pool) =
+            ctx.shared.registry.claim(&pool.key, pool.token.as_deref(), true)
+    {
+        let attempts = d.attempts + 1;
+        let msg = Msg::Deliver {
+            to,
+            reply: d.reply,
+            body: d.body,
+            pool: Some(pool),
+            attempts,
+            arrived: ctx.now,
+        };
+        ctx.post(msg);
+        return;
+    }
+    if let Some(reply) = d.reply {
+        ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::NoListeners });
+    }
+}
+
+impl Member {
+    pub fn new(key: Arc<str>, token: Option<&str>, shared: bool, receipt: bool) -> Member {
+        Member {
+            pool: PoolRef { key, token: token.map(Arc::from) },
+            shared,
+            receipt,
+            joined: true,
+            inflight: VecDeque::new(),
+            awaiting: None,
+            queued: VecDeque::new(),
+            last_delivered: None,
+        }
+    }
+
+    fn leave(&mut self, id: ConnId, ctx: &mut Ctx) {
+        if self.joined {
+            self.joined = false;
+            ctx.shared.registry.leave(&self.pool.key, id);
+        }
+    }
+
+    fn redirect(&self, d: Delivery, ctx: &mut Ctx) {
+        redirect(&self.pool, d, ctx);
+    }
+
+    fn send(&mut self, d: Delivery, out: &mut OutQueue, ctx: &mut Ctx) {
+        out.with_bytes(|v| frame::data_header(v, &d.body));
+        out.push_shared(d.body.clone());
+        if self.receipt {
+            self.awaiting = Some((d, ctx.now + ctx.shared.config.confirm_timeout));
+        } else {
+            self.inflight.push_back((out.total_queued(), d));
+        }
+    }
+
+    fn deliver(&mut self, d: Delivery, closing: bool, out: &mut OutQueue, ctx: &mut Ctx) {
+        if closing || !self.joined {
+            return self.redirect(d, ctx);
+        }
+        if self.receipt {
+            if self.awaiting.is_none() {
+                self.send(d, out, ctx);
+            } else if self.queued.len() < MAX_QUEUED {
+                self.queued.push_back(d);
+            } else {
+                self.redirect(d, ctx);
+            }
+            return;
+        }
+        // A member that does not read counts as a failed delivery: memory stays bounded.
+        if out.pending() > ctx.shared.config.max_psub_backlog {
+            return self.redirect(d, ctx);
+        }
+        self.send(d, out, ctx);
+    }
+
+    /// Keepalive mode: reps whose frames are now wholly written get their 200.
+    fn on_written(&mut self, out: &OutQueue, ctx: &mut Ctx) {
+        while self.inflight.front().is_some_and(|(end, _)| *end <= out.total_written()) {
+            let Some((_, d)) = self.inflight.pop_front() else {
+                break;
+            };
+            if let Some(reply) = d.reply {
+                ctx.post(Msg::Delivered { reply, confirmed: false });
+            }
+            self.last_delivered = Some(d.body);
+        }
+    }
+
+    /// Receipt mode: a data frame from the member confirms the rep it was sent.
+    fn on_receipt(&mut self, out: &mut OutQueue, ctx: &mut Ctx) {
+        let Some((d, _)) = self.awaiting.take() else {
+            return;
+        };
+        if let Some(reply) = d.reply {
+            ctx.post(Msg::Delivered { reply, confirmed: true });
+        }
+        self.last_delivered = Some(d.body);
+        if let Some(next) = self.queued.pop_front() {
+            self.send(next, out, ctx);
+        }
+    }
+
+    /// The member is gone: every rep it held goes to another member (or gets 404), and in
+    /// keepalive mode its last delivered rep is re-sent to the next member of a shared pool.
+    fn fail(&mut self, id: ConnId, ctx: &mut Ctx) {
+        self.leave(id, ctx);
+        let held: Vec<Delivery> = self
+            .awaiting
+            .take()
+            .map(|(d, _)| d)
+            .into_iter()
+            .chain(self.inflight.drain(..).map(|(_, d)| d))
+            .chain(self.queued.drain(..))
+            .collect();
+        let resend = self.last_delivered.take().filter(|_| self.shared && !self.receipt);
+        for d in held {
+            self.redirect(d, ctx);
+        }
+        if let Some(body) = resend {
+            self.redirect(Delivery { reply: None, body, attempts: 0 }, ctx);
+        }
+    }
+}
+
+impl Ws {
+    pub fn new(role: Role, ctx: &Ctx) -> Ws {
+        Ws {
+            role,
+            reader: Reader::new(ctx.shared.config.max_body_bytes),
+            closing: false,
+            last_seen: ctx.now,
+            pinged: false,
+        }
+    }
+
+    /// When this session next needs the timer: a receipt wait, a ping, or the silence limit.
+    pub fn deadline(&self, ctx: &Ctx) -> Option<Instant> {
+        let freq = ctx.shared.config.ping_frequency;
+        let keepalive = self.last_seen + if self.pinged { freq } else { freq / 2 };
+        let receipt = match &self.role {
+            Role::Psub(m) => m.awaiting.as_ref().map(|(_, at)| *at),
+            Role::Prep(_) => None,
+        };
+        Some(receipt.map_or(keepalive, |r| r.min(keepalive)))
+    }
+
+    /// Queues a close frame and leaves the pool; the socket closes once it is flushed.
+    pub fn close(&mut self, code: u16, reason: &str, io: &mut Io, ctx: &mut Ctx) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        io.out.with_bytes(|v| frame::close(v, code, reason));
+        if let Role::Psub(m) = &mut self.role {
+            m.leave(io.id, ctx);
+        }
+    }
+
+    /// The connection is going away without a close handshake.
+    pub fn fail(&mut self, id: ConnId, ctx: &mut Ctx) {
+        match &mut self.role {
+            Role::Psub(m) => m.fail(id, ctx),
+            Role::Prep(_) => {}
+        }
+    }
+
+    pub fn deliver(&mut self, d: Delivery, io: &mut Io, ctx: &mut Ctx) {
+        match &mut self.role {
+            Role::Psub(m) => m.deliver(d, self.closing, io.out, ctx),
+            // A prep socket is not a subscriber; a stale address cannot reach it.
+            Role::Prep(_) => {
+                if let Some(reply) = d.reply {
+                    ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
+                }
+            }
+        }
+    }
+
+    /// Bytes were written: reps whose frames are now out get their answer.
+    pub fn on_written(&mut self, out: &OutQueue, ctx: &mut Ctx) {
+        if let Role::Psub(m) = &mut self.role {
+            m.on_written(out, ctx);
+        }
+    }
+
+    /// The answer to one of this prep socket's reps.
+    pub fn on_answer(&mut self, seq: u64, text: &'static str, io: &mut Io) {
+        if let Role::Prep(p) = &mut self.role
+            && !self.closing
+        {
+            p.answer(seq, text, io.out);
+        }
+    }
+
+    /// Handles frames waiting in the receive buffer.
+    pub fn step(&mut self, io: &mut Io, ctx: &mut Ctx) -> WsNext {
+        if self.closing {
+            // After our close frame only the peer's close matters; everything else is dropped.
+            return match self.reader.next(io.rx) {
+                Ok(Some(Incoming::Close(_))) | Err(_) => WsNext::Close,
+                Ok(Some(_)) => WsNext::Progress,
+                Ok(None) => WsNext::Idle,
+            };
+        }
+        if let Role::Prep(p) = &self.role
+            && p.is_full()
+        {
+            return WsNext::Idle;
+        }
+        let incoming = match self.reader.next(io.rx) {
+            Ok(Some(m)) => m,
+            Ok(None) => return WsNext::Idle,
+            Err(e) => {
+                crate::debug!(
+                    "websocket error conn={} code={} reason={}",
+                    io.id.token,
+                    e.code(),
+                    e.reason()
+                );
+                self.close(e.code(), e.reason(), io, ctx);
+                return WsNext::Progress;
+            }
+        };
+        self.last_seen = ctx.now;
+        self.pinged = false;
+        match incoming {
+            Incoming::Ping(payload) => {
+                io.out.with_bytes(|v| frame::control(v, Control::Pong, &payload))
+            }
+            Incoming::Pong => {}
+            Incoming::Close(code) => {
+                // Echo the peer's code; a close without one is answered with a plain 1000.
+                self.close(code.unwrap_or(1000), "", io, ctx);
+            }
+            Incoming::Text(data) | Incoming::Binary(data) if matches!(self.role, Role::Psub(_)) => {
+                let _ = data;
+                if let Role::Psub(m) = &mut self.role
+                    && m.receipt
+                {
+                    m.on_receipt(io.out, ctx);
+                }
+            }
+            Incoming::Text(data) => {
+                if let Role::Prep(p) = &mut self.role
+                    && let Err(e) = p.on_message(&data, io, ctx)
+                {
+                    self.close(e.code(), e.reason(), io, ctx);
+                }
+            }
+            Incoming::Binary(_) => {
+                let e = WsError::InvalidData("binary frames are not reps");
+                self.close(e.code(), e.reason(), io, ctx);
+            }
+        }
+        WsNext::Progress
+    }
+
+    /// The timer fired: fail a member whose receipt is late, close a silent peer, or ping it.
+    pub fn on_timer(&mut self, io: &mut Io, ctx: &mut Ctx) -> WsNext {
+        if self.closing {
+            return WsNext::Close;
+        }
+        if let Role::Psub(m) = &self.role
+            && m.awaiting.as_ref().is_some_and(|(_, at)| *at <= ctx.now)
+        {
+            crate::debug!("receipt timeout conn={}", io.id.token);
+            return WsNext::Close;
+        }
+        let freq = ctx.shared.config.ping_frequency;
+        if ctx.now >= self.last_seen + freq {
+            self.close(1001, "keepalive timeout", io, ctx);
+            return WsNext::Progress;
+        }
+        if !self.pinged && ctx.now >= self.last_seen + freq / 2 {
+            self.pinged = true;
+            io.out.with_bytes(|v| frame::control(v, Control::Ping, b""));
+            return WsNext::Progress;
+        }
+        WsNext::Idle
+    }
+}
