@@ -3,7 +3,23 @@
 
 use std::fmt;
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::Duration;
+
+/// `ESUB_STORE`: which reps are kept on disk for replay.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StoreMode {
+    Off,
+    Undelivered,
+    All,
+}
+
+/// `ESUB_FSYNC`: when stored records reach the disk.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fsync {
+    Always,
+    Interval,
+}
 
 /// Everything the server reads from the environment.
 #[derive(Clone, Debug)]
@@ -24,6 +40,18 @@ pub struct Config {
     pub max_connections: usize,
     pub max_psub_backlog: usize,
     pub drain: Duration,
+    pub store: StoreMode,
+    pub data_dir: PathBuf,
+    pub fsync: Fsync,
+    pub fsync_interval: Duration,
+    pub retention: Duration,
+    pub retention_bytes: u64,
+    pub statsd_host: String,
+    pub statsd_port: u16,
+    pub metric_prefix: String,
+    pub environment: Option<String>,
+    pub tag_keys: bool,
+    pub metric_interval: Duration,
     pub debug: bool,
     pub verbose_debug: bool,
 }
@@ -62,6 +90,18 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_MAX_CONNECTIONS", "100000", "open connections per process; beyond it accepts wait"),
     ("ESUB_MAX_PSUB_BACKLOG", "4194304", "unsent bytes a psub member may hold before reps skip it"),
     ("ESUB_DRAIN_MS", "5000", "shutdown drain"),
+    ("ESUB_STORE", "off", "off | undelivered | all: which reps are stored for replay"),
+    ("ESUB_DATA_DIR", "./esub-data", "where stored reps live"),
+    ("ESUB_FSYNC", "interval", "always | interval: when stored reps reach the disk"),
+    ("ESUB_FSYNC_MS", "200", "fsync period with ESUB_FSYNC=interval"),
+    ("ESUB_RETENTION_SECS", "86400", "stored reps older than this are dropped"),
+    ("ESUB_RETENTION_BYTES", "1073741824", "stored bytes beyond this drop the oldest"),
+    ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
+    ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
+    ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
+    ("ESUB_ENVIRONMENT_NAME", "unset", "adds an environment: tag"),
+    ("ESUB_TAG_KEYS", "unset", "adds key: tags"),
+    ("ESUB_METRIC_INTERVAL_MS", "10000", "statsd flush period"),
     ("ESUB_DEBUG", "unset", "per-request debug lines"),
     ("ESUB_VERBOSE_DEBUG", "unset", "socket-level debug lines"),
 ];
@@ -134,7 +174,51 @@ impl Config {
                 });
             }
         };
+        let word = |var: &'static str,
+                    default: &'static str,
+                    allowed: &'static [&'static str],
+                    expected: &'static str| {
+            let v = get(var).unwrap_or_else(|| default.to_string());
+            match allowed.iter().find(|a| v.trim().eq_ignore_ascii_case(a)) {
+                Some(a) => Ok(*a),
+                None => Err(ConfigError { var, value: v, expected }),
+            }
+        };
+        let store = match word(
+            "ESUB_STORE",
+            "off",
+            &["off", "undelivered", "all"],
+            "off, undelivered or all",
+        )? {
+            "undelivered" => StoreMode::Undelivered,
+            "all" => StoreMode::All,
+            _ => StoreMode::Off,
+        };
+        let fsync =
+            match word("ESUB_FSYNC", "interval", &["always", "interval"], "always or interval")? {
+                "always" => Fsync::Always,
+                _ => Fsync::Interval,
+            };
+        let text = |var: &'static str, default: &str| -> Result<String, ConfigError> {
+            let v = get(var).unwrap_or_else(|| default.to_string());
+            if v.trim().is_empty() {
+                return Err(ConfigError { var, value: v, expected: "a non-empty value" });
+            }
+            Ok(v.trim().to_string())
+        };
         Ok(Config {
+            store,
+            data_dir: PathBuf::from(text("ESUB_DATA_DIR", "./esub-data")?),
+            fsync,
+            fsync_interval: ms("ESUB_FSYNC_MS", 200)?,
+            retention: Duration::from_secs(num("ESUB_RETENTION_SECS", 86_400, 1, u64::MAX / 4)?),
+            retention_bytes: num("ESUB_RETENTION_BYTES", 1 << 30, 1, u64::MAX)?,
+            statsd_host: text("DATADOG_SERVICE_HOST", "localhost")?,
+            statsd_port: num("DATADOG_SERVICE_PORT", 8125, 0, 65535)? as u16,
+            metric_prefix: text("ESUB_METRIC_PREFIX", "esub")?,
+            environment: get("ESUB_ENVIRONMENT_NAME").filter(|e| !e.trim().is_empty()),
+            tag_keys: flag(get("ESUB_TAG_KEYS").as_deref()),
+            metric_interval: ms("ESUB_METRIC_INTERVAL_MS", 10_000)?,
             port: num("ESUB_PORT", 8090, 0, 65535)? as u16,
             bind,
             // More loops than this would only fight over 2..N cores and registry shards.
@@ -184,6 +268,12 @@ mod tests {
         assert_eq!(c.idle_timeout, Duration::from_millis(75_000));
         assert_eq!(c.write_timeout, Duration::from_millis(5000));
         assert_eq!(c.max_connections, 100_000);
+        assert_eq!((c.store, c.fsync), (StoreMode::Off, Fsync::Interval));
+        assert_eq!(c.fsync_interval, Duration::from_millis(200));
+        assert_eq!((c.statsd_host.as_str(), c.statsd_port), ("localhost", 8125));
+        assert_eq!(c.metric_prefix, "esub");
+        assert_eq!(c.metric_interval, Duration::from_millis(10_000));
+        assert_eq!(parse(&[("ESUB_STORE", "ALL")]).unwrap().store, StoreMode::All);
         assert!(!c.close_connections);
     }
 
@@ -200,6 +290,11 @@ mod tests {
             ("ESUB_MAX_BODY_BYTES", "-1"),
             ("ESUB_HEADER_TIMEOUT_MS", "0"),
             ("ESUB_MAX_HEADER_BYTES", "10"),
+            ("ESUB_STORE", "bogus"),
+            ("ESUB_FSYNC", "sometimes"),
+            ("DATADOG_SERVICE_PORT", "x"),
+            ("ESUB_METRIC_INTERVAL_MS", "0"),
+            ("ESUB_DATA_DIR", " "),
         ];
         for (var, value) in rows {
             let err = parse(&[(var, value)]).unwrap_err();

@@ -47,6 +47,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if config.store != esub::config::StoreMode::Off {
+        // The store lands with phase 2; until then say so instead of dropping reps silently.
+        eprintln!("ERROR ESUB_STORE={:?} is not available in this build: only off", config.store);
+        return ExitCode::from(2);
+    }
     esub::log::set_level(if config.verbose_debug { 2 } else { u8::from(config.debug) });
     let nofile = esub::node::raise_nofile();
     let signals = block_signals();
