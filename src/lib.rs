@@ -15,6 +15,7 @@ pub mod config;
 pub mod conn;
 pub mod http;
 pub mod log;
+pub mod metrics;
 pub mod node;
 pub mod registry;
 pub mod relay;

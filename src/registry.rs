@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use crate::server::mailbox::ConnId;
@@ -85,6 +86,8 @@ type Shard = HashMap<Arc<str>, Slot>;
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
+    /// Waiting subs plus psub members (the `sub.waiting` gauge).
+    waiting: AtomicUsize,
 }
 
 impl Default for Registry {
@@ -92,6 +95,7 @@ impl Default for Registry {
         Registry {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
+            waiting: AtomicUsize::new(0),
         }
     }
 }
@@ -115,7 +119,10 @@ impl Registry {
         let new = Waiter { conn, token: token.map(Box::from) };
         match slot.sub.replace(new) {
             Some(old) => Park::Displaced(old.conn),
-            None => Park::Parked,
+            None => {
+                self.waiting.fetch_add(1, Ordering::Relaxed);
+                Park::Parked
+            }
         }
     }
 
@@ -135,6 +142,7 @@ impl Registry {
             if slot.is_empty() {
                 shard.remove(key);
             }
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
             return Claim::Sub(conn);
         }
         let Some(pool) = &mut slot.pool else {
@@ -155,6 +163,7 @@ impl Registry {
         let Some(pool) = &mut slot.pool else {
             let name = PoolRef { key: key.clone(), token: token.map(Arc::from) };
             slot.pool = Some(Pool { name, shared, members: vec![conn], next: 0 });
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             return Join::Joined(Vec::new());
         };
         if pool.name.token.as_deref() != token || pool.shared != shared {
@@ -165,10 +174,14 @@ impl Registry {
                 return Join::Forbidden;
             }
             pool.members.push(conn);
+            self.waiting.fetch_add(1, Ordering::Relaxed);
             return Join::Joined(Vec::new());
         }
         pool.next = 0;
-        Join::Joined(std::mem::replace(&mut pool.members, vec![conn]))
+        let displaced = std::mem::replace(&mut pool.members, vec![conn]);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
+        self.waiting.fetch_sub(displaced.len(), Ordering::Relaxed);
+        Join::Joined(displaced)
     }
 
     /// Removes a member from `key`'s pool; the pool goes with its last member.
@@ -184,6 +197,7 @@ impl Registry {
             return false;
         };
         pool.members.remove(i);
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         if i < pool.next {
             pool.next -= 1;
         }
@@ -212,10 +226,16 @@ impl Registry {
             return false;
         }
         slot.sub = None;
+        self.waiting.fetch_sub(1, Ordering::Relaxed);
         if slot.is_empty() {
             shard.remove(key);
         }
         true
+    }
+
+    /// Waiting subs plus psub members.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Every key with a waiter, sorted.
@@ -260,6 +280,7 @@ mod tests {
         assert!(!r.unpark("k", id(5)));
         assert!(r.unpark("k", id(6)));
         assert!(r.keys().is_empty());
+        assert_eq!(r.waiting(), 0);
     }
 
     #[test]
@@ -293,6 +314,7 @@ mod tests {
         assert_eq!(r.join(&k, id(6), None, false), Join::Joined(vec![id(5)]));
         assert_eq!(r.join(&k, id(7), None, true), Join::Forbidden);
         assert_eq!(r.pool_size("p"), 1);
+        assert_eq!(r.waiting(), 1);
         assert_eq!(r.keys(), vec!["p"]);
     }
 

@@ -4,8 +4,9 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, Request, State, Stream, undeliverable};
+use crate::conn::{Conn, ReqMetric, Request, State, Stream, undeliverable};
 use crate::http::response::{self, Persist};
+use crate::metrics::RouteTag;
 use crate::registry::{Claim, Join, Park};
 use crate::router::{Route, RouteError};
 use crate::server::Ctx;
@@ -16,6 +17,7 @@ use crate::ws::{Delivery, Member, Role, Ws};
 
 /// Answers one complete request (head routed, body read).
 pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, body: Vec<u8>) {
+    conn.req = measure(&request.route, ctx);
     match request.route {
         Err(RouteError::NotFound) => conn.respond_text(ctx, 404, "Not Found"),
         Err(RouteError::MethodNotAllowed(allow)) => {
@@ -27,6 +29,11 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
         Ok(Route::Info) => {
             let info = ctx.shared.info_json(ctx.now);
             conn.respond(ctx, 200, response::JSON, info.as_bytes(), "");
+        }
+        Ok(Route::Metrics) => {
+            let text = ctx.shared.prometheus(ctx.now);
+            let ctype = "text/plain; version=0.0.4; charset=utf-8";
+            conn.respond(ctx, 200, ctype, text.as_bytes(), "");
         }
         Ok(Route::Keys) => {
             let keys = ctx.shared.registry.keys();
@@ -50,10 +57,27 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             Ok(accept) => {
                 let confirm = query.confirm || ctx.shared.config.confirm_receipt;
                 let ws = Ws::new(Role::Prep(Prep::new(confirm)), ctx);
+                ctx.shared.prep_sockets.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 conn.upgrade(ws, &accept, ctx);
             }
         },
     }
+}
+
+/// What the metrics will say of this request (`None`: not measured, like `/ping` and errors).
+fn measure(route: &Result<Route, RouteError>, ctx: &Ctx) -> Option<ReqMetric> {
+    let (route, key, token) = match route {
+        Ok(Route::Info) => (RouteTag::Info, None, None),
+        Ok(Route::Keys) => (RouteTag::Keys, None, None),
+        Ok(Route::Sub { key, query }) => (RouteTag::Sub, Some(key), query.token.as_ref()),
+        Ok(Route::Rep { key, query }) => (RouteTag::Rep, Some(key), query.token.as_ref()),
+        Ok(Route::Psub { key, query }) => (RouteTag::Psub, Some(key), query.token.as_ref()),
+        Ok(Route::Prep { .. }) => (RouteTag::Prep, None, None),
+        _ => return None,
+    };
+    // The key is copied only when key tags are on.
+    let key = key.filter(|_| ctx.metrics.tag_keys).map(|k| Arc::from(k.as_str()));
+    Some(ReqMetric { route, key, auth: token.is_some(), confirmed: false })
 }
 
 fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<&str>) {
@@ -62,9 +86,9 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
         Park::Displaced(old) => {
             ctx.post(Msg::TakenOver { to: old });
-            conn.park(key, ctx);
+            conn.park(key, token.is_some(), ctx);
         }
-        Park::Parked => conn.park(key, ctx),
+        Park::Parked => conn.park(key, token.is_some(), ctx),
     }
 }
 
@@ -86,7 +110,7 @@ fn rep<S: Stream>(
     conn.set_deadline(None, ctx);
     let reply = Some(ReplyTo { conn: conn.id, seq: 0 });
     let body = Arc::new(body);
-    ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now });
+    ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now, prep: false });
 }
 
 fn psub<S: Stream>(
@@ -115,8 +139,8 @@ fn psub<S: Stream>(
 /// holds another connection (the message's generation did not match).
 pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg) {
     match msg {
-        Msg::Deliver { reply, body, pool, attempts, .. } => {
-            let d = Delivery { reply, body, attempts };
+        Msg::Deliver { reply, body, pool, attempts, arrived, prep, .. } => {
+            let d = Delivery { reply, body, attempts, arrived, prep };
             let result = match conn {
                 Some(conn) => conn.deliver(d, ctx),
                 None => Err(d),
@@ -125,7 +149,14 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
                 undeliverable(d, pool.as_ref(), ctx);
             }
         }
-        Msg::Delivered { reply, .. } => answer(conn, ctx, reply, 200, "OK", "ok"),
+        Msg::Delivered { reply, confirmed } => {
+            if let Some(conn) = conn {
+                if let Some(m) = &mut conn.req {
+                    m.confirmed = confirmed;
+                }
+                answer(Some(conn), ctx, reply, 200, "OK", "ok");
+            }
+        }
         Msg::Failed { reply, why, .. } => answer(conn, ctx, reply, 404, why.text(), why.text()),
         Msg::TakenOver { .. } => {
             if let Some(conn) = conn {

@@ -10,14 +10,15 @@ use std::time::Instant;
 
 use mio::net::TcpStream;
 
-use crate::conn::buffer::{Body, Buffer, Io, OutQueue, READ_CHUNK};
+use crate::conn::buffer::{Buffer, Io, OutQueue, READ_CHUNK};
 use crate::http::request::{ChunkedDecoder, Framing, HttpError, parse_head};
 use crate::http::response::{self, Persist};
+use crate::metrics::{Event, RouteTag, Series};
 use crate::registry::PoolRef;
 use crate::relay;
 use crate::router::{self, Route, RouteError};
 use crate::server::Ctx;
-use crate::server::mailbox::{ConnId, Msg, ReplyTo, Undelivered};
+use crate::server::mailbox::{ConnId, Msg, Undelivered};
 use crate::ws::handshake::{self, UpgradeHeaders};
 use crate::ws::{self, Delivery, Ws, WsNext};
 
@@ -32,6 +33,15 @@ const WS_HEADER_MAX: usize = 14;
 pub enum Next {
     Continue,
     Close,
+}
+
+/// What the metrics need of the request being answered.
+pub struct ReqMetric {
+    pub route: RouteTag,
+    pub key: Option<Arc<str>>,
+    pub auth: bool,
+    /// The rep's 200 came from a member's receipt.
+    pub confirmed: bool,
 }
 
 /// A request whose head is read and routed.
@@ -56,14 +66,16 @@ pub enum State {
     /// Between requests, or reading a head.
     Head,
     Body(Request, BodyRead),
-    /// A sub waiting on `key` for a rep.
+    /// A sub waiting on `key` for a rep (`auth`: it gave a token).
     Parked {
         key: Arc<str>,
+        auth: bool,
     },
-    /// A sub whose response (with `body`) is being written; `reply` hears how it ends.
+    /// A sub whose response is being written; the delivery's `reply` hears how it ends.
     Delivering {
-        reply: Option<ReplyTo>,
-        body: Body,
+        d: Delivery,
+        key: Arc<str>,
+        auth: bool,
     },
     /// A rep waiting to hear whether its sub got the body.
     AwaitRep,
@@ -94,6 +106,10 @@ pub struct Conn<S = TcpStream> {
     pub armed: Option<Instant>,
     /// The current head's first byte has arrived (the header timeout runs).
     head_started: bool,
+    /// When the current request's head was complete.
+    pub started: Instant,
+    /// The current request, for metrics (`None` for routes that are not measured).
+    pub req: Option<ReqMetric>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -109,6 +125,8 @@ impl<S: Stream> Conn<S> {
             deadline: None,
             armed: None,
             head_started: true,
+            started: ctx.now,
+            req: None,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.
         conn.set_deadline(Some(ctx.now + ctx.shared.config.header_timeout), ctx);
@@ -174,14 +192,23 @@ impl<S: Stream> Conn<S> {
     /// The connection is closing for good: undo what it holds elsewhere (registry entry,
     /// a delivery someone waits on, reps in a member's care) and give its buffer back.
     pub fn fail(&mut self, ctx: &mut Ctx) {
+        self.record(ctx, false);
         match std::mem::replace(&mut self.state, State::Closing) {
-            State::Parked { key } => {
+            State::Parked { key, .. } => {
                 ctx.shared.registry.unpark(&key, self.id);
             }
-            State::Delivering { reply: Some(reply), body } => {
-                ctx.post(Msg::Failed { reply, body, why: Undelivered::UnknownKey });
+            State::Delivering { d, key, auth } => {
+                record_reply(ctx, &d, false, &key, auth, false, false);
+                if let Some(reply) = d.reply {
+                    ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
+                }
             }
-            State::Ws(mut ws) => ws.fail(self.id, ctx),
+            State::Ws(mut ws) => {
+                if ws.is_prep() {
+                    ctx.shared.prep_sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
+                ws.fail(self.id, ctx);
+            }
             _ => {}
         }
         self.out.clear();
@@ -190,8 +217,25 @@ impl<S: Stream> Conn<S> {
         }
     }
 
+    /// Counts the current request as answered.
+    fn record(&mut self, ctx: &mut Ctx, success: bool) {
+        if let Some(m) = self.req.take() {
+            ctx.metrics.record(Event {
+                series: Series::Requests,
+                route: m.route,
+                key: m.key.as_ref(),
+                auth: m.auth,
+                success,
+                confirmed: m.confirmed,
+// The loop's cached clock is as old as the poll wake-up: read it afresh here.
+                took: Instant::now().saturating_duration_since(self.started),
+            });
+        }
+    }
+
     /// Queues a small whole response for the current request and moves to what follows it.
     pub fn respond(&mut self, ctx: &mut Ctx, status: u16, ctype: &str, body: &[u8], extra: &str) {
+        self.record(ctx, (200..300).contains(&status));
         let persist = self.persist;
         self.out.with_bytes(|v| response::full(v, status, ctype, body, persist, extra));
         self.after_response(ctx);
@@ -217,8 +261,8 @@ impl<S: Stream> Conn<S> {
     }
 
     /// Parks this connection as a sub on `key`; the registry entry is already in place.
-    pub fn park(&mut self, key: Arc<str>, ctx: &mut Ctx) {
-        self.state = State::Parked { key };
+    pub fn park(&mut self, key: Arc<str>, auth: bool, ctx: &mut Ctx) {
+        self.state = State::Parked { key, auth };
         self.set_deadline(None, ctx);
         if let Some(storage) = self.rx.release() {
             ctx.give_buffer(storage);
@@ -229,6 +273,7 @@ impl<S: Stream> Conn<S> {
     /// Answers 101 and turns the connection into a websocket session. Bytes the client sent
     /// behind the upgrade request are already in the buffer and become its first frames.
     pub fn upgrade(&mut self, ws: Ws, accept: &str, ctx: &mut Ctx) {
+        self.record(ctx, true);
         self.out.with_bytes(|v| handshake::response(v, accept));
         self.state = State::Ws(Box::new(ws));
         self.sync_ws_deadline(ctx);
@@ -261,6 +306,8 @@ impl<S: Stream> Conn<S> {
             State::Parked { .. } => {}
             _ => return Err(d),
         }
+        let State::Parked { key, auth } = &self.state else { return Err(d) };
+        let (key, auth) = (key.clone(), *auth);
         // A client that closed just now may not have woken us yet: look before writing, so a
         // rep right after a disconnect gets 404, not a 200 for bytes nobody will read.
         if self.read_parked(ctx) == Next::Close {
@@ -270,7 +317,7 @@ impl<S: Stream> Conn<S> {
         let len = d.body.len();
         self.out.with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, ""));
         self.out.push_shared(d.body.clone());
-        self.state = State::Delivering { reply: d.reply, body: d.body };
+        self.state = State::Delivering { d, key, auth };
         self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
         Ok(())
     }
@@ -291,7 +338,7 @@ impl<S: Stream> Conn<S> {
     /// Shutdown: a parked sub gets 503, a websocket a 1001 close.
     pub fn drain(&mut self, ctx: &mut Ctx) {
         match &mut self.state {
-            State::Parked { key } => {
+            State::Parked { key, .. } => {
                 ctx.shared.registry.unpark(key, self.id);
                 self.persist = Persist::Close;
                 self.respond_text(ctx, 503, "Shutting down");
@@ -365,8 +412,9 @@ impl<S: Stream> Conn<S> {
                         return Next::Close;
                     }
                 }
-                State::Delivering { reply, .. } if self.out.is_empty() => {
-                    if let Some(reply) = *reply {
+                State::Delivering { d, key, auth } if self.out.is_empty() => {
+                    record_reply(ctx, d, false, key, *auth, true, false);
+                    if let Some(reply) = d.reply {
                         ctx.post(Msg::Delivered { reply, confirmed: false });
                     }
                     self.after_response(ctx);
@@ -512,6 +560,7 @@ impl<S: Stream> Conn<S> {
         };
         let request = Request { route, upgrade: head.upgrade };
         self.rx.consume(head_len);
+        self.started = ctx.now;
         crate::verbose!("request conn={} framing={:?}", self.id.token, framing);
         if expect && request.route.is_err() {
             // Refuse before the client sends a body nobody will read.
@@ -588,6 +637,32 @@ impl<S: Stream> Conn<S> {
         self.persist = Persist::Close;
         self.respond_text(ctx, e.status(), e.text());
     }
+}
+
+/// Times a rep's way from its arrival to its subscriber's socket (`member`: a psub member).
+pub fn record_reply(
+    ctx: &mut Ctx,
+    d: &Delivery,
+    member: bool,
+    key: &Arc<str>,
+    auth: bool,
+    success: bool,
+    confirmed: bool,
+) {
+    let series = match (d.prep, member) {
+        (true, _) => Series::PrepMessage,
+        (false, true) => Series::PsubReply,
+        (false, false) => Series::SubReply,
+    };
+    ctx.metrics.record(Event {
+        series,
+        route: series.route(),
+        key: Some(key),
+        auth,
+        success,
+        confirmed,
+took: Instant::now().saturating_duration_since(d.arrived),
+    });
 }
 
 /// A delivery that found no connection to take it: a pool's rep goes to another member, a

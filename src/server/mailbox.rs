@@ -54,7 +54,9 @@ pub enum Msg {
         body: Body,
         pool: Option<PoolRef>,
         attempts: u8,
+        /// When the rep arrived, and whether over `/prep` (for the reply metrics).
         arrived: Instant,
+        prep: bool,
     },
     /// The body was written (and, in receipt mode, confirmed): the rep gets 200.
     Delivered { reply: ReplyTo, confirmed: bool },

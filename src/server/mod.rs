@@ -9,12 +9,14 @@ use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
 use crate::config::Config;
 use crate::conn::buffer::READ_CHUNK;
+use crate::metrics::prometheus::{self, PromWorker};
+use crate::metrics::{self, WorkerMetrics};
 use crate::registry::Registry;
 use mailbox::{Mailbox, Msg};
 use timer::TimerWheel;
@@ -30,9 +32,26 @@ pub struct Shared {
     pub name: String,
     pub ip: String,
     pub port: u16,
+    /// Each worker's Prometheus counters, summed by `/metrics`.
+    pub prom: Vec<Arc<PromWorker>>,
+    pub statsd_dropped: AtomicU64,
+    /// Open `/prep` websockets (the `rep.waiting` gauge).
+    pub prep_sockets: AtomicUsize,
 }
 
 impl Shared {
+    /// The `/metrics` text.
+    pub fn prometheus(&self, now: Instant) -> String {
+        let gauges = prometheus::Gauges {
+            sub_waiting: self.registry.waiting() as u64,
+            rep_waiting: self.prep_sockets.load(Ordering::Relaxed) as u64,
+            connections: self.open.load(Ordering::Relaxed) as u64,
+            statsd_dropped: self.statsd_dropped.load(Ordering::Relaxed),
+            uptime_s: now.saturating_duration_since(self.started).as_secs(),
+        };
+        prometheus::render(&self.config.metric_prefix, &self.prom, &gauges)
+    }
+
     /// The `/info` object; `name` and `ip` come first, as clients expect.
     pub fn info_json(&self, now: Instant) -> String {
         format!(
@@ -62,6 +81,7 @@ pub struct Ctx {
     pub timers: TimerWheel,
     pub buffers: Vec<Vec<u8>>,
     pub draining: bool,
+    pub metrics: WorkerMetrics,
 }
 
 impl Ctx {
@@ -91,6 +111,7 @@ pub struct Server {
     pub addr: SocketAddr,
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
+    statsd: Option<JoinHandle<()>>,
 }
 
 impl Server {
@@ -112,7 +133,13 @@ impl Server {
             mailboxes.push(Mailbox::new(waker));
             polls.push(poll);
         }
+        let prom: Vec<Arc<PromWorker>> = (0..config.workers).map(|_| Arc::default()).collect();
+        let target = metrics::statsd_target(&config);
+        let (statsd_tx, statsd_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
+            prom: prom.clone(),
+            statsd_dropped: AtomicU64::new(0),
+            prep_sockets: AtomicUsize::new(0),
             name: crate::node::host_name(),
             ip: config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string()),
             port: addr.port(),
@@ -122,17 +149,30 @@ impl Server {
             open: AtomicUsize::new(0),
             started: Instant::now(),
         });
+        let statsd = match target {
+            Some(target) => {
+                let s = shared.clone();
+                let t = std::thread::Builder::new()
+                    .name("esub-statsd".into())
+                    .spawn(move || metrics::run(s, statsd_rx, target))?;
+                Some(t)
+            }
+            None => None,
+        };
         let mut threads = Vec::with_capacity(polls.len());
         for (i, (poll, l)) in polls.into_iter().zip(listeners).enumerate() {
-            let w =
-                worker::Worker::new(i, poll, mio::net::TcpListener::from_std(l), shared.clone())?;
+            let sender = statsd.as_ref().map(|_| statsd_tx.clone());
+            let m = WorkerMetrics::new(sender, prom[i].clone(), &shared.config);
+            let l = mio::net::TcpListener::from_std(l);
+            let w = worker::Worker::new(i, poll, l, shared.clone(), m)?;
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("esub-worker-{i}"))
                     .spawn(move || w.run())?,
             );
         }
-        Ok(Server { addr, shared, threads })
+        drop(statsd_tx);
+        Ok(Server { addr, shared, threads, statsd })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
@@ -141,6 +181,10 @@ impl Server {
             m.post(Msg::Drain);
         }
         for t in self.threads {
+            let _ = t.join();
+        }
+        // The workers' senders are gone with them: the metrics thread flushes once more and ends.
+        if let Some(t) = self.statsd {
             let _ = t.join();
         }
     }

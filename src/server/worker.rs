@@ -12,6 +12,7 @@ use mio::{Events, Interest, Poll, Token};
 use slab::Slab;
 
 use crate::conn::{Conn, Next};
+use crate::metrics::WorkerMetrics;
 use crate::relay;
 use crate::server::mailbox::{ConnId, Msg};
 use crate::server::timer::{Entry, TimerWheel};
@@ -45,6 +46,7 @@ impl Worker {
         poll: Poll,
         mut listener: TcpListener,
         shared: Arc<Shared>,
+        metrics: WorkerMetrics,
     ) -> io::Result<Worker> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
         let now = Instant::now();
@@ -60,6 +62,7 @@ impl Worker {
                 timers: TimerWheel::new(now),
                 buffers: Vec::new(),
                 draining: false,
+                metrics,
             },
             next_generation: 1,
             accept_at: None,
@@ -104,9 +107,11 @@ impl Worker {
                 self.on_timer(token, generation);
             }
             self.run_local();
+            self.ctx.metrics.maybe_flush(self.ctx.now);
             if let Some(deadline) = self.drain_deadline
                 && (self.conns.is_empty() || self.ctx.now >= deadline)
             {
+                self.ctx.metrics.flush();
                 return;
             }
         }
@@ -121,6 +126,7 @@ impl Worker {
         if let Some(at) = self.drain_deadline {
             at_most(at.saturating_duration_since(self.ctx.now));
         }
+        at_most(self.ctx.metrics.next_flush.saturating_duration_since(self.ctx.now));
         t
     }
 

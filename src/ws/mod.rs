@@ -30,6 +30,10 @@ pub struct Delivery {
     pub reply: Option<ReplyTo>,
     pub body: Body,
     pub attempts: u8,
+    /// When the rep arrived (its reply is timed from here).
+    pub arrived: Instant,
+    /// It came over `/prep`.
+    pub prep: bool,
 }
 
 /// A psub pool member's side of the deliveries.
@@ -95,7 +99,8 @@ pub fn redirect(pool: &PoolRef, d: Delivery, ctx: &mut Ctx) {
             body: d.body,
             pool: Some(pool),
             attempts,
-            arrived: ctx.now,
+            arrived: d.arrived,
+            prep: d.prep,
         };
         ctx.post(msg);
         return;
@@ -167,6 +172,8 @@ impl Member {
             let Some((_, d)) = self.inflight.pop_front() else {
                 break;
             };
+            let auth = self.pool.token.is_some();
+            crate::conn::record_reply(ctx, &d, true, &self.pool.key, auth, true, false);
             if let Some(reply) = d.reply {
                 ctx.post(Msg::Delivered { reply, confirmed: false });
             }
@@ -179,6 +186,8 @@ impl Member {
         let Some((d, _)) = self.awaiting.take() else {
             return;
         };
+        let auth = self.pool.token.is_some();
+        crate::conn::record_reply(ctx, &d, true, &self.pool.key, auth, true, true);
         if let Some(reply) = d.reply {
             ctx.post(Msg::Delivered { reply, confirmed: true });
         }
@@ -205,7 +214,8 @@ impl Member {
             self.redirect(d, ctx);
         }
         if let Some(body) = resend {
-            self.redirect(Delivery { reply: None, body, attempts: 0 }, ctx);
+            let d = Delivery { reply: None, body, attempts: 0, arrived: ctx.now, prep: false };
+            self.redirect(d, ctx);
         }
     }
 }
@@ -219,6 +229,11 @@ impl Ws {
             last_seen: ctx.now,
             pinged: false,
         }
+    }
+
+    /// A `/prep` socket (counted in the `rep.waiting` gauge).
+    pub fn is_prep(&self) -> bool {
+        matches!(self.role, Role::Prep(_))
     }
 
     /// When this session next needs the timer: a receipt wait, a ping, or the silence limit.

@@ -95,7 +95,7 @@ impl Prep {
     ) {
         let reply = self.confirm.then_some(ReplyTo { conn: io.id, seq });
         let body = Arc::new(data.into_bytes());
-        ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now });
+        ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now, prep: true });
     }
 
     /// Records the answer for `seq` and sends every answer that is now next in order.

@@ -1,0 +1,396 @@
+//! Metrics: each worker aggregates its own events (no lock on the request path) into DogStatsD
+//! buckets, handed to the metrics thread every `ESUB_METRIC_INTERVAL_MS`, and into Prometheus
+//! counters (per-worker atomics, summed by `GET /metrics`). Metric names live here.
+
+pub mod prometheus;
+pub mod statsd;
+
+use std::collections::HashMap;
+use std::net::{ToSocketAddrs, UdpSocket};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::time::{Duration, Instant};
+
+use crate::config::Config;
+use crate::server::Shared;
+use prometheus::PromWorker;
+
+/// The `route:` tag of a request.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RouteTag {
+    Info,
+    Keys,
+    Sub,
+    Rep,
+    Psub,
+    Prep,
+    Rsub,
+}
+
+impl RouteTag {
+    pub const ALL: [RouteTag; 7] = [
+        RouteTag::Info,
+        RouteTag::Keys,
+        RouteTag::Sub,
+        RouteTag::Rep,
+        RouteTag::Psub,
+        RouteTag::Prep,
+        RouteTag::Rsub,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteTag::Info => "info",
+            RouteTag::Keys => "keys",
+            RouteTag::Sub => "sub",
+            RouteTag::Rep => "rep",
+            RouteTag::Psub => "psub",
+            RouteTag::Prep => "prep",
+            RouteTag::Rsub => "rsub",
+        }
+    }
+
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+/// Which family a bucket belongs to: requests, or a rep's way to its subscriber.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Series {
+    /// `P.requests`, `P.duration`, `P.duration_max`.
+    Requests,
+    /// A rep written to a waiting sub: `P.sub_reply.*`, route tag `sub`.
+    SubReply,
+    /// A rep written to a psub member: `P.psub_reply.*`, route tag `psub`.
+    PsubReply,
+    /// A rep that came over `/prep`, written to its sub or member: `P.prep_message.*`.
+    PrepMessage,
+}
+
+impl Series {
+    pub const REPLIES: [Series; 3] = [Series::SubReply, Series::PsubReply, Series::PrepMessage];
+
+    /// The name under the prefix that the three series hang from ("" for plain requests).
+    pub fn stem(self) -> &'static str {
+        match self {
+            Series::Requests => "",
+            Series::SubReply => "sub_reply.",
+            Series::PsubReply => "psub_reply.",
+            Series::PrepMessage => "prep_message.",
+        }
+    }
+
+    pub fn route(self) -> RouteTag {
+        match self {
+            Series::SubReply => RouteTag::Sub,
+            Series::PsubReply => RouteTag::Psub,
+            Series::PrepMessage | Series::Requests => RouteTag::Prep,
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct Bucket {
+    pub series: Series,
+    pub route: RouteTag,
+    pub key: Option<Arc<str>>,
+    pub auth: bool,
+    pub success: bool,
+    pub confirmed: bool,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Agg {
+    pub count: u64,
+    pub sum_us: u64,
+    pub max_us: u64,
+}
+
+impl Agg {
+    fn add(&mut self, us: u64) {
+        self.count += 1;
+        self.sum_us += us;
+        self.max_us = self.max_us.max(us);
+    }
+
+    fn merge(&mut self, other: &Agg) {
+        self.count += other.count;
+        self.sum_us += other.sum_us;
+        self.max_us = self.max_us.max(other.max_us);
+    }
+}
+
+pub type Snapshot = HashMap<Bucket, Agg>;
+
+/// One finished request or reply, as the code that saw it describes it.
+pub struct Event<'a> {
+    pub series: Series,
+    pub route: RouteTag,
+    pub key: Option<&'a Arc<str>>,
+    pub auth: bool,
+    pub success: bool,
+    pub confirmed: bool,
+    pub took: Duration,
+}
+
+/// A worker's own metrics.
+pub struct WorkerMetrics {
+    /// `None` when statsd is off (unresolvable host): nothing is aggregated for it then.
+    statsd: Option<Sender<Snapshot>>,
+    buckets: Snapshot,
+    pub prom: Arc<PromWorker>,
+    pub tag_keys: bool,
+    interval: Duration,
+    pub next_flush: Instant,
+}
+
+impl WorkerMetrics {
+    pub fn new(statsd: Option<Sender<Snapshot>>, prom: Arc<PromWorker>, config: &Config) -> Self {
+        let interval = config.metric_interval;
+        WorkerMetrics {
+            statsd,
+            buckets: HashMap::new(),
+            prom,
+            tag_keys: config.tag_keys,
+            interval,
+            next_flush: Instant::now() + interval,
+        }
+    }
+
+    pub fn record(&mut self, e: Event) {
+        let us = u64::try_from(e.took.as_micros()).unwrap_or(u64::MAX);
+        self.prom.record(&e, us);
+        if self.statsd.is_none() {
+            return;
+        }
+        let bucket = Bucket {
+            series: e.series,
+            route: e.route,
+            key: e.key.filter(|_| self.tag_keys).cloned(),
+            auth: e.auth,
+            success: e.success,
+            confirmed: e.confirmed,
+        };
+        self.buckets.entry(bucket).or_default().add(us);
+    }
+
+    /// Hands the buckets to the metrics thread when the interval has passed.
+    pub fn maybe_flush(&mut self, now: Instant) {
+        if now < self.next_flush {
+            return;
+        }
+        self.next_flush = now + self.interval;
+        self.flush();
+    }
+
+    pub fn flush(&mut self) {
+        if let Some(tx) = &self.statsd
+            && !self.buckets.is_empty()
+        {
+            // The thread may have exited at shutdown; the figures go with it.
+            let _ = tx.send(std::mem::take(&mut self.buckets));
+        }
+    }
+}
+
+/// Where statsd goes, or why it does not.
+pub fn statsd_target(config: &Config) -> Option<std::net::SocketAddr> {
+    let target = (config.statsd_host.as_str(), config.statsd_port);
+    match target.to_socket_addrs().map(|mut a| a.next()) {
+        Ok(Some(addr)) => Some(addr),
+        _ => {
+            crate::warn!(
+                "statsd disabled: cannot resolve DATADOG_SERVICE_HOST={}",
+                config.statsd_host
+            );
+            None
+        }
+    }
+}
+
+/// The global tags, in their order: `environment:`, `esub_ip:`, `esub_node:`.
+pub fn global_tags(config: &Config, ip: &str, node: &str) -> Vec<String> {
+    let mut tags = Vec::new();
+    if let Some(env) = &config.environment {
+        tags.push(statsd::sanitize_tag(&format!("environment:{env}")));
+    }
+    tags.push(statsd::sanitize_tag(&format!("esub_ip:{ip}")));
+    tags.push(statsd::sanitize_tag(&format!("esub_node:{node}")));
+    tags
+}
+
+/// Every line of one flush: three per bucket, then the gauges.
+pub fn lines(
+    prefix: &str,
+    acc: &Snapshot,
+    gauges: &[(&str, u64)],
+    global: &[String],
+) -> Vec<Vec<u8>> {
+    let prefix = statsd::sanitize(prefix);
+    let mut out = Vec::with_capacity(acc.len() * 3 + gauges.len());
+    let mut keyed: Vec<(&Bucket, &Agg)> = acc.iter().filter(|(_, a)| a.count > 0).collect();
+    // A stable order makes packets comparable between flushes (and testable).
+    keyed.sort_by_key(|(b, _)| {
+        (b.series as u8, b.route.index(), b.key.clone(), b.auth, b.success, b.confirmed)
+    });
+    for (b, a) in keyed {
+        let key_tag = b.key.as_ref().map(|k| statsd::sanitize_tag(&format!("key:{k}")));
+        let mut tags: Vec<&str> = vec![match b.route {
+            RouteTag::Info => "route:info",
+            RouteTag::Keys => "route:keys",
+            RouteTag::Sub => "route:sub",
+            RouteTag::Rep => "route:rep",
+            RouteTag::Psub => "route:psub",
+            RouteTag::Prep => "route:prep",
+            RouteTag::Rsub => "route:rsub",
+        }];
+        if let Some(k) = &key_tag {
+            tags.push(k);
+        }
+        if b.auth {
+            tags.push("auth:true");
+        }
+        if b.confirmed {
+            tags.push("confirmed:true");
+        }
+        tags.push(if b.success { "success:true" } else { "success:false" });
+        tags.extend(global.iter().map(String::as_str));
+        let stem = b.series.stem();
+        let avg_ms = a.sum_us as f64 / a.count as f64 / 1000.0;
+        let max_ms = a.max_us as f64 / 1000.0;
+        let mut l = Vec::new();
+        statsd::line(&mut l, &format!("{prefix}.{stem}requests"), a.count, "c", &tags);
+        out.push(std::mem::take(&mut l));
+        statsd::line(
+            &mut l,
+            &format!("{prefix}.{stem}duration"),
+            format!("{avg_ms:.3}"),
+            "ms",
+            &tags,
+        );
+        out.push(std::mem::take(&mut l));
+        statsd::line(
+            &mut l,
+            &format!("{prefix}.{stem}duration_max"),
+            format!("{max_ms:.3}"),
+            "ms",
+            &tags,
+        );
+        out.push(l);
+    }
+    let global: Vec<&str> = global.iter().map(String::as_str).collect();
+    for (name, value) in gauges {
+        let mut l = Vec::new();
+        statsd::line(&mut l, &format!("{prefix}.{name}"), value, "g", &global);
+        out.push(l);
+    }
+    out
+}
+
+/// The metrics thread: merges the workers' buckets and sends them every interval; ends (after
+/// a last flush) when every worker has dropped its sender.
+pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::SocketAddr) {
+    let config = &shared.config;
+    let bind = if target.is_ipv4() { "0.0.0.0:0" } else { "[::]:0" };
+    let socket = match UdpSocket::bind(bind).and_then(|s| s.connect(target).map(|_| s)) {
+        Ok(s) => s,
+        Err(e) => {
+            crate::warn!("statsd disabled: {e}");
+            return;
+        }
+    };
+    let _ = socket.set_nonblocking(true);
+    let global = global_tags(config, &shared.ip, &shared.name);
+    let mut acc = Snapshot::new();
+    let mut next = Instant::now() + config.metric_interval;
+    loop {
+        let wait = next.saturating_duration_since(Instant::now());
+        let last = match rx.recv_timeout(wait) {
+            Ok(snap) => {
+                for (b, a) in snap {
+                    acc.entry(b).or_default().merge(&a);
+                }
+                continue;
+            }
+            Err(RecvTimeoutError::Timeout) => false,
+            Err(RecvTimeoutError::Disconnected) => true,
+        };
+        next = Instant::now() + config.metric_interval;
+        let dropped_before = shared.statsd_dropped.load(Ordering::Relaxed);
+        let gauges = [
+            ("sub.waiting", shared.registry.waiting() as u64),
+            ("rep.waiting", shared.prep_sockets.load(Ordering::Relaxed) as u64),
+        ];
+        let mut packer = statsd::Packer::default();
+        for l in lines(&config.metric_prefix, &acc, &gauges, &global) {
+            packer.push(&l);
+        }
+        acc.clear();
+        let (datagrams, oversized) = packer.finish();
+        let mut dropped = oversized;
+        for d in &datagrams {
+            crate::verbose!("statsd {}", String::from_utf8_lossy(d).replace('\n', " ; "));
+            if socket.send(d).is_err() {
+                dropped += 1;
+            }
+        }
+        if dropped > 0 {
+            shared.statsd_dropped.fetch_add(dropped, Ordering::Relaxed);
+            crate::debug!("statsd dropped={dropped} total={}", dropped_before + dropped);
+        }
+        if last {
+            return;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flush_lines_with_tags_in_order() {
+        let mut acc = Snapshot::new();
+        let b = Bucket {
+            series: Series::Requests,
+            route: RouteTag::Rep,
+            key: Some(Arc::from("k:1")),
+            auth: true,
+            success: true,
+            confirmed: true,
+        };
+        acc.insert(b, Agg { count: 4, sum_us: 10_000, max_us: 7_000 });
+        let reply = Bucket {
+            series: Series::SubReply,
+            route: RouteTag::Sub,
+            key: None,
+            auth: false,
+            success: false,
+            confirmed: false,
+        };
+        acc.insert(reply, Agg { count: 1, sum_us: 250, max_us: 250 });
+        let global =
+            vec!["environment:prod".to_string(), "esub_ip:10.0.0.1".into(), "esub_node:n1".into()];
+        let got: Vec<String> = lines("esub", &acc, &[("sub.waiting", 3)], &global)
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        let g = "environment:prod,esub_ip:10.0.0.1,esub_node:n1";
+        let t = format!("route:rep,key:k_1,auth:true,confirmed:true,success:true,{g}");
+        let r = format!("route:sub,success:false,{g}");
+        assert_eq!(
+            got,
+            vec![
+                format!("esub.requests:4|c|#{t}"),
+                format!("esub.duration:2.500|ms|#{t}"),
+                format!("esub.duration_max:7.000|ms|#{t}"),
+                format!("esub.sub_reply.requests:1|c|#{r}"),
+                format!("esub.sub_reply.duration:0.250|ms|#{r}"),
+                format!("esub.sub_reply.duration_max:0.250|ms|#{r}"),
+                format!("esub.sub.waiting:3|g|#{g}"),
+            ]
+        );
+    }
+}
