@@ -21,4 +21,5 @@ pub mod registry;
 pub mod relay;
 pub mod router;
 pub mod server;
+pub mod store;
 pub mod ws;

@@ -47,16 +47,25 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    if config.store != esub::config::StoreMode::Off {
-        // The store lands with phase 2; until then say so instead of dropping reps silently.
-        eprintln!("ERROR ESUB_STORE={:?} is not available in this build: only off", config.store);
-        return ExitCode::from(2);
-    }
+    // A write past RLIMIT_FSIZE must fail with EFBIG (answered 507), not kill the process.
+    // SAFETY: setting a signal's disposition to SIG_IGN has no handler to be unsafe in.
+    unsafe { libc::signal(libc::SIGXFSZ, libc::SIG_IGN) };
+    let engine = match config.store {
+        esub::config::StoreMode::Off => None,
+        _ => match esub::store::Engine::open(&config) {
+            Ok(e) => Some(e),
+            Err(e) => {
+                eprintln!("ERROR {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     esub::log::set_level(if config.verbose_debug { 2 } else { u8::from(config.debug) });
     let nofile = esub::node::raise_nofile();
     let signals = block_signals();
     let workers = config.workers;
-    let server = match Server::start(config) {
+    let store_mode = format!("{:?}", config.store).to_lowercase();
+    let server = match Server::start(config, engine) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ERROR cannot listen: {e}");
@@ -66,7 +75,10 @@ fn main() -> ExitCode {
     // Tests and scripts read the port from this first stdout line.
     println!("listening on {}", server.addr);
     let _ = std::io::stdout().flush();
-    esub::info!("started addr={} workers={workers} store=off nofile={nofile}", server.addr);
+    esub::info!(
+        "started addr={} workers={workers} store={store_mode} nofile={nofile}",
+        server.addr
+    );
     let sig = wait_for_signal(&signals);
     esub::info!("draining signal={sig}");
     server.shutdown();

@@ -4,13 +4,15 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, ReqMetric, Request, State, Stream, undeliverable};
+use crate::config::StoreMode;
+use crate::conn::{Conn, Keep, ReqMetric, Request, State, Stream, undeliverable};
 use crate::http::response::{self, Persist};
 use crate::metrics::RouteTag;
 use crate::registry::{Claim, Join, Park};
 use crate::router::{Route, RouteError};
 use crate::server::Ctx;
 use crate::server::mailbox::{Msg, ReplyTo};
+use crate::store::{Req, StoreFail, Taken};
 use crate::ws::handshake;
 use crate::ws::prep::Prep;
 use crate::ws::{Delivery, Member, Role, Ws};
@@ -45,6 +47,7 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         }
         Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
+        Ok(Route::Rsub { key, query }) => rsub(conn, ctx, key, query.token),
         Ok(Route::Rep { key, query }) => {
             rep(conn, ctx, &key, query.token.as_deref(), query.psub, body);
         }
@@ -73,6 +76,7 @@ fn measure(route: &Result<Route, RouteError>, ctx: &Ctx) -> Option<ReqMetric> {
         Ok(Route::Rep { key, query }) => (RouteTag::Rep, Some(key), query.token.as_ref()),
         Ok(Route::Psub { key, query }) => (RouteTag::Psub, Some(key), query.token.as_ref()),
         Ok(Route::Prep { .. }) => (RouteTag::Prep, None, None),
+        Ok(Route::Rsub { key, query }) => (RouteTag::Rsub, Some(key), query.token.as_ref()),
         _ => return None,
     };
     // The key is copied only when key tags are on.
@@ -100,17 +104,61 @@ fn rep<S: Stream>(
     pool_only: bool,
     body: Vec<u8>,
 ) {
-    let (to, pool) = match ctx.shared.registry.claim(key, token, pool_only) {
-        Claim::Unknown => return conn.respond_text(ctx, 404, "Unknown key"),
-        Claim::InvalidToken => return conn.respond_text(ctx, 403, "Invalid token"),
+    let claim = ctx.shared.registry.claim(key, token, pool_only);
+    if claim == Claim::InvalidToken {
+        return conn.respond_text(ctx, 403, "Invalid token");
+    }
+    let body = Arc::new(body);
+    // With a store, the rep keeps what it may have to store once its outcome is known.
+    let keep = (ctx.shared.store.is_some()).then(|| {
+        Box::new(Keep { key: Arc::from(key), token: token.map(Arc::from), body: body.clone() })
+    });
+    let (to, pool) = match claim {
         Claim::Sub(to) => (to, None),
         Claim::Member(to, pool) => (to, Some(pool)),
+        _ => return stored_or(conn, ctx, keep, 404, "Unknown key"),
     };
-    conn.state = State::AwaitRep;
+    conn.state = State::AwaitRep(keep);
     conn.set_deadline(None, ctx);
     let reply = Some(ReplyTo { conn: conn.id, seq: 0 });
-    let body = Arc::new(body);
     ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now, prep: false });
+}
+
+/// Answers a rep `status`/`text`, after storing it when the store mode says so: every rep
+/// with `all`, the undelivered ones (404) with `undelivered`.
+fn stored_or<S: Stream>(
+    conn: &mut Conn<S>,
+    ctx: &mut Ctx,
+    keep: Option<Box<Keep>>,
+    status: u16,
+    text: &'static str,
+) {
+    let wanted = match ctx.shared.config.store {
+        StoreMode::All => true,
+        StoreMode::Undelivered => status == 404,
+        StoreMode::Off => false,
+    };
+    let (Some(keep), Some(store), true) = (keep, &ctx.shared.store, wanted) else {
+        return conn.respond_text(ctx, status, text);
+    };
+    let reply = ReplyTo { conn: conn.id, seq: 0 };
+    let req = Req::Append { key: keep.key, token: keep.token, body: keep.body, reply };
+    if store.send(req).is_err() {
+        return conn.respond_text(ctx, 500, "Store unavailable");
+    }
+    conn.state = State::AwaitStore { status, text };
+}
+
+fn rsub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<String>) {
+    let Some(store) = &ctx.shared.store else {
+        return conn.respond_text(ctx, 404, "Nothing stored");
+    };
+    let reply = ReplyTo { conn: conn.id, seq: 0 };
+    if store.send(Req::Take { key, token, reply }).is_err() {
+        return conn.respond_text(ctx, 500, "Store unavailable");
+    }
+    conn.state = State::AwaitTake;
+    conn.set_deadline(None, ctx);
 }
 
 fn psub<S: Stream>(
@@ -158,6 +206,39 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
             }
         }
         Msg::Failed { reply, why, .. } => answer(conn, ctx, reply, 404, why.text(), why.text()),
+        Msg::Stored { result, .. } => {
+            let Some(conn) = conn else { return };
+            let State::AwaitStore { status, text } = conn.state else { return };
+            match result {
+                Ok(()) => conn.respond(
+                    ctx,
+                    status,
+                    response::TEXT,
+                    text.as_bytes(),
+                    "X-Esub-Stored: true\r\n",
+                ),
+                Err(StoreFail::Full) => conn.respond_text(ctx, 507, "Insufficient Storage"),
+                Err(StoreFail::Io) => conn.respond_text(ctx, 500, "Store error"),
+            }
+        }
+        Msg::Taken { taken, .. } => {
+            let conn = conn.filter(|c| matches!(c.state, State::AwaitTake));
+            match (conn, taken) {
+                (Some(conn), Taken::Got { key, id, body, remaining }) => {
+                    conn.replay(key, id, body, remaining, ctx)
+                }
+                // Nobody to write it to: the record stays for the next replay.
+                (None, Taken::Got { key, id, .. }) => {
+                    if let Some(store) = &ctx.shared.store {
+                        let _ = store.send(Req::Done { key, id, delivered: false });
+                    }
+                }
+                (Some(conn), Taken::Nothing) => conn.respond_text(ctx, 404, "Nothing stored"),
+                (Some(conn), Taken::InvalidToken) => conn.respond_text(ctx, 403, "Invalid token"),
+                (Some(conn), Taken::Failed) => conn.respond_text(ctx, 500, "Store error"),
+                (None, _) => {}
+            }
+        }
         Msg::TakenOver { .. } => {
             if let Some(conn) = conn {
                 conn.taken_over(ctx);
@@ -173,12 +254,15 @@ fn answer<S: Stream>(
     ctx: &mut Ctx,
     reply: ReplyTo,
     status: u16,
-    text: &str,
+    text: &'static str,
     frame: &'static str,
 ) {
     let Some(conn) = conn else { return };
-    match conn.state {
-        State::AwaitRep => conn.respond_text(ctx, status, text),
+    match &mut conn.state {
+        State::AwaitRep(keep) => {
+            let keep = keep.take();
+            stored_or(conn, ctx, keep, status, text);
+        }
         State::Ws(_) => conn.prep_answer(reply.seq, frame),
         _ => {}
     }

@@ -15,6 +15,7 @@ pub enum Route {
     Rep { key: String, query: Query },
     Psub { key: String, query: Query },
     Prep { query: Query },
+    Rsub { key: String, query: Query },
 }
 
 /// Why a request has no route; each variant names the response it becomes.
@@ -38,6 +39,7 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("rep", true, "POST"),
     ("psub", true, "GET"),
     ("prep", false, "GET"),
+    ("rsub", true, "GET"),
 ];
 
 /// Routes an origin-form request target (`/path?query`).
@@ -71,6 +73,7 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("rep", Some(key)) => Route::Rep { key, query: query()? },
         ("psub", Some(key)) => Route::Psub { key, query: query()? },
         ("prep", None) => Route::Prep { query: query()? },
+        ("rsub", Some(key)) => Route::Rsub { key, query: query()? },
         _ => return Err(RouteError::NotFound),
     })
 }

@@ -35,6 +35,13 @@ pub enum Next {
     Close,
 }
 
+/// What a rep keeps while its delivery is under way, in case it must be stored.
+pub struct Keep {
+    pub key: Arc<str>,
+    pub token: Option<Arc<str>>,
+    pub body: crate::conn::buffer::Body,
+}
+
 /// What the metrics need of the request being answered.
 pub struct ReqMetric {
     pub route: RouteTag,
@@ -77,8 +84,21 @@ pub enum State {
         key: Arc<str>,
         auth: bool,
     },
-    /// A rep waiting to hear whether its sub got the body.
-    AwaitRep,
+    /// A rep waiting to hear whether its sub got the body; with a store it keeps what it
+    /// may have to store.
+    AwaitRep(Option<Box<Keep>>),
+    /// A rep waiting for the store; then it answers `status` with `text`.
+    AwaitStore {
+        status: u16,
+        text: &'static str,
+    },
+    /// A `/rsub` waiting for the store.
+    AwaitTake,
+    /// A stored body being written to a `/rsub`; the store hears how it ends.
+    Replaying {
+        key: Arc<str>,
+        id: u64,
+    },
     /// A websocket: a psub member or a `/prep` socket.
     Ws(Box<Ws>),
     /// Flush what is queued, then close.
@@ -183,7 +203,10 @@ impl<S: Stream> Conn<S> {
             State::Body(..) => "body",
             State::Parked { .. } => "parked",
             State::Delivering { .. } => "delivering",
-            State::AwaitRep => "await-rep",
+            State::AwaitRep(_) => "await-rep",
+            State::AwaitStore { .. } => "await-store",
+            State::AwaitTake => "await-take",
+            State::Replaying { .. } => "replaying",
             State::Ws(_) => "websocket",
             State::Closing => "closing",
         }
@@ -201,6 +224,11 @@ impl<S: Stream> Conn<S> {
                 record_reply(ctx, &d, false, &key, auth, false, false);
                 if let Some(reply) = d.reply {
                     ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
+                }
+            }
+            State::Replaying { key, id } => {
+                if let Some(store) = &ctx.shared.store {
+                    let _ = store.send(crate::store::Req::Done { key, id, delivered: false });
                 }
             }
             State::Ws(mut ws) => {
@@ -227,7 +255,7 @@ impl<S: Stream> Conn<S> {
                 auth: m.auth,
                 success,
                 confirmed: m.confirmed,
-// The loop's cached clock is as old as the poll wake-up: read it afresh here.
+                // The loop's cached clock is as old as the poll wake-up: read it afresh here.
                 took: Instant::now().saturating_duration_since(self.started),
             });
         }
@@ -320,6 +348,25 @@ impl<S: Stream> Conn<S> {
         self.state = State::Delivering { d, key, auth };
         self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
         Ok(())
+    }
+
+    /// Answers a `/rsub` with a stored body (moved, not copied) and `X-Esub-Remaining`.
+    pub fn replay(
+        &mut self,
+        key: Arc<str>,
+        id: u64,
+        body: Vec<u8>,
+        remaining: usize,
+        ctx: &mut Ctx,
+    ) {
+        self.record(ctx, true);
+        let persist = self.persist;
+        let extra = format!("X-Esub-Remaining: {remaining}\r\n");
+        let len = body.len();
+        self.out.with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, &extra));
+        self.out.push_shared(Arc::new(body));
+        self.state = State::Replaying { key, id };
+        self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
     }
 
     /// Another sub or member took the key over.
@@ -416,6 +463,14 @@ impl<S: Stream> Conn<S> {
                     record_reply(ctx, d, false, key, *auth, true, false);
                     if let Some(reply) = d.reply {
                         ctx.post(Msg::Delivered { reply, confirmed: false });
+                    }
+                    self.after_response(ctx);
+                    continue;
+                }
+                State::Replaying { key, id } if self.out.is_empty() => {
+                    if let Some(store) = &ctx.shared.store {
+                        let (key, id) = (key.clone(), *id);
+                        let _ = store.send(crate::store::Req::Done { key, id, delivered: true });
                     }
                     self.after_response(ctx);
                     continue;
@@ -524,7 +579,7 @@ impl<S: Stream> Conn<S> {
         self.peer_closed = true;
         match self.state {
             // The answer is on its way; a half-closed client may still read it.
-            State::AwaitRep => Next::Continue,
+            State::AwaitRep(_) | State::AwaitStore { .. } | State::AwaitTake => Next::Continue,
             State::Head if !self.out.is_empty() && self.rx.is_empty() => {
                 self.state = State::Closing;
                 Next::Continue
@@ -661,7 +716,7 @@ pub fn record_reply(
         auth,
         success,
         confirmed,
-took: Instant::now().saturating_duration_since(d.arrived),
+        took: Instant::now().saturating_duration_since(d.arrived),
     });
 }
 

@@ -8,6 +8,7 @@ use std::time::Instant;
 
 use crate::conn::buffer::Body;
 use crate::registry::PoolRef;
+use crate::store::{StoreFail, Taken};
 
 /// Names one connection anywhere in the process; `generation` makes a reused slab slot harmless.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -62,6 +63,10 @@ pub enum Msg {
     Delivered { reply: ReplyTo, confirmed: bool },
     /// The rep gets 404 with the reason's text; the body comes back (phase 2 stores it).
     Failed { reply: ReplyTo, body: Body, why: Undelivered },
+    /// The store's answer to an append: the rep gets its status (with `X-Esub-Stored: true`).
+    Stored { reply: ReplyTo, result: Result<(), StoreFail> },
+    /// The store's answer to a `/rsub`.
+    Taken { reply: ReplyTo, taken: Taken },
     /// Another sub or member took the key over: `to` gets 409 or a 1001 close.
     TakenOver { to: ConnId },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
@@ -73,7 +78,10 @@ impl Msg {
     pub fn target(&self) -> Option<ConnId> {
         match self {
             Msg::Deliver { to, .. } | Msg::TakenOver { to } => Some(*to),
-            Msg::Delivered { reply, .. } | Msg::Failed { reply, .. } => Some(reply.conn),
+            Msg::Delivered { reply, .. }
+            | Msg::Failed { reply, .. }
+            | Msg::Stored { reply, .. }
+            | Msg::Taken { reply, .. } => Some(reply.conn),
             Msg::Drain => None,
         }
     }

@@ -37,6 +37,8 @@ pub struct Shared {
     pub statsd_dropped: AtomicU64,
     /// Open `/prep` websockets (the `rep.waiting` gauge).
     pub prep_sockets: AtomicUsize,
+    /// The store thread's queue (`None` with `ESUB_STORE=off`).
+    pub store: Option<std::sync::mpsc::Sender<crate::store::Req>>,
 }
 
 impl Shared {
@@ -112,11 +114,13 @@ pub struct Server {
     pub shared: Arc<Shared>,
     threads: Vec<JoinHandle<()>>,
     statsd: Option<JoinHandle<()>>,
+    store: Option<JoinHandle<()>>,
 }
 
 impl Server {
     /// Binds one listener per worker and starts the workers.
-    pub fn start(config: Config) -> io::Result<Server> {
+    /// `engine` is the opened store (`None` with `ESUB_STORE=off`).
+    pub fn start(config: Config, engine: Option<crate::store::Engine>) -> io::Result<Server> {
         let mut listeners = Vec::with_capacity(config.workers);
         let mut addr = SocketAddr::new(config.bind, config.port);
         for _ in 0..config.workers {
@@ -136,10 +140,12 @@ impl Server {
         let prom: Vec<Arc<PromWorker>> = (0..config.workers).map(|_| Arc::default()).collect();
         let target = metrics::statsd_target(&config);
         let (statsd_tx, statsd_rx) = std::sync::mpsc::channel();
+        let (store_tx, store_rx) = std::sync::mpsc::channel();
         let shared = Arc::new(Shared {
             prom: prom.clone(),
             statsd_dropped: AtomicU64::new(0),
             prep_sockets: AtomicUsize::new(0),
+            store: engine.as_ref().map(|_| store_tx),
             name: crate::node::host_name(),
             ip: config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string()),
             port: addr.port(),
@@ -159,6 +165,16 @@ impl Server {
             }
             None => None,
         };
+        let store = match engine {
+            Some(engine) => {
+                let s = shared.clone();
+                let t = std::thread::Builder::new()
+                    .name("esub-store".into())
+                    .spawn(move || engine.run(s, store_rx))?;
+                Some(t)
+            }
+            None => None,
+        };
         let mut threads = Vec::with_capacity(polls.len());
         for (i, (poll, l)) in polls.into_iter().zip(listeners).enumerate() {
             let sender = statsd.as_ref().map(|_| statsd_tx.clone());
@@ -172,7 +188,7 @@ impl Server {
             );
         }
         drop(statsd_tx);
-        Ok(Server { addr, shared, threads, statsd })
+        Ok(Server { addr, shared, threads, statsd, store })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
@@ -181,6 +197,11 @@ impl Server {
             m.post(Msg::Drain);
         }
         for t in self.threads {
+            let _ = t.join();
+        }
+        // Every rep is answered: the store syncs what it holds and stops.
+        if let (Some(tx), Some(t)) = (&self.shared.store, self.store) {
+            let _ = tx.send(crate::store::Req::Shutdown);
             let _ = t.join();
         }
         // The workers' senders are gone with them: the metrics thread flushes once more and ends.
