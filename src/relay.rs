@@ -53,7 +53,10 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
         }
         Ok(Route::Psub { key, query }) => match handshake::check(&request.upgrade) {
             Err(why) => conn.respond_text(ctx, 400, why),
-            Ok(accept) => psub(conn, ctx, key, query.token.as_deref(), query.shared, &accept),
+            Ok(accept) => {
+                let (token, shared, replay) = (query.token.as_deref(), query.shared, query.replay);
+                psub(conn, ctx, key, token, shared, replay, &accept);
+            }
         },
         Ok(Route::Prep { query }) => match handshake::check(&request.upgrade) {
             Err(why) => conn.respond_text(ctx, 400, why),
@@ -167,6 +170,7 @@ fn psub<S: Stream>(
     key: String,
     token: Option<&str>,
     shared: bool,
+    replay: bool,
     accept: &str,
 ) {
     let key: Arc<str> = Arc::from(key);
@@ -176,9 +180,15 @@ fn psub<S: Stream>(
             for to in displaced {
                 ctx.post(Msg::TakenOver { to });
             }
-            let member = Member::new(key, token, shared, ctx.shared.config.confirm_receipt);
+            let replay = replay && ctx.shared.store.is_some();
+            let receipt = ctx.shared.config.confirm_receipt;
+            let member = Member::new(key, token, shared, receipt, replay);
+            let pool = member.pool.clone();
             let ws = Ws::new(Role::Psub(member), ctx);
             conn.upgrade(ws, accept, ctx);
+            if replay {
+                crate::ws::replay::request(&pool, conn.id, ctx);
+            }
         }
     }
 }
@@ -222,7 +232,15 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
             }
         }
         Msg::Taken { taken, .. } => {
-            let conn = conn.filter(|c| matches!(c.state, State::AwaitTake));
+            // A replaying psub member takes it, or a /rsub waiting for it; nobody else.
+            let (conn, taken) = match conn {
+                Some(c) if matches!(c.state, State::Ws(_)) => match c.replay_taken(taken, ctx) {
+                    Ok(()) => return,
+                    Err(t) => (None, t),
+                },
+                Some(c) if matches!(c.state, State::AwaitTake) => (Some(c), taken),
+                _ => (None, taken),
+            };
             match (conn, taken) {
                 (Some(conn), Taken::Got { key, id, body, remaining }) => {
                     conn.replay(key, id, body, remaining, ctx)

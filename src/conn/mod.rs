@@ -369,6 +369,20 @@ impl<S: Stream> Conn<S> {
         self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
     }
 
+    /// The store's answer to a replaying psub member; `Err` gives it back when this connection
+    /// is not one (the caller releases a leased record).
+    pub fn replay_taken(
+        &mut self,
+        taken: crate::store::Taken,
+        ctx: &mut Ctx,
+    ) -> Result<(), crate::store::Taken> {
+        let State::Ws(ws) = &mut self.state else { return Err(taken) };
+        let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+        let r = ws.on_taken(taken, &mut io, ctx);
+        self.sync_ws_deadline(ctx);
+        r
+    }
+
     /// Another sub or member took the key over.
     pub fn taken_over(&mut self, ctx: &mut Ctx) {
         match &mut self.state {
@@ -453,7 +467,7 @@ impl<S: Stream> Conn<S> {
             }
             match &mut self.state {
                 State::Ws(ws) => {
-                    ws.on_written(&self.out, ctx);
+                    ws.on_written(&self.out, self.id, ctx);
                     if ws.closing && self.out.is_empty() {
                         self.fail(ctx);
                         return Next::Close;

@@ -5,6 +5,7 @@
 pub mod frame;
 pub mod handshake;
 pub mod prep;
+pub mod replay;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -52,8 +53,13 @@ pub struct Member {
     /// The last rep written to this member (re-sent elsewhere if the member dies: the write may
     /// never have reached the client).
     last_delivered: Option<Body>,
+    /// Joined with `replay=1` and still sending stored bodies.
+    pub replay: Option<replay::Replay>,
 }
 
+// One per websocket, inside the already boxed `Ws`: boxing the member again would only add a
+// pointer chase to every delivery.
+#[allow(clippy::large_enum_variant)]
 pub enum Role {
     Psub(Member),
     Prep(Prep),
@@ -111,7 +117,13 @@ pub fn redirect(pool: &PoolRef, d: Delivery, ctx: &mut Ctx) {
 }
 
 impl Member {
-    pub fn new(key: Arc<str>, token: Option<&str>, shared: bool, receipt: bool) -> Member {
+    pub fn new(
+        key: Arc<str>,
+        token: Option<&str>,
+        shared: bool,
+        receipt: bool,
+        replay: bool,
+    ) -> Member {
         Member {
             pool: PoolRef { key, token: token.map(Arc::from) },
             shared,
@@ -121,6 +133,7 @@ impl Member {
             awaiting: None,
             queued: VecDeque::new(),
             last_delivered: None,
+            replay: replay.then(replay::Replay::default),
         }
     }
 
@@ -149,6 +162,12 @@ impl Member {
         if closing || !self.joined {
             return self.redirect(d, ctx);
         }
+        if let Some(r) = &mut self.replay {
+            if let Err(d) = r.hold(d) {
+                self.redirect(d, ctx);
+            }
+            return;
+        }
         if self.receipt {
             if self.awaiting.is_none() {
                 self.send(d, out, ctx);
@@ -167,7 +186,12 @@ impl Member {
     }
 
     /// Keepalive mode: reps whose frames are now wholly written get their 200.
-    fn on_written(&mut self, out: &OutQueue, ctx: &mut Ctx) {
+    fn on_written(&mut self, out: &OutQueue, id: ConnId, ctx: &mut Ctx) {
+        if !self.receipt
+            && let Some(r) = &mut self.replay
+        {
+            r.on_sent(out, true, &self.pool, id, ctx);
+        }
         while self.inflight.front().is_some_and(|(end, _)| *end <= out.total_written()) {
             let Some((_, d)) = self.inflight.pop_front() else {
                 break;
@@ -182,7 +206,12 @@ impl Member {
     }
 
     /// Receipt mode: a data frame from the member confirms the rep it was sent.
-    fn on_receipt(&mut self, out: &mut OutQueue, ctx: &mut Ctx) {
+    fn on_receipt(&mut self, out: &mut OutQueue, id: ConnId, ctx: &mut Ctx) {
+        if let Some(r) = &mut self.replay
+            && r.on_sent(out, false, &self.pool, id, ctx)
+        {
+            return;
+        }
         let Some((d, _)) = self.awaiting.take() else {
             return;
         };
@@ -201,6 +230,9 @@ impl Member {
     /// keepalive mode its last delivered rep is re-sent to the next member of a shared pool.
     fn fail(&mut self, id: ConnId, ctx: &mut Ctx) {
         self.leave(id, ctx);
+        if let Some(mut r) = self.replay.take() {
+            self.queued.extend(r.abandon(ctx));
+        }
         let held: Vec<Delivery> = self
             .awaiting
             .take()
@@ -280,10 +312,34 @@ impl Ws {
     }
 
     /// Bytes were written: reps whose frames are now out get their answer.
-    pub fn on_written(&mut self, out: &OutQueue, ctx: &mut Ctx) {
+    pub fn on_written(&mut self, out: &OutQueue, id: ConnId, ctx: &mut Ctx) {
         if let Role::Psub(m) = &mut self.role {
-            m.on_written(out, ctx);
+            m.on_written(out, id, ctx);
         }
+    }
+
+    /// The store's answer to a replaying member; when the replay is over, the held live reps go
+    /// out in order.
+    pub fn on_taken(
+        &mut self,
+        taken: crate::store::Taken,
+        io: &mut Io,
+        ctx: &mut Ctx,
+    ) -> Result<(), crate::store::Taken> {
+        let Role::Psub(m) = &mut self.role else { return Err(taken) };
+        let Some(r) = &mut m.replay else { return Err(taken) };
+        if self.closing {
+            return Err(taken);
+        }
+        if r.on_taken(taken, io.out) {
+            return Ok(());
+        }
+        let held = std::mem::take(&mut r.held);
+        m.replay = None;
+        for d in held {
+            m.deliver(d, false, io.out, ctx);
+        }
+        Ok(())
     }
 
     /// The answer to one of this prep socket's reps.
@@ -340,7 +396,7 @@ impl Ws {
                 if let Role::Psub(m) = &mut self.role
                     && m.receipt
                 {
-                    m.on_receipt(io.out, ctx);
+                    m.on_receipt(io.out, io.id, ctx);
                 }
             }
             Incoming::Text(data) => {
