@@ -316,7 +316,9 @@ impl Engine {
             let _ = self.active.set_len(base);
             return Err(fail_of(&e));
         }
-        if self.fsync == Fsync::Always {
+        // Tombstones alone need no fsync of their own: losing one in a crash only replays its
+        // record again (at-least-once), and they reach the disk with the next sync.
+        if self.fsync == Fsync::Always && !appended.is_empty() {
             if let Err(e) = self.active.sync_data() {
                 let _ = self.active.set_len(base);
                 return Err(fail_of(&e));
@@ -435,16 +437,25 @@ impl Engine {
 
     /// Retention by age and by bytes, and compaction of mostly-dead segments: whole segments
     /// go, after their still-live records (for compaction) are copied to the active one.
+    ///
+    /// Always from the oldest segment forward: a tombstone sits in a later segment than its
+    /// record, so dropping a later segment while an older one still holds the record would bring
+    /// the record back at the next start-up. Taking segments in order keeps every tombstone
+    /// until its record's segment is gone.
     fn maintain(&mut self) {
         let cutoff = now_ms().saturating_sub(self.retention_ms);
         let sealed: Vec<u64> =
             self.segments.keys().copied().filter(|s| *s != self.active_seq).collect();
         for seq in sealed {
             let seg = &self.segments[&seq];
-            if seg.newest_ms < cutoff || seg.live == 0 {
+            if seg.newest_ms < cutoff {
                 self.drop_segment(seq, "expired");
+            } else if seg.live == 0 {
+                self.drop_segment(seq, "empty");
             } else if seg.live * 2 < seg.len {
                 self.compact(seq);
+            } else {
+                break;
             }
         }
         let mut total: u64 = self.segments.values().map(|s| s.len).sum();
