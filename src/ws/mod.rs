@@ -272,8 +272,14 @@ impl Ws {
     pub fn deadline(&self, ctx: &Ctx) -> Option<Instant> {
         let freq = ctx.shared.config.ping_frequency;
         let keepalive = self.last_seen + if self.pinged { freq } else { freq / 2 };
+        let write_timeout = ctx.shared.config.write_timeout;
         let receipt = match &self.role {
-            Role::Psub(m) => m.awaiting.as_ref().map(|(_, at)| *at),
+            // A receipt wait, or the oldest frame not yet written: neither waits forever.
+            Role::Psub(m) => m
+                .awaiting
+                .as_ref()
+                .map(|(_, at)| *at)
+                .or_else(|| m.inflight.front().map(|(_, d)| d.arrived + write_timeout)),
             Role::Prep(_) => None,
         };
         Some(receipt.map_or(keepalive, |r| r.min(keepalive)))
@@ -288,6 +294,8 @@ impl Ws {
         io.out.with_bytes(|v| frame::close(v, code, reason));
         if let Role::Psub(m) = &mut self.role {
             m.leave(io.id, ctx);
+            // A close handshake is no write error: what was written was read (API.md 3).
+            m.last_delivered = None;
         }
     }
 
@@ -419,11 +427,16 @@ impl Ws {
         if self.closing {
             return WsNext::Close;
         }
-        if let Role::Psub(m) = &self.role
-            && m.awaiting.as_ref().is_some_and(|(_, at)| *at <= ctx.now)
-        {
-            crate::debug!("receipt timeout conn={}", io.id.token);
-            return WsNext::Close;
+        if let Role::Psub(m) = &self.role {
+            if m.awaiting.as_ref().is_some_and(|(_, at)| *at <= ctx.now) {
+                crate::debug!("receipt timeout conn={}", io.id.token);
+                return WsNext::Close;
+            }
+            let write_timeout = ctx.shared.config.write_timeout;
+            if m.inflight.front().is_some_and(|(_, d)| d.arrived + write_timeout <= ctx.now) {
+                crate::debug!("psub write timeout conn={}", io.id.token);
+                return WsNext::Close;
+            }
         }
         let freq = ctx.shared.config.ping_frequency;
         if ctx.now >= self.last_seen + freq {
