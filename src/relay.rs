@@ -52,14 +52,14 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             rep(conn, ctx, &key, query.token.as_deref(), query.psub, body);
         }
         Ok(Route::Psub { key, query }) => match handshake::check(&request.upgrade) {
-            Err(why) => conn.respond_text(ctx, 400, why),
+            Err(why) => bad_upgrade(conn, ctx, why),
             Ok(accept) => {
                 let (token, shared, replay) = (query.token.as_deref(), query.shared, query.replay);
                 psub(conn, ctx, key, token, shared, replay, &accept);
             }
         },
         Ok(Route::Prep { query }) => match handshake::check(&request.upgrade) {
-            Err(why) => conn.respond_text(ctx, 400, why),
+            Err(why) => bad_upgrade(conn, ctx, why),
             Ok(accept) => {
                 let confirm = query.confirm || ctx.shared.config.confirm_receipt;
                 let ws = Ws::new(Role::Prep(Prep::new(confirm)), ctx);
@@ -68,6 +68,12 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         },
     }
+}
+
+/// 400 for a request that is not a valid websocket upgrade; it names the version we speak.
+fn bad_upgrade<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, why: &'static str) {
+    let extra = "Sec-WebSocket-Version: 13\r\n";
+    conn.respond(ctx, 400, response::TEXT, why.as_bytes(), extra);
 }
 
 /// What the metrics will say of this request (`None`: not measured, like `/ping` and errors).
@@ -88,6 +94,11 @@ fn measure(route: &Result<Route, RouteError>, ctx: &Ctx) -> Option<ReqMetric> {
 }
 
 fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<&str>) {
+    if ctx.draining {
+        // Parking now would only wait for the drain deadline: answer as parked subs are.
+        conn.persist = Persist::Close;
+        return conn.respond_text(ctx, 503, "Shutting down");
+    }
     let key: Arc<str> = Arc::from(key);
     match ctx.shared.registry.park(&key, conn.id, token) {
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
@@ -173,6 +184,10 @@ fn psub<S: Stream>(
     replay: bool,
     accept: &str,
 ) {
+    if ctx.draining {
+        conn.persist = Persist::Close;
+        return conn.respond_text(ctx, 503, "Shutting down");
+    }
     let key: Arc<str> = Arc::from(key);
     match ctx.shared.registry.join(&key, conn.id, token, shared) {
         Join::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),

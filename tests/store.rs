@@ -852,7 +852,7 @@ fn replayed_rep_stays_gone_after_its_tombstone_segment_is_dropped() {
     assert_stored_404(&c.post("/rep/later", &later));
     let segs = segments(dir.path());
     assert_eq!(segs.len(), 3, "setup: a third segment: {segs:?}");
-// Maintenance runs about once a second: give it two passes, in which a store that drops
+    // Maintenance runs about once a second: give it two passes, in which a store that drops
     // segments out of order would drop segment 2 (no live rep). Its tombstones must stay
     // while segment 1 still holds the records they remove.
     std::thread::sleep(Duration::from_millis(2500));

@@ -39,6 +39,8 @@ pub struct Buffer {
     data: Vec<u8>,
     start: usize,
     end: usize,
+    /// Room the last `read_from` offered the socket: a read shorter than this drained it.
+    offered: usize,
 }
 
 impl Buffer {
@@ -71,6 +73,12 @@ impl Buffer {
     pub fn take_into(&mut self, n: usize, out: &mut Vec<u8>) {
         out.extend_from_slice(&self.data[self.start..self.start + n]);
         self.consume(n);
+    }
+
+    /// The last read filled less than the room it was offered: the socket is empty for now
+    /// (with edge-triggered readiness, new bytes will raise a new event).
+    pub fn drained(&self, n: usize) -> bool {
+        n < self.offered
     }
 
     /// Whether the buffer holds memory; a parked connection gives it back (see `release`).
@@ -114,6 +122,7 @@ impl Buffer {
                 self.data.resize(grown, 0);
             }
         }
+        self.offered = self.data.len() - self.end;
         let r = classify(src.read(&mut self.data[self.end..]));
         if let Io::Progress(n) = r {
             self.end += n;

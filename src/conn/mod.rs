@@ -126,6 +126,9 @@ pub struct Conn<S = TcpStream> {
     pub armed: Option<Instant>,
     /// The current head's first byte has arrived (the header timeout runs).
     head_started: bool,
+    /// The socket may hold unread bytes: set by a readiness event, cleared by a short read or
+    /// `WouldBlock`. Saves the `EAGAIN` read that "read until WouldBlock" costs per request.
+    pub can_read: bool,
     /// When the current request's head was complete.
     pub started: Instant,
     /// The current request, for metrics (`None` for routes that are not measured).
@@ -145,6 +148,7 @@ impl<S: Stream> Conn<S> {
             deadline: None,
             armed: None,
             head_started: true,
+            can_read: true,
             started: ctx.now,
             req: None,
         };
@@ -478,6 +482,8 @@ impl<S: Stream> Conn<S> {
                     if let Some(reply) = d.reply {
                         ctx.post(Msg::Delivered { reply, confirmed: false });
                     }
+                    // The sub's own request is answered too.
+                    self.record(ctx, true);
                     self.after_response(ctx);
                     continue;
                 }
@@ -529,18 +535,23 @@ impl<S: Stream> Conn<S> {
     /// One read, into the body or the buffer as the state wants. `None`: nothing more to do
     /// until the socket is ready again.
     fn read(&mut self, ctx: &mut Ctx) -> Option<Next> {
-        if matches!(self.state, State::Closing) || self.peer_closed {
+        if matches!(self.state, State::Closing) || self.peer_closed || !self.can_read {
             return None;
         }
         if let State::Body(_, BodyRead::Length { body, filled }) = &mut self.state {
+            let want = body.len() - *filled;
             return match buffer::classify(self.stream.read(&mut body[*filled..])) {
                 Io::Progress(n) => {
+                    self.can_read = n == want;
                     *filled += n;
                     let at = ctx.now + ctx.shared.config.header_timeout;
                     self.set_deadline(Some(at), ctx);
                     Some(Next::Continue)
                 }
-                Io::WouldBlock => None,
+                Io::WouldBlock => {
+                    self.can_read = false;
+                    None
+                }
                 Io::Eof | Io::Fatal(_) => {
                     self.fail(ctx);
                     Some(Next::Close)
@@ -557,7 +568,10 @@ impl<S: Stream> Conn<S> {
         let before = self.rx.len();
         let cap = self.rx_cap(ctx);
         match self.rx.read_from(&mut self.stream, cap) {
-            Io::Progress(_) => {
+            Io::Progress(n) => {
+                if self.rx.drained(n) {
+                    self.can_read = false;
+                }
                 let fresh = self.rx.len() > before;
                 match self.state {
                     State::Head if fresh && !self.head_started => {
@@ -574,6 +588,10 @@ impl<S: Stream> Conn<S> {
                 Some(Next::Continue)
             }
             Io::WouldBlock => {
+                // A full buffer also says WouldBlock; then the socket still holds bytes.
+                if self.rx.len() < cap {
+                    self.can_read = false;
+                }
                 if matches!(self.state, State::Parked { .. } | State::Ws(_))
                     && let Some(storage) = self.rx.release()
                 {
@@ -627,10 +645,20 @@ impl<S: Stream> Conn<S> {
         } else {
             Persist::KeepAlive
         };
+        // The path only: the query may carry a token, and tokens are never logged.
+        if crate::log::level() >= 1 {
+            let path = head.target.split(|&b| b == b'?').next().unwrap_or_default();
+            let path = String::from_utf8_lossy(path);
+            crate::debug!(
+                "request conn={} method={} path={path} framing={framing:?}",
+                self.id.token,
+                head.method
+            );
+        }
         let request = Request { route, upgrade: head.upgrade };
         self.rx.consume(head_len);
         self.started = ctx.now;
-        crate::verbose!("request conn={} framing={:?}", self.id.token, framing);
+
         if expect && request.route.is_err() {
             // Refuse before the client sends a body nobody will read.
             self.persist = Persist::Close;

@@ -88,7 +88,14 @@ impl Worker {
                 match event.token() {
                     LISTENER => self.accept(),
                     WAKER => mail = true,
-                    Token(t) => self.drive(t),
+                    Token(t) => {
+                        let readable =
+                            event.is_readable() || event.is_read_closed() || event.is_error();
+                        if readable && let Some(conn) = self.conns.get_mut(t) {
+                            conn.can_read = true;
+                        }
+                        self.drive(t);
+                    }
                 }
             }
             if mail {

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Compatibility test: the public Python client esub==0.0.6, python requests and curl against the
-# esub binary.
+# esub binary; then test_prometheus.py: GET /metrics through prometheus_client's parser.
 #
 #   tests/py/run.sh                      # tests target/debug/esub of this checkout
 #   ESUB_BIN=/path/to/esub tests/py/run.sh
@@ -93,8 +93,15 @@ if ! command -v curl >/dev/null 2>&1; then
     apt_install curl || log "curl not installed; the curl tests will fail"
 fi
 
-if [ "$(cat "$venv/.esub-mode")" = venv ]; then
-    exec "$venv/bin/python" "$here/test_client.py" "$bin"
-else
-    PYTHONPATH="$venv/site${PYTHONPATH:+:$PYTHONPATH}" exec "$py" "$here/test_client.py" "$bin"
-fi
+run_py() {
+    if [ "$(cat "$venv/.esub-mode")" = venv ]; then
+        "$venv/bin/python" "$@"
+    else
+        PYTHONPATH="$venv/site${PYTHONPATH:+:$PYTHONPATH}" "$py" "$@"
+    fi
+}
+# Both scripts run; the exit code is the first failure's.
+rc=0
+run_py "$here/test_client.py" "$bin" || rc=$?
+run_py "$here/test_prometheus.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+exit "$rc"
