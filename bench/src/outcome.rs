@@ -1,0 +1,81 @@
+//! What a run found: the window's figures, the fault counts and the errors, as handed to the
+//! report.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use crate::control::Parked;
+use crate::hist::Histogram;
+use crate::ledger::Counts;
+
+/// First error messages kept for the report; the rest are only counted.
+const KEEP_ERRORS: usize = 8;
+
+/// Failures that are not a message's outcome: broken connections, unexpected statuses.
+#[derive(Debug, Default)]
+pub struct Errors {
+    pub connections: u64,
+    /// Non-200 answers to `GET /sub`, by status.
+    pub sub_status: BTreeMap<u16, u64>,
+    /// Rep answers other than delivered and miss, by status.
+    pub rep_status: BTreeMap<u16, u64>,
+    /// esub subs answered 200 without `Content-Type: application/octet-stream`.
+    pub content_type: u64,
+    pub first: Vec<String>,
+}
+
+impl Errors {
+    pub fn total(&self) -> u64 {
+        self.connections
+            + self.sub_status.values().sum::<u64>()
+            + self.rep_status.values().sum::<u64>()
+            + self.content_type
+    }
+
+    pub fn note(&mut self, what: String) {
+        if self.first.len() < KEEP_ERRORS {
+            self.first.push(what);
+        }
+    }
+}
+
+/// The slowest delivery of the window, to find it again in server logs.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Slowest {
+    pub latency: Duration,
+    pub key: usize,
+    pub seq: u64,
+    /// When it was received, from the start of the window.
+    pub at: Duration,
+}
+
+/// The measured window's length and the CPU time spent in it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Measured {
+    pub window: Duration,
+    pub server_cpu: Option<Duration>,
+    pub gen_cpu: Option<Duration>,
+    /// Involuntary context switches in the window: the scheduler took the CPU away.
+    pub server_preempted: Option<u64>,
+    pub gen_preempted: Option<u64>,
+}
+
+/// Everything a report needs from a run.
+pub struct Outcome {
+    pub prefix: String,
+    pub parked: Parked,
+    pub window: Duration,
+    pub delivered: u64,
+    pub hist: Histogram,
+    pub slowest: Slowest,
+    pub counts: Counts,
+    pub lost: u64,
+    pub unanswered: u64,
+    pub errors: Errors,
+    pub aborted: Option<String>,
+    pub server_pids: Vec<u32>,
+    pub server_cpu: Option<Duration>,
+    pub gen_cpu: Option<Duration>,
+    pub server_preempted: Option<u64>,
+    pub gen_preempted: Option<u64>,
+}
