@@ -87,6 +87,42 @@ pub struct Ctx {
 }
 
 impl Ctx {
+    /// A one-worker context with no server around it, for driving `Conn`s over in-memory
+    /// streams (the fuzz target of a whole connection, unit tests). Messages to this worker
+    /// queue in `local`; the returned `Poll` must outlive the context for wake-ups to land.
+    pub fn standalone(config: Config) -> io::Result<(Ctx, mio::Poll)> {
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), worker::WAKER)?;
+        let now = Instant::now();
+        let prom = Arc::new(PromWorker::default());
+        let metrics = WorkerMetrics::new(None, prom.clone(), &config);
+        let shared = Arc::new(Shared {
+            name: "standalone".into(),
+            ip: "127.0.0.1".into(),
+            port: 0,
+            prom: vec![prom],
+            statsd_dropped: AtomicU64::new(0),
+            prep_sockets: AtomicUsize::new(0),
+            store: None,
+            config,
+            registry: Registry::default(),
+            mailboxes: vec![Mailbox::new(waker)],
+            open: AtomicUsize::new(0),
+            started: now,
+        });
+        let ctx = Ctx {
+            worker: 0,
+            shared,
+            now,
+            local: VecDeque::new(),
+            timers: TimerWheel::new(now),
+            buffers: Vec::new(),
+            draining: false,
+            metrics,
+        };
+        Ok((ctx, poll))
+    }
+
     /// Sends a message to the worker that owns its target (this one: no lock, no wake-up).
     pub fn post(&mut self, msg: Msg) {
         match msg.target() {
