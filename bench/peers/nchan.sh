@@ -9,7 +9,9 @@
 # ${TMPDIR:-/tmp}/esub-bench-nchan-<port>.dir, `stop` reads the pid from that directory and checks
 # that the process is an nginx master with that prefix before sending anything.
 # NCHAN_WORKER_CONNECTIONS (default 8192, as in shared/peers/nchan.conf) caps connections per
-# worker; raise it for runs with more parked subs than that.
+# worker; raise it for runs with more parked subs than that. NCHAN_RLIMIT_NOFILE (default: the
+# hard RLIMIT_NOFILE of this shell, `ulimit -Hn`) is nginx's worker_rlimit_nofile; nginx cannot
+# go past the hard limit without CAP_SYS_RESOURCE.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -64,6 +66,14 @@ recorded_master() {
     fi
 }
 
+# worker_rlimit_nofile: NCHAN_RLIMIT_NOFILE, else the hard limit ("unlimited" is capped by the
+# kernel's nr_open anyway).
+rlimit_nofile() {
+    local n=${NCHAN_RLIMIT_NOFILE:-$(ulimit -Hn)}
+    [ "$n" = unlimited ] && n=$(cat /proc/sys/fs/nr_open)
+    echo "$n"
+}
+
 start() {
     install_nchan || { echo "nchan: not available" >&2; exit 1; }
     if [ -n "$(recorded_master)" ]; then
@@ -75,6 +85,7 @@ start() {
     mkdir -p "$dir/logs"
     sed -e "s|@PREFIX@|$dir|g" -e "s|@WORKERS@|$workers|g" -e "s|@PORT@|$port|g" \
         -e "s|@WORKER_CONNECTIONS@|${NCHAN_WORKER_CONNECTIONS:-8192}|g" \
+        -e "s|@WORKER_RLIMIT_NOFILE@|$(rlimit_nofile)|g" \
         "$here/nchan.conf" >"$dir/nchan.conf"
     echo "$dir" >"$state"
     if ! nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nchan.conf" >&2; then

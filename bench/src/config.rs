@@ -4,9 +4,12 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
-/// Subs per run: each is a connection and a file descriptor on both sides; 50k is far past the
-/// scenarios (100 to 10,000) and still below a 64k descriptor limit.
-const MAX_SUBS: usize = 50_000;
+/// Subs per run: each is a connection and a file descriptor on both sides. The parked-capacity
+/// scenario asks for 100,000; twice that still fits one process's usual `nr_open` (1 Mi).
+const MAX_SUBS: usize = 200_000;
+/// Source addresses 127.0.0.1 up to 127.0.0.<n>: each gives its own ~28k ephemeral ports per
+/// server port; 200 of them hold far more connections than `MAX_SUBS`.
+const MAX_SOURCES: usize = 200;
 /// Rep connections: each carries one request at a time; more than a few hundred would measure
 /// connection handling rather than relaying.
 const MAX_REPS: usize = 512;
@@ -18,12 +21,21 @@ const MAX_SIZE: usize = 1 << 20;
 const MAX_PHASE: Duration = Duration::from_secs(3600);
 
 pub const USAGE: &str = "\
-usage: esub-bench --target esub|nchan --url 127.0.0.1:PORT [options]
-       esub-bench table FILE...      one comparison table from JSON result lines (medians)
+usage: esub-bench --target esub|nchan --url 127.0.0.1:PORT [--scenario S] [options]
+       esub-bench table FILE...            one comparison table from JSON result lines (medians)
+       esub-bench chart OUT.svg FILE...    the latency chart of the same lines, as SVG
 
-Round trip, long-poll: --subs parked subs on unique keys, --reps keep-alive rep connections
-each sending one rep at a time to a key whose sub is parked; a sub re-parks as soon as it has
-its message. One JSON line per run on stdout, a human summary on stderr.
+Scenarios (--scenario):
+  longpoll   round trip, long-poll (default): --subs parked subs on unique keys, --reps
+             keep-alive rep connections each sending one rep at a time to a key whose sub is
+             parked; a sub re-parks as soon as it has its message
+  websocket  round trip, websocket: the same with persistent subscribers (esub /psub, nchan
+             /ws); the next rep to a key goes once the previous message of that key arrived
+  capacity   parked capacity: park --subs subs, the server's resident memory before and after,
+             then one rep to each; the window is the time to deliver all (--duration caps it)
+  floor      HTTP floor: --reps keep-alive connections, each one GET at a time (esub /ping,
+             nginx /ok); a request counts as a message
+One JSON line per run on stdout, a human summary on stderr.
 
 options:
   --pid PID          server pid for CPU time (nchan: the nginx master; its workers are summed)
@@ -35,7 +47,49 @@ options:
   --grace SECS       wait for outstanding deliveries after the window (default 2)
   --max-msgs K       end the window after K reps sent in it (default: no limit)
   --ready-timeout S  wait for all subs to be parked at start (default 30)
+  --sources K        spread sub connections over source addresses 127.0.0.1..127.0.0.K
+                     (default 1), so ephemeral ports do not run out with many subs
   --label TEXT       free text copied into the JSON line";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    LongPoll,
+    WebSocket,
+    Capacity,
+    Floor,
+}
+
+impl Scenario {
+    /// The name in the JSON line, which the table and the chart group by.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::LongPoll => "round-trip-longpoll",
+            Scenario::WebSocket => "round-trip-websocket",
+            Scenario::Capacity => "parked-capacity",
+            Scenario::Floor => "http-floor",
+        }
+    }
+
+    fn from_flag(s: &str) -> Option<Scenario> {
+        Some(match s {
+            "longpoll" => Scenario::LongPoll,
+            "websocket" => Scenario::WebSocket,
+            "capacity" => Scenario::Capacity,
+            "floor" => Scenario::Floor,
+            _ => return None,
+        })
+    }
+
+    /// Subs are persistent: a message does not end the subscription, nothing is re-parked.
+    pub fn websocket(self) -> bool {
+        self == Scenario::WebSocket
+    }
+
+    /// Each key gets one message, and its sub does not park again.
+    pub fn once(self) -> bool {
+        self == Scenario::Capacity
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -59,6 +113,30 @@ impl Target {
         }
     }
 
+    /// Path before the key of a websocket subscriber.
+    pub fn ws_path(self) -> &'static str {
+        match self {
+            Target::Esub => "/psub/",
+            Target::Nchan => "/ws/",
+        }
+    }
+
+    /// The cheapest keep-alive request each server answers: esub's ping, nginx's static 200.
+    pub fn floor_path(self) -> &'static str {
+        match self {
+            Target::Esub => "/ping",
+            Target::Nchan => "/ok",
+        }
+    }
+
+    /// The floor request's 200 body.
+    pub fn floor_body(self) -> &'static [u8] {
+        match self {
+            Target::Esub => b"OK",
+            Target::Nchan => b"ok",
+        }
+    }
+
     /// The rep's status when its message was delivered to a waiting sub.
     pub fn delivered_status(self) -> u16 {
         match self {
@@ -79,6 +157,7 @@ impl Target {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub target: Target,
+    pub scenario: Scenario,
     pub addr: SocketAddr,
     pub pid: Option<u32>,
     pub subs: usize,
@@ -89,6 +168,7 @@ pub struct Config {
     pub grace: Duration,
     pub max_msgs: u64,
     pub ready_timeout: Duration,
+    pub sources: usize,
     pub label: String,
 }
 
@@ -98,6 +178,7 @@ impl Config {
         let mut addr = None;
         let mut cfg = Config {
             target: Target::Esub,
+            scenario: Scenario::LongPoll,
             addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             pid: None,
             subs: 1000,
@@ -108,6 +189,7 @@ impl Config {
             grace: Duration::from_secs(2),
             max_msgs: 0,
             ready_timeout: Duration::from_secs(30),
+            sources: 1,
             label: String::new(),
         };
         let mut it = args.iter();
@@ -124,6 +206,12 @@ impl Config {
                         _ => return Err(format!("--target: esub or nchan, not {value:?}")),
                     })
                 }
+                "--scenario" => {
+                    cfg.scenario = Scenario::from_flag(value).ok_or_else(|| {
+                        format!("--scenario: longpoll, websocket, capacity or floor, not {value:?}")
+                    })?
+                }
+                "--sources" => cfg.sources = number(flag, value, 1, MAX_SOURCES as u64)? as usize,
                 "--url" => addr = Some(parse_addr(value)?),
                 "--pid" => cfg.pid = Some(number(flag, value, 1, u64::from(u32::MAX))? as u32),
                 "--subs" => cfg.subs = number(flag, value, 1, MAX_SUBS as u64)? as usize,
@@ -193,6 +281,20 @@ mod tests {
         assert_eq!(c.addr.port(), 8091);
         assert_eq!((c.pid, c.subs, c.reps, c.size), (Some(7), 100, 1, 100));
         assert_eq!((c.duration, c.warmup), (Duration::from_millis(500), Duration::ZERO));
+        assert_eq!((c.scenario, c.sources), (Scenario::LongPoll, 1));
+        let c =
+            parse("--target esub --url 127.0.0.1:1 --scenario capacity --subs 100000 --sources 7")
+                .unwrap();
+        assert_eq!((c.scenario, c.subs, c.sources), (Scenario::Capacity, 100_000, 7));
+        assert!(c.scenario.once() && !c.scenario.websocket());
+        for (flag, name) in [
+            ("longpoll", "round-trip-longpoll"),
+            ("websocket", "round-trip-websocket"),
+            ("capacity", "parked-capacity"),
+            ("floor", "http-floor"),
+        ] {
+            assert_eq!(Scenario::from_flag(flag).map(Scenario::name), Some(name));
+        }
     }
 
     #[test]
@@ -208,6 +310,9 @@ mod tests {
             "--target esub --url 127.0.0.1:1 --duration x",
             "--target esub --url 127.0.0.1:1 --bogus 1",
             "--target esub --url 127.0.0.1:1 --subs",
+            "--target esub --url 127.0.0.1:1 --scenario pubsub",
+            "--target esub --url 127.0.0.1:1 --sources 0",
+            "--target esub --url 127.0.0.1:1 --subs 200001",
         ];
         for row in rows {
             assert!(parse(row).is_err(), "{row}");

@@ -2,7 +2,8 @@
 //! parsed, and the request being written. Socket results are classified once, here.
 
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
@@ -48,8 +49,17 @@ pub struct Conn {
 }
 
 impl Conn {
-    pub fn connect(addr: SocketAddr, registry: &Registry, token: Token) -> io::Result<Conn> {
-        let mut stream = TcpStream::connect(addr)?;
+    /// Starts connecting to `addr`, from `source` when given (else the kernel's choice).
+    pub fn connect(
+        addr: SocketAddr,
+        source: Option<Ipv4Addr>,
+        registry: &Registry,
+        token: Token,
+    ) -> io::Result<Conn> {
+        let mut stream = match source {
+            None => TcpStream::connect(addr)?,
+            Some(ip) => connect_from(ip, addr)?,
+        };
         registry.register(&mut stream, token, Interest::READABLE | Interest::WRITABLE)?;
         Ok(Conn { stream, link: Link::Connecting, rbuf: Vec::new(), wbuf: Vec::new(), wpos: 0 })
     }
@@ -77,6 +87,16 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(Broken(format!("connect: {e}"))),
         }
+    }
+
+    /// The buffer to append a message to: emptied first unless a write is still going out, so
+    /// a message queued behind another (a pong behind a pong) follows it. `flush` sends it.
+    pub fn append(&mut self) -> &mut Vec<u8> {
+        if !self.writing() {
+            self.wbuf.clear();
+            self.wpos = 0;
+        }
+        &mut self.wbuf
     }
 
     /// Starts sending what the caller put in `wbuf`.
@@ -135,6 +155,89 @@ impl Conn {
             self.rbuf.clear();
         } else {
             self.rbuf.drain(..n);
+        }
+    }
+}
+
+fn sockaddr(a: SocketAddrV4) -> libc::sockaddr_in {
+    libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: a.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*a.ip()).to_be() },
+        sin_zero: [0; 8],
+    }
+}
+
+/// A non-blocking connect from a chosen loopback source address. The port is picked at
+/// `connect`, per destination (`IP_BIND_ADDRESS_NO_PORT`), not at `bind`, where every source
+/// address would share one ephemeral range across all destinations.
+fn connect_from(source: Ipv4Addr, addr: SocketAddr) -> io::Result<TcpStream> {
+    let SocketAddr::V4(dst) = addr else {
+        return Err(io::Error::new(io::ErrorKind::InvalidInput, "source addresses need IPv4"));
+    };
+    let flags = libc::SOCK_STREAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC;
+    // SAFETY: socket(2) with constant arguments; no memory is passed.
+    let fd = unsafe { libc::socket(libc::AF_INET, flags, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a new socket nothing else owns; `owned` closes it on every return below.
+    let owned = unsafe { OwnedFd::from_raw_fd(fd) };
+    let one: libc::c_int = 1;
+    // SAFETY: the option value is a c_int we own, with its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            owned.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&one as *const libc::c_int).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    let src = sockaddr(SocketAddrV4::new(source, 0));
+    // SAFETY: `src` is a sockaddr_in we own, passed with its size.
+    if unsafe { libc::bind(owned.as_raw_fd(), (&src as *const libc::sockaddr_in).cast(), len) } != 0
+    {
+        return Err(io::Error::last_os_error());
+    }
+    let dst = sockaddr(dst);
+    // SAFETY: `dst` is a sockaddr_in we own, passed with its size.
+    if unsafe { libc::connect(owned.as_raw_fd(), (&dst as *const libc::sockaddr_in).cast(), len) }
+        != 0
+    {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINPROGRESS) {
+            return Err(e);
+        }
+    }
+    Ok(TcpStream::from_std(std::net::TcpStream::from(owned)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::TcpListener;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn connects_from_the_source_address_given() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let poll = mio::Poll::new().unwrap();
+        for source in [Ipv4Addr::new(127, 0, 0, 1), Ipv4Addr::new(127, 0, 0, 3)] {
+            let mut c = Conn::connect(addr, Some(source), poll.registry(), Token(0)).unwrap();
+            let (_peer, from) = listener.accept().unwrap();
+            assert_eq!(from.ip(), source);
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !c.check_connected().unwrap() {
+                assert!(Instant::now() < deadline, "not connected");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+            c.deregister(poll.registry());
         }
     }
 }

@@ -1,9 +1,12 @@
 //! CPU time of processes from /proc: utime + stime of a process and its direct children (the
 //! nginx workers under their master; esub has none), and of the generator itself; and their
-//! involuntary context switches, which tell a preempted process from a slow one.
+//! involuntary context switches, which tell a preempted process from a slow one. Also the
+//! server's resident memory, for the parked-capacity scenario.
 
 use std::fs;
 use std::time::Duration;
+
+use crate::outcome::Memory;
 
 /// Clock ticks per second for the utime/stime fields of /proc/<pid>/stat.
 pub fn ticks_per_second() -> u64 {
@@ -70,6 +73,23 @@ impl ServerProbe {
         self.pids.iter().map(|p| stat_ticks(&p.to_string())).sum()
     }
 
+    /// Summed resident memory of the tree; `None` if any of its processes has gone.
+    pub fn memory(&self) -> Option<Memory> {
+        let mut m = Memory { pss_kib: Some(0), ..Memory::default() };
+        for p in &self.pids {
+            let status = fs::read_to_string(format!("/proc/{p}/status")).ok()?;
+            m.rss_kib += kib_field(&status, "VmRSS:")?;
+            m.anon_kib += kib_field(&status, "RssAnon:").unwrap_or(0);
+            m.shmem_kib += kib_field(&status, "RssShmem:").unwrap_or(0);
+            // smaps_rollup needs a 4.14 kernel; without it Pss is unknown, not zero.
+            let pss = fs::read_to_string(format!("/proc/{p}/smaps_rollup"))
+                .ok()
+                .and_then(|r| kib_field(&r, "Pss:"));
+            m.pss_kib = m.pss_kib.zip(pss).map(|(a, b)| a + b);
+        }
+        Some(m)
+    }
+
     /// Summed involuntary context switches of the tree's threads.
     pub fn preempted(&self) -> Option<u64> {
         self.pids.iter().map(|p| preempted(&p.to_string())).sum()
@@ -98,6 +118,31 @@ pub fn preempted(pid: &str) -> Option<u64> {
     Some(sum)
 }
 
+/// The counters a window subtracts: server and generator CPU ticks and involuntary switches.
+#[derive(Debug, Clone, Copy)]
+pub struct Mark {
+    pub server: Option<u64>,
+    pub own: Option<u64>,
+    pub server_preempted: Option<u64>,
+    pub own_preempted: Option<u64>,
+}
+
+impl Mark {
+    pub fn now(probe: Option<&ServerProbe>) -> Mark {
+        Mark {
+            server: probe.and_then(ServerProbe::ticks),
+            own: self_ticks(),
+            server_preempted: probe.and_then(ServerProbe::preempted),
+            own_preempted: preempted("self"),
+        }
+    }
+}
+
+/// The number of a `Name:   123 kB` line of /proc/<pid>/status or smaps_rollup.
+fn kib_field(text: &str, name: &str) -> Option<u64> {
+    text.lines().find_map(|l| l.strip_prefix(name))?.split_whitespace().next()?.parse().ok()
+}
+
 pub fn ticks_to_duration(ticks: u64) -> Duration {
     Duration::from_secs_f64(ticks as f64 / ticks_per_second() as f64)
 }
@@ -124,5 +169,17 @@ mod tests {
         assert!(probe.preempted().is_some());
         assert!(preempted("self").is_some());
         assert!(ticks_per_second() > 0);
+        let m = probe.memory().unwrap();
+        assert!(m.rss_kib > 0 && m.rss_kib >= m.anon_kib, "{m:?}");
+        assert!(Mark::now(Some(&probe)).server.is_some());
+    }
+
+    #[test]
+    fn kib_fields() {
+        let status = "Name:\tx\nVmRSS:\t   12345 kB\nRssAnon:\t 100 kB\n";
+        assert_eq!(kib_field(status, "VmRSS:"), Some(12345));
+        assert_eq!(kib_field(status, "RssAnon:"), Some(100));
+        assert_eq!(kib_field(status, "RssShmem:"), None);
+        assert_eq!(kib_field("Rss:  9 kB\nPss:   7 kB\n", "Pss:"), Some(7));
     }
 }

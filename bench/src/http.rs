@@ -177,6 +177,24 @@ pub fn parse_response(buf: &[u8]) -> Result<Option<Response>, ParseError> {
     }))
 }
 
+/// The value of header `name` (matched without regard to case) in a response head, spaces
+/// trimmed; the first one if repeated. Off the hot path: for the websocket upgrade only.
+pub fn header<'a>(head: &'a [u8], name: &[u8]) -> Option<&'a [u8]> {
+    head.split(|&b| b == b'\n').skip(1).find_map(|line| {
+        let line = trim_cr(line);
+        let colon = line.iter().position(|&b| b == b':')?;
+        line[..colon].eq_ignore_ascii_case(name).then(|| trim_spaces(&line[colon + 1..]))
+    })
+}
+
+/// `GET <path>` on a keep-alive connection: the HTTP floor's request.
+pub fn get_request(out: &mut Vec<u8>, path: &str) {
+    out.clear();
+    out.extend_from_slice(b"GET ");
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
+}
+
 /// Index of the `\r\n\r\n` that ends the head.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
     buf.windows(4).position(|w| w == b"\r\n\r\n")
@@ -351,8 +369,20 @@ mod tests {
     }
 
     #[test]
+    fn header_lookup() {
+        let raw = b"HTTP/1.1 101 S\r\nUpgrade: websocket\r\nSEC-WEBSOCKET-ACCEPT:  abc= \r\n\r\n";
+        assert_eq!(header(raw, b"sec-websocket-accept"), Some(&b"abc="[..]));
+        assert_eq!(header(raw, b"upgrade"), Some(&b"websocket"[..]));
+        assert_eq!(header(raw, b"connection"), None);
+        // The status line is not a header, even with a colon in it.
+        assert_eq!(header(b"HTTP/1.1 200 a:b\r\n\r\n", b"HTTP/1.1 200 a"), None);
+    }
+
+    #[test]
     fn requests() {
         let mut out = Vec::new();
+        get_request(&mut out, "/ping");
+        assert_eq!(out, b"GET /ping HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         sub_request(&mut out, b"bk", 1);
         assert_eq!(out, b"GET /sub/bk1 HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n");
         rep_request_head(&mut out, "/pub/", b"bk", 20, 100);

@@ -1,10 +1,12 @@
-//! esub-bench: event-driven load generator for the "round trip, long-poll" scenario against
-//! esub (`/sub` + `/rep`) or its peer nchan (`/sub` + `/pub`), and the table that compares them.
+//! esub-bench: event-driven load generator for esub's relay (`/sub`, `/psub` + `/rep`) and its
+//! peer nchan (`/sub`, `/ws` + `/pub`) in four scenarios, and the table and chart comparing them.
 
 mod config;
 mod conn;
 mod control;
 mod cpu;
+mod digest;
+mod floor;
 mod hist;
 mod http;
 mod json;
@@ -12,17 +14,36 @@ mod ledger;
 mod outcome;
 mod report;
 mod run;
+mod sub;
+mod svg;
 mod table;
+mod ws;
 
 use std::process::ExitCode;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::thread::sleep;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use config::Config;
+use config::{Config, Scenario, Target};
 use cpu::ServerProbe;
+use floor::Floor;
+use outcome::{Capacity, Outcome};
 use run::Run;
+
+/// nginx forks its workers after writing its pid file: how long to wait for them to show up
+/// before a probe that must see them from the start (parked capacity).
+const WORKERS_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("chart") {
+        return match svg::from_files(&args[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("esub-bench chart: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if args.first().map(String::as_str) == Some("table") {
         return match table::from_files(&args[1..]) {
             Ok(t) => {
@@ -59,19 +80,13 @@ fn main() -> ExitCode {
 
 /// One run; `Ok(false)` when it finished but was aborted for errors.
 fn bench(cfg: &Config) -> Result<bool, String> {
-    raise_fd_limit(cfg.subs + cfg.reps + 64)?;
-    let prefix = key_prefix();
-    let mut run = Run::new(cfg, &prefix)?;
-    let parked = run.park()?;
-    // After start-up and parking: nginx's workers exist by now.
-    let probe = match cfg.pid {
-        Some(pid) => {
-            Some(ServerProbe::new(pid).ok_or_else(|| format!("--pid {pid}: no such process"))?)
-        }
-        None => None,
+    let subs = if cfg.scenario == Scenario::Floor { 0 } else { cfg.subs };
+    raise_fd_limit(subs + cfg.reps + 64)?;
+    let outcome = match cfg.scenario {
+        Scenario::LongPoll | Scenario::WebSocket => relay(cfg)?,
+        Scenario::Capacity => capacity(cfg)?,
+        Scenario::Floor => http_floor(cfg)?,
     };
-    let measured = run.traffic(probe.as_ref())?;
-    let outcome = run.outcome(parked, measured, probe.as_ref());
     eprint!("{}", report::human(cfg, &outcome));
     println!("{}", report::json_line(cfg, &outcome));
     if outcome.server_cpu.is_none() && cfg.pid.is_some() {
@@ -80,6 +95,59 @@ fn bench(cfg: &Config) -> Result<bool, String> {
         );
     }
     Ok(outcome.aborted.is_none())
+}
+
+fn probe(cfg: &Config) -> Result<Option<ServerProbe>, String> {
+    match cfg.pid {
+        Some(pid) => {
+            Ok(Some(ServerProbe::new(pid).ok_or_else(|| format!("--pid {pid}: no such process"))?))
+        }
+        None => Ok(None),
+    }
+}
+
+/// Scenarios 1 and 2: round trips through parked or joined subs.
+fn relay(cfg: &Config) -> Result<Outcome, String> {
+    let mut run = Run::new(cfg, &key_prefix())?;
+    let parked = run.park()?;
+    // After start-up and parking: nginx's workers exist by now.
+    let probe = probe(cfg)?;
+    let measured = run.traffic(probe.as_ref())?;
+    Ok(run.outcome(parked, measured, probe.as_ref()))
+}
+
+/// Scenario 3: the server's memory before and after parking every sub, then one rep to each.
+fn capacity(cfg: &Config) -> Result<Outcome, String> {
+    let pid = cfg.pid.ok_or("--scenario capacity needs --pid (the server's memory is measured)")?;
+    let deadline = Instant::now() + WORKERS_TIMEOUT;
+    let probe = loop {
+        let p = ServerProbe::new(pid).ok_or_else(|| format!("--pid {pid}: no such process"))?;
+        if cfg.target != Target::Nchan || p.pids().len() > 1 || Instant::now() >= deadline {
+            break p;
+        }
+        sleep(Duration::from_millis(20));
+    };
+    let memory =
+        |when: &str| probe.memory().ok_or(format!("server memory {when}: a process exited"));
+    let before = memory("before parking")?;
+    let started = Instant::now();
+    let mut run = Run::new(cfg, &key_prefix())?;
+    let parked = run.park()?;
+    let park = started.elapsed();
+    let after = memory("after parking")?;
+    let measured = run.traffic(Some(&probe))?;
+    let mut outcome = run.outcome(parked, measured, Some(&probe));
+    outcome.capacity = Some(Capacity { sources: cfg.sources, park, before, after });
+    Ok(outcome)
+}
+
+/// Scenario 4: keep-alive GETs of the cheapest route.
+fn http_floor(cfg: &Config) -> Result<Outcome, String> {
+    let mut floor = Floor::new(cfg)?;
+    floor.connect()?;
+    let probe = probe(cfg)?;
+    let measured = floor.traffic(probe.as_ref())?;
+    Ok(floor.outcome(measured, probe.as_ref()))
 }
 
 /// Keys unique to this run (`b<pid hex><time hex>k<n>`), so a run never meets a previous run's

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::control::Parked;
+use crate::cpu::{self, Mark, ServerProbe};
 use crate::hist::Histogram;
 use crate::ledger::Counts;
 
@@ -60,6 +61,44 @@ pub struct Measured {
     pub gen_preempted: Option<u64>,
 }
 
+impl Measured {
+    /// A window of length `window` that began at `start`, ending now.
+    pub fn since(window: Duration, start: &Mark, probe: Option<&ServerProbe>) -> Measured {
+        let end = Mark::now(probe);
+        let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
+        let cpu = |a, b| delta(a, b).map(cpu::ticks_to_duration);
+        Measured {
+            window,
+            server_cpu: cpu(start.server, end.server),
+            gen_cpu: cpu(start.own, end.own),
+            server_preempted: delta(start.server_preempted, end.server_preempted),
+            gen_preempted: delta(start.own_preempted, end.own_preempted),
+        }
+    }
+}
+
+/// Parked capacity: the server's memory before and after parking, and the time it took.
+#[derive(Debug, Clone, Copy)]
+pub struct Capacity {
+    /// Source addresses the subs' connections came from.
+    pub sources: usize,
+    /// From the first connect until the server reported all subs parked.
+    pub park: Duration,
+    pub before: Memory,
+    pub after: Memory,
+}
+
+/// Memory of the server's processes in KiB, summed over them: `VmRSS`, its anonymous and shared
+/// memory parts (`RssAnon`, `RssShmem`, from /proc/<pid>/status) and `Pss` (smaps_rollup),
+/// which splits shared pages between the processes that map them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Memory {
+    pub rss_kib: u64,
+    pub anon_kib: u64,
+    pub shmem_kib: u64,
+    pub pss_kib: Option<u64>,
+}
+
 /// Everything a report needs from a run.
 pub struct Outcome {
     pub prefix: String,
@@ -78,4 +117,5 @@ pub struct Outcome {
     pub gen_cpu: Option<Duration>,
     pub server_preempted: Option<u64>,
     pub gen_preempted: Option<u64>,
+    pub capacity: Option<Capacity>,
 }

@@ -2,13 +2,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::Config;
+use crate::config::{Config, Scenario};
 use crate::control::Parked;
 use crate::json::Writer;
 use crate::outcome::Outcome;
-
-/// Name of the workload, so result files of later scenarios cannot be mixed up with this one.
-pub const SCENARIO: &str = "round-trip-longpoll";
 
 fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
@@ -39,13 +36,14 @@ pub fn json_line(cfg: &Config, o: &Outcome) -> String {
     };
     let unix = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
     let pids = o.server_pids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ");
-    Writer::default()
-        .str("bench", "esub-bench")
-        .str("scenario", SCENARIO)
+    let mut w = Writer::default();
+    w.str("bench", "esub-bench")
+        .str("scenario", cfg.scenario.name())
         .str("target", cfg.target.name())
         .str("label", &cfg.label)
         .str("url", &cfg.addr.to_string())
-        .int("subs", cfg.subs as u64)
+        // The HTTP floor has no subs.
+        .int("subs", if cfg.scenario == Scenario::Floor { 0 } else { cfg.subs as u64 })
         .int("reps", cfg.reps as u64)
         .int("size", cfg.size as u64)
         .num("warmup_s", Some(cfg.warmup.as_secs_f64()), 3)
@@ -88,24 +86,55 @@ pub fn json_line(cfg: &Config, o: &Outcome) -> String {
         .num("gen_cpu_us_per_msg", per_msg_us(o.gen_cpu, o.delivered), 2)
         .num("server_preempted", o.server_preempted.map(|n| n as f64), 0)
         .num("gen_preempted", o.gen_preempted.map(|n| n as f64), 0)
-        .int("unix_time", unix)
-        .finish()
+        .int("unix_time", unix);
+    if let Some(c) = &o.capacity {
+        let per_sub = |before: u64, after: u64| {
+            (cfg.subs > 0).then(|| (after as f64 - before as f64) * 1024.0 / cfg.subs as f64)
+        };
+        w.int("sources", c.sources as u64)
+            .num("park_s", Some(c.park.as_secs_f64()), 3)
+            .num("deliver_s", Some(o.window.as_secs_f64()), 3)
+            .int("rss_before_kib", c.before.rss_kib)
+            .int("rss_after_kib", c.after.rss_kib)
+            .num("rss_per_sub_b", per_sub(c.before.rss_kib, c.after.rss_kib), 0)
+            .num("anon_per_sub_b", per_sub(c.before.anon_kib, c.after.anon_kib), 0)
+            .num("shmem_per_sub_b", per_sub(c.before.shmem_kib, c.after.shmem_kib), 0)
+            .num(
+                "pss_per_sub_b",
+                c.before.pss_kib.zip(c.after.pss_kib).and_then(|(b, a)| per_sub(b, a)),
+                0,
+            );
+    }
+    w.finish()
 }
 
 pub fn human(cfg: &Config, o: &Outcome) -> String {
     let h = &o.hist;
-    let mut s = format!(
-        "{} {} subs={} reps={} size={}: {:.0} msgs/s ({} delivered in {:.2} s), parked at start: {:?}\n",
-        cfg.target.name(),
-        SCENARIO,
-        cfg.subs,
-        cfg.reps,
-        cfg.size,
-        msgs_per_s(o),
-        o.delivered,
-        o.window.as_secs_f64(),
-        o.parked,
-    );
+    let mut s = if cfg.scenario == Scenario::Floor {
+        format!(
+            "{} {} connections={} {}: {:.0} requests/s ({} answered in {:.2} s)\n",
+            cfg.target.name(),
+            cfg.scenario.name(),
+            cfg.reps,
+            cfg.target.floor_path(),
+            msgs_per_s(o),
+            o.delivered,
+            o.window.as_secs_f64(),
+        )
+    } else {
+        format!(
+            "{} {} subs={} reps={} size={}: {:.0} msgs/s ({} delivered in {:.2} s), parked at start: {:?}\n",
+            cfg.target.name(),
+            cfg.scenario.name(),
+            cfg.subs,
+            cfg.reps,
+            cfg.size,
+            msgs_per_s(o),
+            o.delivered,
+            o.window.as_secs_f64(),
+            o.parked,
+        )
+    };
     s += &format!(
         "  latency µs: p50 {:.1}  p90 {:.1}  p99 {:.1}  p99.9 {:.1}  max {:.1}  mean {:.1}",
         us(h.quantile(0.5)),
@@ -158,6 +187,28 @@ pub fn human(cfg: &Config, o: &Outcome) -> String {
         for e in &o.errors.first {
             s += &format!("    {e}\n");
         }
+    }
+    if let Some(c) = &o.capacity {
+        let per_sub = |b: u64, a: u64| (a as f64 - b as f64) * 1024.0 / cfg.subs.max(1) as f64;
+        s += &format!(
+            "  parked {} subs from {} source address(es) in {:.2} s; delivered one rep to each in {:.3} s\n",
+            cfg.subs,
+            c.sources,
+            c.park.as_secs_f64(),
+            o.window.as_secs_f64()
+        );
+        s += &format!(
+            "  server VmRSS {} -> {} KiB: {:.0} B per parked sub (anon {:.0} B, shmem {:.0} B{})\n",
+            c.before.rss_kib,
+            c.after.rss_kib,
+            per_sub(c.before.rss_kib, c.after.rss_kib),
+            per_sub(c.before.anon_kib, c.after.anon_kib),
+            per_sub(c.before.shmem_kib, c.after.shmem_kib),
+            match c.before.pss_kib.zip(c.after.pss_kib) {
+                Some((b, a)) => format!(", Pss {:.0} B", per_sub(b, a)),
+                None => String::new(),
+            }
+        );
     }
     if let Some(why) = &o.aborted {
         s += &format!("  ABORTED: {why}\n");

@@ -1,21 +1,24 @@
-//! One benchmark run on one mio poll: park every sub, check with the server that they are
-//! parked, then warm-up, measured window and drain, with each rep connection sending one rep at
-//! a time to the oldest key whose sub is parked and has nothing unresolved.
+//! One relay run on one mio poll: park every sub (long-poll or websocket), check with the
+//! server that they are parked, then warm-up, measured window and drain, with each rep
+//! connection sending one rep at a time to the oldest key whose sub waits and has nothing
+//! unresolved. The parked-capacity scenario sends one rep per key and ends when all arrived.
 
 use std::collections::VecDeque;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use mio::event::Event;
 use mio::{Events, Poll, Token};
 
-use crate::config::{Config, Target};
+use crate::config::Config;
 use crate::conn::{Broken, Conn, Link};
 use crate::control::{self, Parked};
-use crate::cpu::{self, ServerProbe};
-use crate::hist::Histogram;
+use crate::cpu::{Mark, ServerProbe};
 use crate::http;
-use crate::ledger::{Answer, Ledger, Receipt};
-use crate::outcome::{Errors, Measured, Outcome, Slowest};
+use crate::ledger::{Answer, Ledger};
+use crate::outcome::{Errors, Measured, Outcome};
+use crate::sub::{Books, Stage, Sub, Tally};
+use crate::ws::Rng;
 
 /// Events per poll: enough for every rep and a burst of subs, small enough to stay in cache.
 const EVENTS: usize = 1024;
@@ -27,14 +30,6 @@ const MAX_CONNECTING: usize = 256;
 const RETRY_DELAY: Duration = Duration::from_millis(1);
 /// Longest sleep in poll: phase ends and retries are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(50);
-
-struct Sub {
-    conn: Option<Conn>,
-    /// Its `GET /sub` has been written whole and not yet answered.
-    waiting: bool,
-    /// It is in the ready queue.
-    queued: bool,
-}
 
 struct Rep {
     conn: Option<Conn>,
@@ -63,6 +58,8 @@ pub struct Run<'a> {
     idle: Vec<usize>,
     scratch: Vec<u8>,
     body: Vec<u8>,
+    /// Websocket keys and masks.
+    rng: Rng,
     connecting: usize,
     open_reps: usize,
     parked: usize,
@@ -71,9 +68,7 @@ pub struct Run<'a> {
     /// Start of the measured window, while it lasts.
     measuring: Option<Instant>,
     sent_before_window: u64,
-    delivered: u64,
-    hist: Histogram,
-    slowest: Slowest,
+    tally: Tally,
     errors: Errors,
     error_budget: u64,
     aborted: Option<String>,
@@ -86,9 +81,7 @@ impl<'a> Run<'a> {
             cfg,
             poll,
             ledger: Ledger::new(prefix, cfg.subs, cfg.size),
-            subs: (0..cfg.subs)
-                .map(|_| Sub { conn: None, waiting: false, queued: false })
-                .collect(),
+            subs: (0..cfg.subs).map(|_| Sub::new()).collect(),
             reps: (0..cfg.reps).map(|_| Rep { conn: None, inflight: None }).collect(),
             ready: VecDeque::with_capacity(cfg.subs),
             deferred: VecDeque::new(),
@@ -96,6 +89,7 @@ impl<'a> Run<'a> {
             // One read takes a whole burst of responses on a rep connection.
             scratch: vec![0; 64 * 1024],
             body: Vec::with_capacity(cfg.size + 64),
+            rng: Rng::new(seed()),
             connecting: 0,
             open_reps: 0,
             parked: 0,
@@ -103,9 +97,7 @@ impl<'a> Run<'a> {
             sending: false,
             measuring: None,
             sent_before_window: 0,
-            delivered: 0,
-            hist: Histogram::new(),
-            slowest: Slowest::default(),
+            tally: Tally::default(),
             errors: Errors::default(),
             // A server that fails everything must end the run, not spin it.
             error_budget: 1000.max(cfg.subs as u64),
@@ -149,7 +141,8 @@ impl<'a> Run<'a> {
         Ok(control::wait_parked(self.cfg.target, self.cfg.addr, &prefix, self.cfg.subs, left))
     }
 
-    /// Warm-up, measured window and drain. CPU is sampled at the window's two ends.
+    /// Warm-up, measured window and drain. CPU is sampled at the window's two ends. In the
+    /// parked-capacity scenario (`once`) the window ends as soon as every key has its message.
     pub fn traffic(&mut self, probe: Option<&ServerProbe>) -> Result<Measured, String> {
         let mut events = Events::with_capacity(EVENTS);
         let start = Instant::now();
@@ -157,39 +150,27 @@ impl<'a> Run<'a> {
         let window_end = warm_end + self.cfg.duration;
         let mut drain_end = window_end + self.cfg.grace;
         let mut phase = Phase::Warmup;
-        let mut cpu_start = (None, None, None, None);
+        let mut cpu_start = Mark::now(probe);
         let mut result = Measured::default();
+        let once = self.cfg.scenario.once();
         self.sending = true;
         loop {
             let now = Instant::now();
             if phase == Phase::Warmup && now >= warm_end {
                 phase = Phase::Measure;
-                cpu_start = (
-                    probe.and_then(ServerProbe::ticks),
-                    cpu::self_ticks(),
-                    probe.and_then(ServerProbe::preempted),
-                    cpu::preempted("self"),
-                );
+                cpu_start = Mark::now(probe);
                 self.measuring = Some(Instant::now());
                 self.sent_before_window = self.ledger.counts.sent;
-                self.delivered = 0;
-                self.hist = Histogram::new();
+                self.tally = Tally::default();
+            }
+            if once && self.ledger.counts.delivered >= self.cfg.subs as u64 {
+                self.sending = false;
             }
             let nothing_left = self.inflight_reps == 0 && self.ledger.busy_keys() == 0;
             let stopped = !self.sending && nothing_left;
             if phase == Phase::Measure && (now >= window_end || stopped || self.aborted.is_some()) {
                 let began = self.measuring.take().unwrap_or(now);
-                let server = probe.and_then(ServerProbe::ticks);
-                let own = cpu::self_ticks();
-                let delta = |a: Option<u64>, b: Option<u64>| b?.checked_sub(a?);
-                let cpu = |a, b| delta(a, b).map(cpu::ticks_to_duration);
-                result = Measured {
-                    window: now - began,
-                    server_cpu: cpu(cpu_start.0, server),
-                    gen_cpu: cpu(cpu_start.1, own),
-                    server_preempted: delta(cpu_start.2, probe.and_then(ServerProbe::preempted)),
-                    gen_preempted: delta(cpu_start.3, cpu::preempted("self")),
-                };
+                result = Measured::since(now - began, &cpu_start, probe);
                 phase = Phase::Drain;
                 self.sending = false;
                 drain_end = now + self.cfg.grace;
@@ -224,9 +205,9 @@ impl<'a> Run<'a> {
             prefix: String::from_utf8_lossy(self.ledger.prefix()).into_owned(),
             parked,
             window: measured.window,
-            delivered: self.delivered,
-            hist: self.hist,
-            slowest: self.slowest,
+            delivered: self.tally.delivered,
+            hist: self.tally.hist,
+            slowest: self.tally.slowest,
             counts: self.ledger.counts,
             lost: self.ledger.lost(),
             unanswered: self.inflight_reps as u64,
@@ -237,6 +218,7 @@ impl<'a> Run<'a> {
             gen_cpu: measured.gen_cpu,
             server_preempted: measured.server_preempted,
             gen_preempted: measured.gen_preempted,
+            capacity: None,
         }
     }
 
@@ -268,113 +250,55 @@ impl<'a> Run<'a> {
     }
 
     fn connect_sub(&mut self, i: usize) -> Result<(), String> {
-        let conn = Conn::connect(self.cfg.addr, self.poll.registry(), Token(i))
+        let conn = Conn::connect(self.cfg.addr, self.source(i), self.poll.registry(), Token(i))
             .map_err(|e| format!("connect sub {i}: {e}"))?;
-        self.subs[i].conn = Some(conn);
+        self.subs[i].attach(conn);
         self.connecting += 1;
         Ok(())
     }
 
+    /// Sub `i`'s source address: 127.0.0.1 to 127.0.0.<sources> in turn, or the kernel's pick.
+    fn source(&self, i: usize) -> Option<Ipv4Addr> {
+        let n = self.cfg.sources;
+        (n > 1).then(|| Ipv4Addr::new(127, 0, 0, 1 + (i % n) as u8))
+    }
+
     fn connect_rep(&mut self, r: usize) -> Result<(), String> {
         let token = Token(self.subs.len() + r);
-        let conn = Conn::connect(self.cfg.addr, self.poll.registry(), token)
+        let conn = Conn::connect(self.cfg.addr, None, self.poll.registry(), token)
             .map_err(|e| format!("connect rep {r}: {e}"))?;
         self.reps[r].conn = Some(conn);
         Ok(())
     }
 
+    /// One event of sub `i`; the parked count and the ready queue follow what it did.
     fn sub_event(&mut self, i: usize, ev: &Event) -> Result<(), Broken> {
-        let Some(conn) = self.subs[i].conn.as_mut() else {
-            return Ok(());
+        let sub = &mut self.subs[i];
+        let was_connecting = sub.connecting();
+        let was_waiting = sub.waiting();
+        let mut books = Books {
+            target: self.cfg.target,
+            scenario: self.cfg.scenario,
+            ledger: &mut self.ledger,
+            tally: &mut self.tally,
+            errors: &mut self.errors,
+            rng: &mut self.rng,
+            measuring: self.measuring,
         };
-        let mut written = false;
-        if conn.link == Link::Connecting {
-            if !conn.check_connected()? {
-                return Ok(());
-            }
+        let result = sub.on_event(i, ev, &mut books, &mut self.scratch);
+        if was_connecting && sub.conn.as_ref().is_some_and(|c| c.link == Link::Open) {
             self.connecting -= 1;
-            http::sub_request(&mut conn.wbuf, self.ledger.prefix(), i);
-            conn.begin_write();
-            written = conn.flush()?;
-        } else if conn.writing() {
-            written = conn.flush()?;
         }
-        if written {
-            self.sub_written(i);
+        match (was_waiting, sub.waiting()) {
+            (false, true) => self.parked += 1,
+            (true, false) => self.parked -= 1,
+            _ => {}
         }
-        let closing = ev.is_read_closed() || ev.is_error();
-        if !(ev.is_readable() || closing) {
-            return Ok(());
-        }
-        let Some(conn) = self.subs[i].conn.as_mut() else {
-            return Ok(());
-        };
-        if !conn.fill(&mut self.scratch, closing)? {
-            return Ok(());
-        }
-        let now = Instant::now();
-        loop {
-            let sub = &mut self.subs[i];
-            let Some(conn) = sub.conn.as_mut() else {
-                return Ok(());
-            };
-            let resp = match http::parse_response(&conn.rbuf) {
-                Ok(Some(r)) => r,
-                Ok(None) => return Ok(()),
-                Err(e) => return Err(Broken(format!("sub response: {e:?}"))),
-            };
-            if (100..200).contains(&resp.status) {
-                conn.consume(resp.len);
-                continue;
-            }
-            if !std::mem::replace(&mut sub.waiting, false) {
-                return Err(Broken(format!("sub got a {} it did not ask for", resp.status)));
-            }
-            self.parked -= 1;
-            if resp.status == 200 {
-                if self.cfg.target == Target::Esub
-                    && resp.content_type(&conn.rbuf) != Some(b"application/octet-stream")
-                {
-                    self.errors.content_type += 1;
-                    self.errors.note(format!(
-                        "sub 200 with Content-Type {:?}",
-                        resp.content_type(&conn.rbuf).map(String::from_utf8_lossy)
-                    ));
-                }
-                // The receipt is always booked; only the window's deliveries are timed.
-                if let Receipt::Delivered(sent_at) = self.ledger.receive(i, resp.body(&conn.rbuf))
-                    && let Some(began) = self.measuring
-                {
-                    self.delivered += 1;
-                    let latency = now.saturating_duration_since(sent_at);
-                    self.hist.record(latency.as_nanos() as u64);
-                    if latency > self.slowest.latency {
-                        self.slowest = Slowest {
-                            latency,
-                            key: i,
-                            seq: self.ledger.last_sent(i),
-                            at: now.saturating_duration_since(began),
-                        };
-                    }
-                }
-            } else {
-                *self.errors.sub_status.entry(resp.status).or_default() += 1;
-                let body = String::from_utf8_lossy(resp.body(&conn.rbuf)).into_owned();
-                self.errors.note(format!("sub answered {}: {body:?}", resp.status));
-            }
-            let close = resp.close;
-            conn.consume(resp.len);
-            if close {
-                return Err(Broken("sub response had Connection: close".into()));
-            }
-            // Park again at once.
-            http::sub_request(&mut conn.wbuf, self.ledger.prefix(), i);
-            conn.begin_write();
-            if conn.flush()? {
-                self.sub_written(i);
-            }
-            self.check_budget();
-        }
+        // A long-poll sub that got its message and parked again, a websocket sub that got its
+        // message, a sub that just parked or joined: its key may take the next rep.
+        self.maybe_ready(i);
+        self.check_budget();
+        result
     }
 
     fn rep_event(&mut self, r: usize, ev: &Event) -> Result<(), Broken> {
@@ -437,16 +361,9 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// A sub's request has gone out whole: its key may be sent to.
-    fn sub_written(&mut self, i: usize) {
-        self.subs[i].waiting = true;
-        self.parked += 1;
-        self.maybe_ready(i);
-    }
-
     fn maybe_ready(&mut self, key: usize) {
         let sub = &mut self.subs[key];
-        if sub.waiting && !sub.queued && !self.ledger.busy(key) {
+        if sub.waiting() && !sub.queued && !self.ledger.busy(key) {
             sub.queued = true;
             self.ready.push_back(key);
         }
@@ -477,7 +394,7 @@ impl<'a> Run<'a> {
     fn pop_ready(&mut self) -> Option<usize> {
         while let Some(key) = self.ready.pop_front() {
             self.subs[key].queued = false;
-            if self.subs[key].waiting && !self.ledger.busy(key) {
+            if self.subs[key].waiting() && !self.ledger.busy(key) {
                 return Some(key);
             }
         }
@@ -515,9 +432,10 @@ impl<'a> Run<'a> {
             }
             conn.deregister(self.poll.registry());
         }
-        if std::mem::replace(&mut sub.waiting, false) {
+        if sub.waiting() {
             self.parked -= 1;
         }
+        sub.stage = Stage::Connecting;
         self.check_budget();
         if self.aborted.is_none()
             && let Err(e) = self.connect_sub(i)
@@ -555,4 +473,13 @@ impl<'a> Run<'a> {
             self.aborted = Some(format!("more than {} errors", self.error_budget));
         }
     }
+}
+
+/// A seed for websocket keys and masks that differs between runs.
+fn seed() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0);
+    nanos ^ (u64::from(std::process::id()) << 32)
 }

@@ -1,8 +1,10 @@
 //! The generator's counters against a fake esub that misbehaves on purpose at known reps: each
-//! fault must show up as exactly the count it causes, and a clean server must show none.
+//! fault must show up as exactly the count it causes, and a clean server must show none. The
+//! parked-capacity and HTTP-floor scenarios against the same fake.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::net::IpAddr;
 use std::net::{TcpListener, TcpStream};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -30,6 +32,10 @@ struct State {
     pending_dup: HashMap<String, Vec<u8>>,
     reps: u64,
     faults: Vec<(u64, Fault)>,
+    /// Source addresses of the connections that sent `GET /sub`.
+    sources: HashSet<IpAddr>,
+    /// `GET /sub` requests received.
+    subs: u64,
 }
 
 fn response(status: &str, ctype: &str, body: &[u8]) -> Vec<u8> {
@@ -48,6 +54,7 @@ fn deliver(mut sub: &TcpStream, body: &[u8]) {
 
 /// Serves one connection: requests one after another, subs parked in `state`.
 fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
+    let peer = stream.peer_addr().unwrap().ip();
     let mut reader = BufReader::new(stream.try_clone().unwrap());
     let mut out = stream;
     loop {
@@ -83,7 +90,11 @@ fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
                 "application/json",
                 format!("[{}]", list.join(",")).as_bytes(),
             ));
+        } else if method == "GET" && path == "/ping" {
+            let _ = out.write_all(&response("200 OK", "text/plain; charset=utf-8", b"OK"));
         } else if let Some(key) = path.strip_prefix("/sub/") {
+            st.sources.insert(peer);
+            st.subs += 1;
             if let Some(old) = st.pending_dup.remove(key) {
                 deliver(&out, &old);
             } else {
@@ -129,6 +140,10 @@ fn serve(stream: TcpStream, state: Arc<Mutex<State>>) {
 
 /// Starts the fake server on a free loopback port.
 fn fake_server(faults: Vec<(u64, Fault)>) -> u16 {
+    fake_server_state(faults).0
+}
+
+fn fake_server_state(faults: Vec<(u64, Fault)>) -> (u16, Arc<Mutex<State>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let state = Arc::new(Mutex::new(State {
@@ -136,33 +151,30 @@ fn fake_server(faults: Vec<(u64, Fault)>) -> u16 {
         pending_dup: HashMap::new(),
         reps: 0,
         faults,
+        sources: HashSet::new(),
+        subs: 0,
     }));
+    let shared = state.clone();
     thread::spawn(move || {
         for s in listener.incoming().flatten() {
             let st = state.clone();
             thread::spawn(move || serve(s, st));
         }
     });
-    port
+    (port, shared)
 }
 
 /// Runs the generator briefly and returns its JSON line's numeric fields.
 fn bench(port: u16) -> HashMap<String, f64> {
+    bench_with(port, &["--subs", "10", "--reps", "2"])
+}
+
+fn bench_with(port: u16, args: &[&str]) -> HashMap<String, f64> {
     let out = Command::new(env!("CARGO_BIN_EXE_esub-bench"))
         .args(["--target", "esub", "--url", &format!("127.0.0.1:{port}")])
-        .args([
-            "--subs",
-            "10",
-            "--reps",
-            "2",
-            "--warmup",
-            "0",
-            "--duration",
-            "0.4",
-            "--grace",
-            "0.3",
-        ])
+        .args(["--warmup", "0", "--duration", "0.4", "--grace", "0.3"])
         .args(["--ready-timeout", "5"])
+        .args(args)
         .output()
         .unwrap();
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -222,4 +234,38 @@ fn a_clean_server_shows_no_fault() {
     }
     assert!(f["delivered"] > 100.0, "{f:?}");
     assert!(f["msgs_per_s"] > 0.0 && f["p50_us"] > 0.0 && f["max_us"] >= f["p99_us"], "{f:?}");
+}
+
+#[test]
+fn capacity_sends_one_rep_per_key_from_every_source_address() {
+    let (port, state) = fake_server_state(Vec::new());
+    // The fake server is this test process: its memory is what gets measured.
+    let pid = std::process::id().to_string();
+    let f = bench_with(
+        port,
+        &["--scenario", "capacity", "--subs", "30", "--reps", "2", "--sources", "3", "--pid", &pid],
+    );
+    for k in ["lost", "duplicated", "misdelivered", "ghost", "corrupt", "errors", "unanswered"] {
+        assert_eq!(f[k], 0.0, "{k} in {f:?}");
+    }
+    // Each key got its one message (plus a retry for any rep that overtook its sub's GET), and
+    // no sub parked again.
+    assert_eq!((f["delivered"], f["delivered_total"], f["subs"]), (30.0, 30.0, 30.0), "{f:?}");
+    assert_eq!(f["sent"], 30.0 + f["misses"], "{f:?}");
+    assert_eq!(f["sources"], 3.0);
+    assert!(f["rss_before_kib"] > 0.0 && f["rss_after_kib"] > 0.0, "{f:?}");
+    assert!(f.contains_key("rss_per_sub_b") && f["deliver_s"] > 0.0, "{f:?}");
+    let st = state.lock().unwrap();
+    assert_eq!(st.subs, 30);
+    let want: HashSet<IpAddr> = (1..=3).map(|i| IpAddr::from([127, 0, 0, i])).collect();
+    assert_eq!(st.sources, want);
+}
+
+#[test]
+fn floor_counts_answered_requests() {
+    let port = fake_server(Vec::new());
+    let f = bench_with(port, &["--scenario", "floor", "--reps", "3"]);
+    assert_eq!((f["errors"], f["unanswered"], f["subs"]), (0.0, 0.0, 0.0), "{f:?}");
+    assert!(f["delivered"] > 100.0 && f["msgs_per_s"] > 0.0, "{f:?}");
+    assert!(f["sent"] >= f["acked"] && f["acked"] >= f["delivered"], "{f:?}");
 }
