@@ -129,6 +129,9 @@ pub struct Conn<S = TcpStream> {
     /// The socket may hold unread bytes: set by a readiness event, cleared by a short read or
     /// `WouldBlock`. Saves the `EAGAIN` read that "read until WouldBlock" costs per request.
     pub can_read: bool,
+    /// The loop registered write interest for this socket (only while output waits: with
+    /// edge-triggered polling, permanent write interest wakes the loop for every ACK).
+    pub write_interest: bool,
     /// When the current request's head was complete.
     pub started: Instant,
     /// The current request, for metrics (`None` for routes that are not measured).
@@ -149,6 +152,7 @@ impl<S: Stream> Conn<S> {
             armed: None,
             head_started: true,
             can_read: true,
+            write_interest: false,
             started: ctx.now,
             req: None,
         };

@@ -184,11 +184,8 @@ impl Worker {
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
         let token = entry.key();
-        if let Err(e) = self.poll.registry().register(
-            &mut stream,
-            Token(token),
-            Interest::READABLE | Interest::WRITABLE,
-        ) {
+        if let Err(e) = self.poll.registry().register(&mut stream, Token(token), Interest::READABLE)
+        {
             crate::warn!("register failed error={e}");
             self.ctx.shared.open.fetch_sub(1, Ordering::Relaxed);
             return;
@@ -204,7 +201,20 @@ impl Worker {
             return;
         };
         if conn.drive(&mut self.ctx) == Next::Close {
-            self.close(token);
+            return self.close(token);
+        }
+        // Ask for writability only while bytes wait for room in the socket.
+        let want = !conn.out.is_empty();
+        if want != conn.write_interest {
+            let interest =
+                if want { Interest::READABLE | Interest::WRITABLE } else { Interest::READABLE };
+            match self.poll.registry().reregister(&mut conn.stream, Token(token), interest) {
+                Ok(()) => conn.write_interest = want,
+                Err(e) => {
+                    crate::warn!("reregister failed conn={token} error={e}");
+                    self.close(token);
+                }
+            }
         }
     }
 
