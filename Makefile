@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint bench bench-quick docker-build docker-run docker-lint
+.PHONY: build run test test-rust test-py lint bench bench-quick bench-statsd bench-store docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -23,8 +23,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
 
+# Relay scenarios against nchan (about 3 minutes), the store, and the cost of statsd.
 bench:
 	bash bench/run.sh
+	bash bench/store.sh
+	bash bench/statsd.sh
+
+bench-store:
+	bash bench/store.sh
+
+bench-statsd:
+	bash bench/statsd.sh
 
 bench-quick:
 	bash bench/run.sh quick
