@@ -81,7 +81,8 @@ fn appends(b: &mut Bench, n: usize, keys: usize, body: &Body) -> f64 {
     while done < n {
         while sent < n && sent - done < WINDOW {
             let key = keys[sent % keys.len()].clone();
-            let req = Req::Append { key, token: None, body: body.clone(), reply: reply(sent as u64) };
+            let req =
+                Req::Append { key, token: None, body: body.clone(), reply: reply(sent as u64) };
             b.tx.send(req).expect("store thread alive");
             sent += 1;
         }
@@ -116,7 +117,8 @@ fn replays(b: &mut Bench, keys: usize) -> (f64, usize) {
                 match taken {
                     Taken::Got { key, id, .. } => {
                         total += 1;
-                        b.tx.send(Req::Done { key, id, delivered: true }).expect("store thread alive");
+                        b.tx.send(Req::Done { key, id, delivered: true })
+                            .expect("store thread alive");
                     }
                     _ => empty.push(reply.seq as usize),
                 }
@@ -132,7 +134,10 @@ fn main() {
         std::env::temp_dir().join(format!("esub-store-bench-{}", std::process::id()))
     });
     let body: Body = std::sync::Arc::new(vec![b'x'; 100]);
-    println!("store-bench: 100-byte bodies, {WINDOW} appends outstanding, data dir {}", dir.display());
+    println!(
+        "store-bench: 100-byte bodies, {WINDOW} appends outstanding, data dir {}",
+        dir.display()
+    );
     for fsync in ["interval", "always"] {
         let _ = std::fs::remove_dir_all(&dir);
         let (mut b, _) = Bench::open(&dir, fsync);
@@ -152,9 +157,17 @@ fn main() {
     let rate = appends(&mut b, 65_536, 5000, &big);
     println!("appends of 16 KiB bodies: {rate:.0}/s ({:.0} MB/s)", rate * 16384.0 / 1e6);
     b.close();
-    let bytes: u64 = std::fs::read_dir(&dir).unwrap().filter_map(|e| e.ok()?.metadata().ok()).map(|m| m.len()).sum();
+    let bytes: u64 = std::fs::read_dir(&dir)
+        .unwrap()
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .map(|m| m.len())
+        .sum();
     let (b, opened) = Bench::open(&dir, "interval");
-    println!("reopen over {:.2} GiB: {} ms (warm page cache)", bytes as f64 / (1u64 << 30) as f64, opened.as_millis());
+    println!(
+        "reopen over {:.2} GiB: {} ms (warm page cache)",
+        bytes as f64 / (1u64 << 30) as f64,
+        opened.as_millis()
+    );
     b.close();
     let _ = std::fs::remove_dir_all(&dir);
 }
