@@ -63,8 +63,20 @@ pub struct Head<'a> {
     pub upgrade: UpgradeHeaders,
 }
 
+/// Strips RFC 9110's optional whitespace, SP and HTAB only: a parser that also strips vertical
+/// tabs or form feeds reads a framing header differently from a proxy that does not (smuggling).
+fn trim_ows(mut v: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = v {
+        v = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = v {
+        v = rest;
+    }
+    v
+}
+
 fn has_token(value: &[u8], token: &str) -> bool {
-    value.split(|&b| b == b',').any(|t| t.trim_ascii().eq_ignore_ascii_case(token.as_bytes()))
+    value.split(|&b| b == b',').any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
 }
 
 /// Parses one request head from the front of `buf`.
@@ -99,12 +111,11 @@ pub fn parse_head(
     for h in req.headers.iter() {
         let name = h.name;
         if name.eq_ignore_ascii_case("content-length") {
-            let text = std::str::from_utf8(h.value)
-                .map_err(|_| HttpError::Malformed("Bad Content-Length"))?;
-            let text = text.trim();
-            if text.is_empty() || !text.bytes().all(|b| b.is_ascii_digit()) {
+            let digits = trim_ows(h.value);
+            if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
                 return Err(HttpError::Malformed("Bad Content-Length"));
             }
+            let text = std::str::from_utf8(digits).unwrap_or_default();
             // A value too long for usize is certainly over the limit.
             let n = text.parse::<usize>().unwrap_or(usize::MAX);
             if length.is_some_and(|l| l != n) {
@@ -112,8 +123,7 @@ pub fn parse_head(
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let codings: Vec<&[u8]> =
-                h.value.split(|&b| b == b',').map(|t| t.trim_ascii()).collect();
+            let codings: Vec<&[u8]> = h.value.split(|&b| b == b',').map(trim_ows).collect();
             match codings.as_slice() {
                 [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
                 [c] if c.eq_ignore_ascii_case(b"identity") => {}
@@ -133,7 +143,7 @@ pub fn parse_head(
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             upgrade.key = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("expect") {
-            if h.value.trim_ascii().eq_ignore_ascii_case(b"100-continue") {
+            if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
                 return Err(HttpError::Malformed("Unsupported Expect"));
@@ -159,6 +169,10 @@ pub fn parse_head(
         upgrade,
     }))
 }
+
+/// Longest chunk-size line, extensions and CRLF included: sizes are a few hex digits, and no
+/// client of ours sends extensions.
+const MAX_CHUNK_LINE: usize = 1024;
 
 /// Where a chunked decoder stands between calls.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -197,6 +211,11 @@ impl ChunkedDecoder {
             match self.state {
                 Chunk::Done => return Ok((pos, true)),
                 Chunk::Size => match httparse::parse_chunk_size(rest) {
+                    // A size line (with its extensions) longer than this is refused whether it
+                    // came whole or in pieces: the outcome must not depend on the split.
+                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
+                        return Err(HttpError::Malformed("Bad chunk size"));
+                    }
                     Ok(httparse::Status::Complete((used, size))) => {
                         pos += used;
                         let size = usize::try_from(size).unwrap_or(usize::MAX);
@@ -205,8 +224,7 @@ impl ChunkedDecoder {
                         }
                         self.state = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
                     }
-                    // A size line is short; one longer than this is not a size line.
-                    Ok(httparse::Status::Partial) if rest.len() > 1024 => {
+                    Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
                         return Err(HttpError::Malformed("Bad chunk size"));
                     }
                     Ok(httparse::Status::Partial) => return Ok((pos, false)),
@@ -324,6 +342,23 @@ mod tests {
                 Err(HttpError::Malformed("Unsupported Expect")),
             ),
             ("GARBAGE\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
+            // Found by fuzzing: only SP and HTAB may surround a Content-Length (not a no-break space).
+            (
+                "POST / HTTP/1.1\r\nContent-Length: \u{a0}5\r\n\r\n",
+                Err(HttpError::Malformed("Bad Content-Length")),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: 5\u{a0}\r\n\r\n",
+                Err(HttpError::Malformed("Bad Content-Length")),
+            ),
+            (
+                "POST / HTTP/1.1\r\nContent-Length: \t5 \r\n\r\n",
+                Ok(Some((1, 40, Length(5), true, false))),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: \u{a0}chunked\r\n\r\n",
+                Err(HttpError::NotImplemented),
+            ),
             ("GET / HTTP/1.1\r\nBad Header\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
             ("GET / HTTP/2.0\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
         ];
@@ -390,6 +425,16 @@ mod tests {
         let two =
             b"32\r\n".iter().chain(&[b'a'; 50]).chain(b"\r\n33\r\n").copied().collect::<Vec<_>>();
         assert_eq!(dechunk(&two, 7).unwrap_err(), HttpError::BodyTooLarge);
+        // Found by fuzzing: a long extension is refused in one piece as in many.
+        let long = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(1100));
+        assert_eq!(
+            dechunk(long.as_bytes(), long.len()).unwrap_err(),
+            HttpError::Malformed("Bad chunk size")
+        );
+        assert_eq!(
+            dechunk(long.as_bytes(), 7).unwrap_err(),
+            HttpError::Malformed("Bad chunk size")
+        );
         // Trailers past the limit.
         let trailers = format!("0\r\nX: {}\r\n\r\n", "t".repeat(100));
         assert_eq!(dechunk(trailers.as_bytes(), 5).unwrap_err(), HttpError::HeadTooLarge);
