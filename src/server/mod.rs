@@ -110,8 +110,14 @@ impl Ctx {
             open: AtomicUsize::new(0),
             started: now,
         });
-        let ctx = Ctx {
-            worker: 0,
+        Ok((Ctx::new(0, shared, metrics), poll))
+    }
+
+    /// A worker's context, fresh: no messages, no timers, no pooled buffers.
+    pub fn new(worker: usize, shared: Arc<Shared>, metrics: WorkerMetrics) -> Ctx {
+        let now = Instant::now();
+        Ctx {
+            worker,
             shared,
             now,
             local: VecDeque::new(),
@@ -119,8 +125,7 @@ impl Ctx {
             buffers: Vec::new(),
             draining: false,
             metrics,
-        };
-        Ok((ctx, poll))
+        }
     }
 
     /// Sends a message to the worker that owns its target (this one: no lock, no wake-up).

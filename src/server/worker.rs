@@ -1,7 +1,6 @@
 //! `Worker`: one event loop on one thread. Accepts from its own listener, dispatches readiness
 //! to connections, handles its mailbox and its timers, and drains on shutdown.
 
-use std::collections::VecDeque;
 use std::io;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -15,7 +14,7 @@ use crate::conn::{Conn, Next};
 use crate::metrics::WorkerMetrics;
 use crate::relay;
 use crate::server::mailbox::{ConnId, Msg};
-use crate::server::timer::{Entry, TimerWheel};
+use crate::server::timer::Entry;
 use crate::server::{Ctx, Shared, listener};
 
 pub const WAKER: Token = Token(usize::MAX - 1);
@@ -49,21 +48,11 @@ impl Worker {
         metrics: WorkerMetrics,
     ) -> io::Result<Worker> {
         poll.registry().register(&mut listener, LISTENER, Interest::READABLE)?;
-        let now = Instant::now();
         Ok(Worker {
             poll,
             listener: Some(listener),
             conns: Slab::with_capacity(1024),
-            ctx: Ctx {
-                worker: id,
-                shared,
-                now,
-                local: VecDeque::new(),
-                timers: TimerWheel::new(now),
-                buffers: Vec::new(),
-                draining: false,
-                metrics,
-            },
+            ctx: Ctx::new(id, shared, metrics),
             next_generation: 1,
             accept_at: None,
             drain_deadline: None,
