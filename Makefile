@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint bench bench-quick bench-statsd bench-store docker-build docker-run docker-lint
+.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -22,6 +22,11 @@ test-py:
 lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
+
+# Every fuzz target for FUZZ_SECONDS each (default 60); installs cargo-fuzz when missing.
+FUZZ_SECONDS ?= 60
+fuzz:
+	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # Relay scenarios against nchan (about 3 minutes), the store, and the cost of statsd.
 bench:

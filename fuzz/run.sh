@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Runs every fuzz target for SECONDS each (default 60), one after another on one core.
+#   bash fuzz/run.sh [SECONDS] [TARGET...]
+# Installs cargo-fuzz when missing. Seeds come from fuzz/seeds/<target>/ (tracked); what libFuzzer
+# adds goes to fuzz/corpus/<target>/, crashes to fuzz/artifacts/<target>/, logs to fuzz/logs/
+# (all git-ignored). Exits 1 when any target crashed, after running the others.
+# KEEP_GOING=1 runs libFuzzer in fork mode with -ignore_crashes=1: each crash is saved and the
+# run goes on (for fuzzing past a known, unfixed crash); it still counts as a failure.
+set -euo pipefail
+
+seconds="${1:-60}"
+shift || true
+fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+cd "$fuzz_dir/.."
+
+if ! cargo fuzz --version >/dev/null 2>&1; then
+    cargo install cargo-fuzz --locked
+fi
+
+# cargo-fuzz needs nightly flags (-Zsanitizer); this lets the stable toolchain accept them.
+export RUSTC_BOOTSTRAP=1
+
+targets=("$@")
+if [ ${#targets[@]} -eq 0 ]; then
+    targets=(request_framing router query)
+fi
+
+# Longest input per target: request_framing needs room for a chunk-size line past the decoder's
+# 1024-byte bound plus a pipelined request; keys and queries are short.
+max_len() {
+    case "$1" in
+        request_framing) echo 8192 ;;
+        *) echo 2048 ;;
+    esac
+}
+
+mkdir -p "$fuzz_dir/logs"
+# Build first, so a compile error shows here and is not taken for a crash.
+cargo fuzz build
+
+mode=()
+if [ "${KEEP_GOING:-0}" = 1 ]; then
+    mode=(-fork=1 -ignore_crashes=1 -ignore_timeouts=1 -ignore_ooms=1)
+fi
+
+crashes() {
+    find "$fuzz_dir/artifacts/$1" -type f \( -name 'crash-*' -o -name 'oom-*' -o -name 'timeout-*' \
+        -o -name 'leak-*' \) | wc -l
+}
+
+failed=()
+for t in "${targets[@]}"; do
+    mkdir -p "$fuzz_dir/corpus/$t" "$fuzz_dir/artifacts/$t"
+    log="$fuzz_dir/logs/$t.log"
+    before="$(crashes "$t")"
+    echo "== $t: ${seconds}s (log: $log)"
+    status=ok
+    cargo fuzz run "$t" "$fuzz_dir/corpus/$t" "$fuzz_dir/seeds/$t" -- \
+        -max_total_time="$seconds" \
+        -rss_limit_mb=2048 \
+        -max_len="$(max_len "$t")" \
+        -dict="$fuzz_dir/http.dict" \
+        -print_final_stats=1 "${mode[@]}" >"$log" 2>&1 || status=CRASH
+    # Fork mode exits 0 past ignored crashes; its status lines count them.
+    if [ "$(crashes "$t")" != "$before" ] ||
+        grep -qE 'oom/timeout/crash: ([1-9]|[0-9]+/[1-9]|[0-9]+/[0-9]+/[1-9])' "$log"; then
+        status=CRASH
+    fi
+    if [ "$status" = CRASH ]; then
+        failed+=("$t")
+    fi
+    # libFuzzer's last status line: executions, coverage (cov) and features (ft).
+    grep -E '^#[0-9]+' "$log" | tail -n 1 || true
+    grep -E '^stat::number_of_executed_units' "$log" || true
+    echo "== $t: $status"
+    if [ "$status" = CRASH ]; then
+        grep -E 'panicked at|^SUMMARY|Test unit written' "$log" | head -n 5 || true
+    fi
+done
+
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "crashed: ${failed[*]} (inputs under fuzz/artifacts/, reproduce with" \
+        "RUSTC_BOOTSTRAP=1 cargo fuzz run <target> <file>)" >&2
+    exit 1
+fi
