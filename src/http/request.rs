@@ -94,7 +94,7 @@ pub fn parse_head(
         }
         Ok(httparse::Status::Partial) => return Ok(None),
         Err(httparse::Error::TooManyHeaders) => return Err(HttpError::HeadTooLarge),
-        Err(_) if buf.len() > max_head => return Err(HttpError::HeadTooLarge),
+        // The error is in bytes already here: 400 however many more are buffered behind them.
         Err(_) => return Err(HttpError::Malformed("Bad request")),
     };
     if len > max_head {
@@ -103,9 +103,10 @@ pub fn parse_head(
     let (Some(method), Some(path), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HttpError::Malformed("Bad request"));
     };
-    let mut keep_alive = minor >= 1;
+    let (mut close, mut keep_alive_asked) = (false, false);
     let mut length: Option<usize> = None;
-    let mut chunked = false;
+    // Every Transfer-Encoding header's codings, in order: two headers count as one list.
+    let mut codings: Vec<&[u8]> = Vec::new();
     let mut expect_continue = false;
     let mut upgrade = UpgradeHeaders::default();
     for h in req.headers.iter() {
@@ -123,26 +124,20 @@ pub fn parse_head(
             }
             length = Some(n);
         } else if name.eq_ignore_ascii_case("transfer-encoding") {
-            let codings: Vec<&[u8]> = h.value.split(|&b| b == b',').map(trim_ows).collect();
-            match codings.as_slice() {
-                [c] if c.eq_ignore_ascii_case(b"chunked") => chunked = true,
-                [c] if c.eq_ignore_ascii_case(b"identity") => {}
-                _ => return Err(HttpError::NotImplemented),
-            }
+            codings.extend(h.value.split(|&b| b == b',').map(trim_ows));
         } else if name.eq_ignore_ascii_case("connection") {
             upgrade.connection_upgrade |= has_token(h.value, "upgrade");
-            if has_token(h.value, "close") {
-                keep_alive = false;
-            } else if has_token(h.value, "keep-alive") {
-                keep_alive = true;
-            }
+            // Over several headers, `close` wins whatever the order.
+            close |= has_token(h.value, "close");
+            keep_alive_asked |= has_token(h.value, "keep-alive");
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade.websocket |= has_token(h.value, "websocket");
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             upgrade.version = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
             upgrade.key = Some(h.value.to_vec());
-        } else if name.eq_ignore_ascii_case("expect") {
+        } else if name.eq_ignore_ascii_case("expect") && minor >= 1 {
+            // HTTP/1.0 has no expectations (RFC 9110 10.1.1): the header is ignored there.
             if trim_ows(h.value).eq_ignore_ascii_case(b"100-continue") {
                 expect_continue = true;
             } else {
@@ -150,6 +145,14 @@ pub fn parse_head(
             }
         }
     }
+    let keep_alive = !close && (minor >= 1 || keep_alive_asked);
+    // Only plain `chunked` is a transfer coding we decode; anything else (`identity` included,
+    // obsolete since RFC 7230) is 501 rather than a guess at where the body ends.
+    let chunked = match codings.as_slice() {
+        [] => false,
+        [c] if c.eq_ignore_ascii_case(b"chunked") => true,
+        _ => return Err(HttpError::NotImplemented),
+    };
     // Both framings at once is how requests are smuggled past proxies: refuse it.
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HttpError::Malformed("Both Content-Length and chunked")),
@@ -168,6 +171,15 @@ pub fn parse_head(
         expect_continue: expect_continue && framing != Framing::None,
         upgrade,
     }))
+}
+
+/// `name: value` with a token name (RFC 9110 5.6.2) and no CR, LF or NUL in the value.
+fn is_field_line(line: &[u8]) -> bool {
+    let Some(colon) = line.iter().position(|&b| b == b':') else { return false };
+    let tchar = |b: u8| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b);
+    colon > 0
+        && line[..colon].iter().all(|&b| tchar(b))
+        && !line[colon + 1..].iter().any(|&b| matches!(b, b'\r' | b'\n' | 0))
 }
 
 /// Longest chunk-size line, extensions and CRLF included: sizes are a few hex digits, and no
@@ -202,34 +214,45 @@ impl ChunkedDecoder {
     }
 
     /// Decodes from `input` into `out`; returns the bytes consumed and whether the body ended.
-    /// A return of `(n, false)` with `n < input.len()` never happens: all input is used or
-    /// kept waiting only when it is an incomplete line.
+    /// Bytes left unconsumed (when the body has not ended) are the start of one incomplete
+    /// line (a size line, a chunk's CRLF or a trailer): call again with them and more.
     pub fn decode(&mut self, input: &[u8], out: &mut Vec<u8>) -> Result<(usize, bool), HttpError> {
         let mut pos = 0;
         loop {
             let rest = &input[pos..];
             match self.state {
                 Chunk::Done => return Ok((pos, true)),
-                Chunk::Size => match httparse::parse_chunk_size(rest) {
-                    // A size line (with its extensions) longer than this is refused whether it
-                    // came whole or in pieces: the outcome must not depend on the split.
-                    Ok(httparse::Status::Complete((used, _))) if used > MAX_CHUNK_LINE => {
-                        return Err(HttpError::Malformed("Bad chunk size"));
-                    }
-                    Ok(httparse::Status::Complete((used, size))) => {
-                        pos += used;
-                        let size = usize::try_from(size).unwrap_or(usize::MAX);
-                        if size > self.max_body.saturating_sub(out.len()) {
-                            return Err(HttpError::BodyTooLarge);
+                Chunk::Size => {
+                    let bad = HttpError::Malformed("Bad chunk size");
+                    // The line runs to the first LF. It must end in CRLF and hold no other CR:
+                    // a bare CR or LF in an extension is read differently by different parsers
+                    // ("funky chunks" request smuggling). Its length is bounded whether it came
+                    // whole or in pieces: the outcome must not depend on the split.
+                    let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                        if rest.len() >= MAX_CHUNK_LINE {
+                            return Err(bad);
                         }
-                        self.state = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
+                        return Ok((pos, false));
+                    };
+                    let line = &rest[..=nl];
+                    if line.len() > MAX_CHUNK_LINE
+                        || nl == 0
+                        || line[nl - 1] != b'\r'
+                        || line[..nl - 1].contains(&b'\r')
+                    {
+                        return Err(bad);
                     }
-                    Ok(httparse::Status::Partial) if rest.len() > MAX_CHUNK_LINE => {
-                        return Err(HttpError::Malformed("Bad chunk size"));
+                    let size = match httparse::parse_chunk_size(line) {
+                        Ok(httparse::Status::Complete((used, size))) if used == line.len() => size,
+                        _ => return Err(bad),
+                    };
+                    pos += line.len();
+                    let size = usize::try_from(size).unwrap_or(usize::MAX);
+                    if size > self.max_body.saturating_sub(out.len()) {
+                        return Err(HttpError::BodyTooLarge);
                     }
-                    Ok(httparse::Status::Partial) => return Ok((pos, false)),
-                    Err(_) => return Err(HttpError::Malformed("Bad chunk size")),
-                },
+                    self.state = if size == 0 { Chunk::Trailer(0) } else { Chunk::Data(size) };
+                }
                 Chunk::Data(left) => {
                     if rest.is_empty() {
                         return Ok((pos, false));
@@ -253,17 +276,24 @@ impl ChunkedDecoder {
                     }
                     None => return Ok((pos, false)),
                     Some(nl) => {
-                        let line = &rest[..nl];
-                        let line = line.strip_suffix(b"\r").unwrap_or(line);
+                        if seen + nl + 1 > self.max_trailer {
+                            return Err(HttpError::HeadTooLarge);
+                        }
+                        // A trailer line is a header field ending in CRLF, or the empty line.
+                        let bad = HttpError::Malformed("Bad trailer");
+                        if nl == 0 || rest[nl - 1] != b'\r' {
+                            return Err(bad);
+                        }
+                        let line = &rest[..nl - 1];
+                        if !line.is_empty() && !is_field_line(line) {
+                            return Err(bad);
+                        }
                         pos += nl + 1;
                         self.state = if line.is_empty() {
                             Chunk::Done
                         } else {
                             Chunk::Trailer(seen + nl + 1)
                         };
-                        if seen + nl + 1 > self.max_trailer {
-                            return Err(HttpError::HeadTooLarge);
-                        }
                     }
                 },
             }
@@ -342,6 +372,30 @@ mod tests {
                 Err(HttpError::Malformed("Unsupported Expect")),
             ),
             ("GARBAGE\r\n\r\n", Err(HttpError::Malformed("Bad request"))),
+            // Transfer-Encoding over two headers is one list; identity is not decoded.
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::NotImplemented),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n",
+                Err(HttpError::NotImplemented),
+            ),
+            (
+                "POST / HTTP/1.1\r\nTransfer-Encoding: identity\r\nContent-Length: 3\r\n\r\n",
+                Err(HttpError::NotImplemented),
+            ),
+            // `close` wins over `keep-alive` whatever the order of the headers.
+            (
+                "GET / HTTP/1.1\r\nConnection: close\r\nConnection: keep-alive\r\n\r\n",
+                Ok(Some((1, 61, None, false, false))),
+            ),
+            // HTTP/1.0 has no expectations: ignored, not refused, and no 100 Continue.
+            (
+                "POST / HTTP/1.0\r\nContent-Length: 3\r\nExpect: 100-continue\r\n\r\n",
+                Ok(Some((0, 60, Length(3), false, false))),
+            ),
+            ("GET / HTTP/1.0\r\nExpect: magic\r\n\r\n", Ok(Some((0, 33, None, false, false)))),
             // Found by fuzzing: only SP and HTAB may surround a Content-Length (not a no-break space).
             (
                 "POST / HTTP/1.1\r\nContent-Length: \u{a0}5\r\n\r\n",
@@ -364,6 +418,16 @@ mod tests {
         ];
         for (raw, want) in rows {
             assert_eq!(head(raw), *want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn a_bad_head_is_400_however_much_is_buffered() {
+        let bad = b"GET / HTTP/1.1\r\nBad Header\r\n";
+        let mut long = bad.to_vec();
+        long.extend_from_slice(&[b'x'; 600]);
+        for buf in [&bad[..], &long[..]] {
+            assert_eq!(parse_head(buf, 256, 10).unwrap_err(), HttpError::Malformed("Bad request"));
         }
     }
 
@@ -425,6 +489,32 @@ mod tests {
         let two =
             b"32\r\n".iter().chain(&[b'a'; 50]).chain(b"\r\n33\r\n").copied().collect::<Vec<_>>();
         assert_eq!(dechunk(&two, 7).unwrap_err(), HttpError::BodyTooLarge);
+        // Found by fuzzing (parser review): bare CR or LF in a size line, bad trailers.
+        let smuggles: &[&[u8]] =
+            &[b"1;a\nb\r\nx\r\n0\r\n\r\n", b"1;a\rb\r\nx\r\n0\r\n\r\n", b"1\nx\r\n0\r\n\r\n"];
+        for input in smuggles {
+            for split in [1, 3, input.len()] {
+                assert_eq!(
+                    dechunk(input, split).unwrap_err(),
+                    HttpError::Malformed("Bad chunk size"),
+                    "{input:?}"
+                );
+            }
+        }
+        let trailers: &[&[u8]] = &[
+            b"0\r\nnot a header at all\r\n\r\n",
+            b"0\r\n\n",
+            b"0\r\nX: 1\n\r\n",
+            b"0\r\n: v\r\n\r\n",
+        ];
+        for input in trailers {
+            assert_eq!(
+                dechunk(input, 2).unwrap_err(),
+                HttpError::Malformed("Bad trailer"),
+                "{input:?}"
+            );
+        }
+        assert_eq!(dechunk(b"1\r\nx\r\n0\r\nX-T: a b\r\n\r\n", 4).unwrap().0, b"x");
         // Found by fuzzing: a long extension is refused in one piece as in many.
         let long = format!("1;{}\r\na\r\n0\r\n\r\n", "e".repeat(1100));
         assert_eq!(
