@@ -5,6 +5,7 @@
 
 mod client;
 mod json;
+pub mod ws;
 
 pub use client::{Client, Response};
 pub use json::{Json, parse_json};
