@@ -1,5 +1,7 @@
 //! Percent-decoding of path segments and form-decoding of query strings (`+` is a space there).
 
+use std::borrow::Cow;
+
 /// Malformed percent-encoding (a `%` not followed by two hex digits): the request gets 400.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct DecodeError;
@@ -38,6 +40,15 @@ pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Result<Vec<u8>, Deco
     Ok(out)
 }
 
+/// Form-decodes, borrowing the input when it holds nothing to decode.
+fn decode_cow(input: &[u8]) -> Result<Cow<'_, [u8]>, DecodeError> {
+    if input.iter().any(|&b| b == b'%' || b == b'+') {
+        percent_decode(input, true).map(Cow::Owned)
+    } else {
+        Ok(Cow::Borrowed(input))
+    }
+}
+
 /// The query parameters esub reads. Unknown parameters are ignored.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Query {
@@ -64,11 +75,13 @@ impl Query {
                 Some(eq) => (&pair[..eq], &pair[eq + 1..]),
                 None => (pair, &b""[..]),
             };
-            let name = percent_decode(name, true)?;
-            let value = percent_decode(value, true)?;
-            match name.as_slice() {
+            // Every pair is checked (bad escapes are 400 wherever they are), but only escapes cost
+            // an allocation: a plain `token=abc` is copied once, into the token itself.
+            let name = decode_cow(name)?;
+            let value = decode_cow(value)?;
+            match &*name {
                 b"token" => {
-                    let t = String::from_utf8(value).map_err(|_| DecodeError)?;
+                    let t = String::from_utf8(value.into_owned()).map_err(|_| DecodeError)?;
                     q.token = (!t.is_empty()).then_some(t);
                 }
                 b"psub" => q.psub = truthy(&value),
