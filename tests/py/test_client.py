@@ -10,31 +10,26 @@ a final `N passed, M failed`; exits 1 when anything failed. Run it through tests
 provides the pinned packages.
 """
 
-import asyncio
-import types
-
-# esub 0.0.6 decorates one function with @asyncio.coroutine, removed in Python 3.11.
-if not hasattr(asyncio, "coroutine"):
-    asyncio.coroutine = types.coroutine
-
 import ipaddress
 import os
-import queue
-import re
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import traceback
 import urllib.parse
 import uuid
 import warnings
 
-STARTUP_TIMEOUT = 10.0  # for the "listening on" line
+# harness sets NO_PROXY (requests to this machine never go through a proxy) before requests loads.
+from harness import (Bg, Failure, Server, Test, get_keys, prepare_esub_client, print_result,
+                     read_response, report, run_test, session, show, show_exc, show_resp,
+                     test_names)
+
+import requests  # noqa: E402  (after the proxy settings)
+
 SUB_TIMEOUT = 15.0      # client-side read timeout of every parked sub
 JOIN_TIMEOUT = 10.0     # for a sub to finish once its rep was answered
 REP_TIMEOUT = 10.0      # for a rep's answer
@@ -42,91 +37,12 @@ PARK_TIMEOUT = 5.0      # for a sub to show in GET /keys
 STOP_TIMEOUT = 10.0     # for the process to exit after SIGTERM (ESUB_DRAIN_MS is 5000)
 CURL = ["curl", "-sS", "--noproxy", "*"]
 
-# Requests to this machine must never go through a proxy from the environment.
-os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-# The client reads these at import time; a stray one would change what it sends.
-for _var in ("ESUB_TOKEN", "ESUB_PROTOCOL", "ESUB_WEBSOCKET_PROTOCOL", "ESUB_REQUEST_RETRIES",
-             "ESUB_CONFIRM_RECEIPT", "ESUB_PING_FREQUENCY", "ESUB_SERVICE_HOST", "ESUB_SERVICE_PORT"):
-    os.environ.pop(_var, None)
-
-import requests  # noqa: E402  (after the proxy settings)
+# Clears the client's variables (it reads them at import time) and provides asyncio.coroutine.
+prepare_esub_client()
 
 
 # ---------------------------------------------------------------------------------------------
 # small helpers
-
-class Failure(Exception):
-    pass
-
-
-class Test:
-    """Collects the failed checks of one test; a test passes when none failed."""
-
-    def __init__(self, name):
-        self.name = name
-        self.problems = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.problems.append(msg)
-        return cond
-
-    def fail(self, msg):
-        self.problems.append(msg)
-
-
-def show(data, limit=80):
-    """Short description of a body."""
-    if data is None:
-        return "None"
-    if isinstance(data, str):
-        data = data.encode("utf-8", "backslashreplace")
-    if len(data) <= limit:
-        return repr(data)
-    return "%d bytes %r...%r" % (len(data), data[:24], data[-8:])
-
-
-def show_exc(e):
-    """An exception, with the request and response when requests raised it."""
-    if isinstance(e, requests.HTTPError) and e.response is not None:
-        r = e.response
-        req = r.request
-        return "HTTPError: %s %s -> %d %s, headers %s" % (
-            req.method, req.url, r.status_code, show(r.content), dict(r.headers))
-    return "%s: %s" % (type(e).__name__, e)
-
-
-def show_resp(r):
-    return "%s %s -> %d %s, headers %s" % (
-        r.request.method, r.request.url, r.status_code, show(r.content), dict(r.headers))
-
-
-class Bg:
-    """Runs fn(*args, **kwargs) in a daemon thread; wait() returns its result or raises."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self.result = None
-        self.error = None
-        self.finished = threading.Event()
-
-        def run():
-            try:
-                self.result = fn(*args, **kwargs)
-            except BaseException as e:  # noqa: B902 - reported to the waiter
-                self.error = e
-            finally:
-                self.finished.set()
-
-        self.thread = threading.Thread(target=run, daemon=True)
-        self.thread.start()
-
-    def wait(self, timeout):
-        if not self.finished.wait(timeout):
-            raise Failure("still waiting after %.1f s" % timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
-
 
 def expect_http_error(t, what, fn, status, text=None):
     """fn() must raise requests.HTTPError with this status (and body)."""
@@ -147,101 +63,18 @@ def expect_http_error(t, what, fn, status, text=None):
 
 
 # ---------------------------------------------------------------------------------------------
-# the server
-
-class Server:
-    def __init__(self, binary):
-        self.binary = os.path.abspath(binary)
-        self.workdir = tempfile.mkdtemp(prefix="esub-pytest-")
-        self.stderr_path = os.path.join(self.workdir, "esub.stderr")
-        self.proc = None
-        self.host = "127.0.0.1"
-        self.port = None
-        self.stdout_lines = queue.Queue()
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items()
-               if not k.startswith(("ESUB_", "DATADOG_"))}
-        env.update(ESUB_PORT="0", ESUB_BIND="127.0.0.1")
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [self.binary], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                cwd=self.workdir, env=env, start_new_session=True)
-
-        def pump():
-            for line in self.proc.stdout:
-                self.stdout_lines.put(line)
-            self.stdout_lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            first = self.stdout_lines.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            raise Failure("no stdout line within %.0f s (pid %d)" % (STARTUP_TIMEOUT, self.proc.pid))
-        if first is None:
-            try:
-                code = self.proc.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                code = "still running"
-            raise Failure("stdout closed before the listening line; exit code %s; stderr: %s"
-                          % (code, self.stderr_tail()))
-        m = re.fullmatch(rb"listening on (\S+):(\d+)\r?\n?", first)
-        if not m:
-            raise Failure("first stdout line is %r, expected 'listening on <addr>:<port>'" % first)
-        addr = m.group(1).decode()
-        if addr.strip("[]") != "127.0.0.1":
-            raise Failure("listening on %r although ESUB_BIND=127.0.0.1" % first)
-        self.port = int(m.group(2))
-        if not 0 < self.port < 65536:
-            raise Failure("bad port in %r" % first)
-
-    @property
-    def base(self):
-        return "http://%s:%d" % (self.host, self.port)
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stderr_tail(self, n=40):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return "(no stderr file)"
-        return "\n".join(lines[-n:]) if lines else "(empty)"
-
-    def kill(self):
-        """Last resort: SIGKILL our own child (and its process group, which it leads)."""
-        if self.running():
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-# ---------------------------------------------------------------------------------------------
 # the tests
 
 class Suite:
     def __init__(self, server, esub):
         self.srv = server
         self.esub = esub
-        self.plain = requests.Session()   # for probes (/keys, /info), separate from the client's
-        self.plain.trust_env = False
+        self.plain = session()   # for probes (/keys, /info), separate from the client's
 
     # -- probes
 
     def keys(self):
-        r = self.plain.get(self.srv.base + "/keys", timeout=REP_TIMEOUT)
-        if r.status_code == 204:
-            return []
-        if r.status_code != 200:
-            raise Failure("GET /keys: %s" % show_resp(r))
-        return r.json()
+        return get_keys(self.plain, self.srv, REP_TIMEOUT)
 
     def wait_parked(self, t, key, sub=None):
         """Waits until GET /keys lists key. If it never does, notes the failure and sleeps 0.5 s
@@ -657,40 +490,8 @@ class Suite:
                      "expected 503 'Shutting down', got %s" % show_exc(e))
         except Exception as e:  # noqa: BLE001
             t1.fail("expected HTTP 503, got %s" % show_exc(e))
-        try:
-            code = self.srv.proc.wait(timeout=STOP_TIMEOUT)
-            t2.check(code == 0, "exit code %r" % code)
-        except subprocess.TimeoutExpired:
-            t2.fail("still running %.0f s after SIGTERM; killed" % STOP_TIMEOUT)
-            self.srv.kill()
+        self.srv.expect_exit(t2, STOP_TIMEOUT)
         results.extend([t1, t2])
-
-
-def read_response(s):
-    """Reads one HTTP response with a Content-Length body from a socket."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = s.recv(65536)
-        if not d:
-            raise Failure("connection closed inside a response head: %r" % buf)
-        buf += d
-    head, _, rest = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    headers = {}
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        headers[k.strip().lower()] = v.strip()
-    if b"content-length" not in headers:
-        raise Failure("response without Content-Length: %r" % head)
-    n = int(headers[b"content-length"])
-    while len(rest) < n:
-        d = s.recv(65536)
-        if not d:
-            raise Failure("connection closed inside a body")
-        rest += d
-    if len(rest) > n:
-        raise Failure("extra bytes after a response: %r" % rest[n:])
-    return lines[0], headers, rest
 
 
 # ---------------------------------------------------------------------------------------------
@@ -717,20 +518,9 @@ def main():
             warnings.simplefilter("ignore")  # pkg_resources deprecation
             import esub
         suite = Suite(srv, esub)
-        names = [n for n in dir(Suite) if n.startswith("test_") and n != "test_sigterm"]
-        names.sort(key=lambda n: Suite.__dict__[n].__code__.co_firstlineno)
-        for name in names:
+        for name in test_names(Suite, "test_", exclude=("test_sigterm",)):
             t = Test(name[len("test_"):])
-            if not srv.running():
-                t.fail("server is no longer running (exit code %r)" % srv.proc.poll())
-            else:
-                try:
-                    getattr(suite, name)(t)
-                except Exception as e:  # noqa: BLE001
-                    here = [f for f in traceback.extract_tb(e.__traceback__)
-                            if f.filename == os.path.abspath(__file__)]
-                    t.fail("%s (at %s)" % (show_exc(e), ", ".join(
-                        "line %d: %s" % (f.lineno, f.line) for f in here[1:])))
+            run_test(t, srv, getattr(suite, name), os.path.abspath(__file__))
             results.append(t)
             print_result(t)
         n = len(results)
@@ -748,28 +538,6 @@ def main():
     if code == 0:
         shutil.rmtree(srv.workdir, ignore_errors=True)
     return code
-
-
-def print_result(t):
-    if t.problems:
-        print("FAIL %s" % t.name)
-        for p in t.problems:
-            print("     - " + p.replace("\n", "\n       "))
-    else:
-        print("ok   %s" % t.name)
-    sys.stdout.flush()
-
-
-def report(results, srv, printed=False):
-    if not printed:
-        for t in results:
-            print_result(t)
-    failed = sum(1 for t in results if t.problems)
-    if failed:
-        print("---- esub stderr (last lines, %s):" % srv.stderr_path)
-        print(srv.stderr_tail())
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
 
 
 if __name__ == "__main__":

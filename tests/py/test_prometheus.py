@@ -12,26 +12,20 @@ failed. Run it through tests/py/run.sh, which provides the pinned packages.
 """
 
 import os
-import queue
-import re
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
 import traceback
 
-STARTUP_TIMEOUT = 10.0
+# harness sets NO_PROXY (requests to this machine never go through a proxy) before requests loads.
+from harness import Failure, Server, Test, default_binary, read_response, report, session
+from prometheus_client.parser import text_string_to_metric_families
+
 REQUEST_TIMEOUT = 10.0
 POLL_TIMEOUT = 5.0
 STOP_TIMEOUT = 10.0
-
-os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-
-import requests  # noqa: E402
-from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
 PROM_TYPE = "text/plain; version=0.0.4"
 FAMILIES = {
@@ -48,111 +42,9 @@ FAMILIES = {
 }
 
 
-class Test:
-    def __init__(self, name):
-        self.name = name
-        self.problems = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.problems.append(msg)
-        return cond
-
-
-class Failure(Exception):
-    pass
-
-
-def default_binary():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.environ.get("ESUB_BIN") or os.path.join(root, "target", "debug", "esub")
-
-
-class Server:
-    def __init__(self, binary):
-        self.binary = os.path.abspath(binary)
-        self.workdir = tempfile.mkdtemp(prefix="esub-prom-")
-        self.stderr_path = os.path.join(self.workdir, "esub.stderr")
-        self.proc = None
-        self.port = None
-        # statsd goes here; a thread keeps the socket drained.
-        self.udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.udp.bind(("127.0.0.1", 0))
-        self.udp.settimeout(0.2)
-        self.stopping = False
-        threading.Thread(target=self._drain_udp, daemon=True).start()
-
-    def _drain_udp(self):
-        while not self.stopping:
-            try:
-                self.udp.recv(65536)
-            except OSError:
-                pass
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ESUB_", "DATADOG_"))}
-        env.update(ESUB_PORT="0", ESUB_BIND="127.0.0.1", ESUB_WORKERS="2",
-                   DATADOG_SERVICE_HOST="127.0.0.1",
-                   DATADOG_SERVICE_PORT=str(self.udp.getsockname()[1]),
-                   ESUB_METRIC_INTERVAL_MS="200")
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [self.binary], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                cwd=self.workdir, env=env, start_new_session=True)
-        lines = queue.Queue()
-
-        def pump():
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            first = lines.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            raise Failure("no stdout line within %.0f s" % STARTUP_TIMEOUT)
-        if first is None:
-            raise Failure("stdout closed before the listening line; stderr: %s" % self.stderr_tail())
-        m = re.fullmatch(rb"listening on 127\.0\.0\.1:(\d+)\r?\n?", first)
-        if not m:
-            raise Failure("first stdout line is %r" % first)
-        self.port = int(m.group(1))
-
-    @property
-    def base(self):
-        return "http://127.0.0.1:%d" % self.port
-
-    def stderr_tail(self, n=40):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                return "\n".join(f.read().decode("utf-8", "replace").splitlines()[-n:])
-        except OSError:
-            return "(no stderr file)"
-
-    def kill(self):
-        self.stopping = True
-        if self.proc is not None and self.proc.poll() is None:
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                self.proc.kill()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
-
-# ---------------------------------------------------------------------------------------------
-
-def http():
-    s = requests.Session()
-    s.trust_env = False
-    return s
-
-
 def scrape(srv):
     """(response, {family name: family}) of one GET /metrics."""
-    with http() as s:
+    with session() as s:
         r = s.get(srv.base + "/metrics", timeout=REQUEST_TIMEOUT)
     families = {f.name: f for f in text_string_to_metric_families(r.text)}
     return r, families
@@ -172,30 +64,10 @@ def samples(families, family, name):
     return [] if f is None else [s for s in f.samples if s.name == name]
 
 
-def read_response(sock):
+def read_status_body(sock):
     """(status, body) of one response with a Content-Length body."""
-    buf = b""
-    while b"\r\n\r\n" not in buf:
-        d = sock.recv(65536)
-        if not d:
-            raise Failure("connection closed inside a response head: %r" % buf)
-        buf += d
-    head, _, body = buf.partition(b"\r\n\r\n")
-    lines = head.split(b"\r\n")
-    status = int(lines[0].split()[1])
-    length = None
-    for line in lines[1:]:
-        k, _, v = line.partition(b":")
-        if k.strip().lower() == b"content-length":
-            length = int(v.strip())
-    if length is None:
-        raise Failure("response without Content-Length: %r" % head)
-    while len(body) < length:
-        d = sock.recv(65536)
-        if not d:
-            raise Failure("connection closed inside a body")
-        body += d
-    return status, body
+    status_line, _, body = read_response(sock)
+    return int(status_line.split()[1]), body
 
 
 def wait_for(srv, what, pred):
@@ -231,7 +103,7 @@ def run(srv):
         try:
             with socket.create_connection(("127.0.0.1", srv.port), timeout=REQUEST_TIMEOUT) as c:
                 c.sendall(b"GET /sub/pk?token=t1 HTTP/1.1\r\nHost: esub\r\n\r\n")
-                sub_result["r"] = read_response(c)
+                sub_result["r"] = read_status_body(c)
         except Exception as e:  # noqa: BLE001
             sub_result["e"] = e
 
@@ -245,7 +117,7 @@ def run(srv):
         t.problems.append(str(e))
 
     # -- deliver, then a rep nobody waits for, /info, /keys, and unmeasured requests
-    s = http()
+    s = session()
     r = s.post(srv.base + "/rep/pk", params={"token": "t1"}, data=b"payload",
                timeout=REQUEST_TIMEOUT)
     t = test("the sub is delivered")
@@ -360,18 +232,15 @@ def run(srv):
 
 def main():
     binary = sys.argv[1] if len(sys.argv) > 1 else default_binary()
-    srv = Server(binary)
+    srv = Server(binary, prefix="esub-prom-", statsd=True,
+                 env=dict(ESUB_WORKERS="2", ESUB_METRIC_INTERVAL_MS="200"))
     results = []
     try:
         srv.start()
         results = run(srv)
         t = Test("SIGTERM: exit code 0")
         os.kill(srv.proc.pid, signal.SIGTERM)
-        try:
-            code = srv.proc.wait(timeout=STOP_TIMEOUT)
-            t.check(code == 0, "exit code %r" % code)
-        except subprocess.TimeoutExpired:
-            t.problems.append("still running %.0f s after SIGTERM" % STOP_TIMEOUT)
+        srv.expect_exit(t, STOP_TIMEOUT)
         results.append(t)
     except Exception as e:  # noqa: BLE001
         t = Test("run")
@@ -379,20 +248,7 @@ def main():
         results.append(t)
     finally:
         srv.kill()
-    failed = 0
-    for t in results:
-        if t.problems:
-            failed += 1
-            print("FAIL %s" % t.name)
-            for p in t.problems:
-                print("     - " + p.replace("\n", "\n       "))
-        else:
-            print("ok   %s" % t.name)
-    if failed:
-        print("---- esub stderr (last lines, %s):" % srv.stderr_path)
-        print(srv.stderr_tail())
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
+    return report(results, srv)
 
 
 if __name__ == "__main__":

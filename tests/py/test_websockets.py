@@ -17,20 +17,15 @@ line `listening on <addr>:<port>`):
 
 The client reads its settings from the environment when it is imported, so it is loaded once per
 server, as a separate module object, with that server's settings in the environment; its code is
-used unmodified (only `asyncio.coroutine = types.coroutine` is provided for Python 3.11, as in
-test_client.py). Each server is stopped with SIGTERM by PID and must exit with code 0. Every wait
+used unmodified (only `asyncio.coroutine = types.coroutine` is provided for Python 3.11, by
+harness.prepare_esub_client as for test_client.py). Each server is stopped with SIGTERM by PID and must exit with code 0. Every wait
 is bounded. Prints one line per test and `N passed, M failed`; exits 1 when anything failed. Run it
 through tests/py/run.sh, which provides the pinned packages.
 """
 
 import asyncio
-import types
-
-# esub 0.0.6 decorates keepalive() with @asyncio.coroutine, removed in Python 3.11.
-if not hasattr(asyncio, "coroutine"):
-    asyncio.coroutine = types.coroutine
-
 import base64
+import functools
 import importlib.util
 import json
 import os
@@ -39,16 +34,18 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import sys
-import tempfile
 import threading
 import time
-import traceback
 import uuid
 import warnings
 
-STARTUP_TIMEOUT = 10.0   # for the "listening on" line
+# harness sets NO_PROXY (requests and websockets, which honours proxy variables too, must never
+# use a proxy here) before requests loads.
+import harness
+from harness import (Bg, Failure, Server, Test, default_binary, get_keys, print_result,
+                     print_stderr, run_test, session, summary, test_names)
+
 REP_TIMEOUT = 10.0       # for a rep's answer (receipt mode: up to the 2 s receipt wait, plus slack)
 MSG_TIMEOUT = 5.0        # for a delivered rep to reach a psub's callback
 JOIN_TIMEOUT = 5.0       # for a psub to show up (GET /keys, /metrics)
@@ -60,13 +57,8 @@ SERVER_PING_FREQUENCY = 2    # keepalive server: sweep every 2 s, close members 
 CLIENT_PING_FREQUENCY = 1    # client: unsolicited pong every 0.9 s
 CONFIRM_TIMEOUT_MS = 2000    # receipt server
 
-# Requests and websockets (which honours proxy variables too) must never use a proxy here.
-os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
-CLIENT_VARS = ("ESUB_TOKEN", "ESUB_PROTOCOL", "ESUB_WEBSOCKET_PROTOCOL", "ESUB_REQUEST_RETRIES",
-               "ESUB_CONFIRM_RECEIPT", "ESUB_PING_FREQUENCY", "ESUB_SERVICE_HOST",
-               "ESUB_SERVICE_PORT")
-for _var in CLIENT_VARS:
-    os.environ.pop(_var, None)
+# Clears the client's variables (it reads them at import time) and provides asyncio.coroutine.
+harness.prepare_esub_client()
 
 # The client calls websocket.close() without awaiting it when a psub or prep ends: harmless noise.
 warnings.filterwarnings("ignore", message="coroutine .* was never awaited", category=RuntimeWarning)
@@ -80,86 +72,25 @@ from websockets.sync.client import connect as ws_connect  # noqa: E402
 # ---------------------------------------------------------------------------------------------
 # small helpers
 
-class Failure(Exception):
-    pass
+# A str is shown as a str here: TEXT and BINARY frames must be told apart.
+show = functools.partial(harness.show, str_as_bytes=False)
 
 
-class Test:
-    """Collects the failed checks of one test; a test passes when none failed."""
-
-    def __init__(self, name):
-        self.name = name
-        self.problems = []
-
-    def check(self, cond, msg):
-        if not cond:
-            self.problems.append(msg)
-        return cond
-
-    def fail(self, msg):
-        self.problems.append(msg)
-
-
-def show(data, limit=80):
-    if data is None:
-        return "None"
-    if isinstance(data, str):
-        return repr(data) if len(data) <= limit else "%d chars %r..." % (len(data), data[:24])
-    if len(data) <= limit:
-        return repr(data)
-    return "%d bytes %r...%r" % (len(data), data[:24], data[-8:])
+def show_resp(r):
+    return harness.show_resp(r, headers=False)
 
 
 def show_exc(e):
-    if isinstance(e, requests.HTTPError) and e.response is not None:
-        r = e.response
-        return "HTTPError: %s %s -> %d %s" % (r.request.method, r.request.url, r.status_code,
-                                              show(r.content))
     if isinstance(e, ConnectionClosed):
         return "%s (received close %s, sent close %s)" % (
             type(e).__name__, close_desc(e.rcvd), close_desc(e.sent))
     if isinstance(e, InvalidStatus):
         return "InvalidStatus: HTTP %d %s" % (e.response.status_code, show(e.response.body))
-    return "%s: %s" % (type(e).__name__, e)
+    return harness.show_exc(e, headers=False)
 
 
 def close_desc(frame):
     return "none" if frame is None else "%d %r" % (frame.code, frame.reason)
-
-
-def show_resp(r):
-    return "%s %s -> %d %s" % (r.request.method, r.request.url, r.status_code, show(r.content))
-
-
-class Bg:
-    """Runs fn(*args, **kwargs) in a daemon thread; wait() returns its result or raises."""
-
-    def __init__(self, fn, *args, **kwargs):
-        self.result = None
-        self.error = None
-        self.finished = threading.Event()
-
-        def run():
-            try:
-                self.result = fn(*args, **kwargs)
-            except BaseException as e:  # noqa: B902 - reported to the waiter
-                self.error = e
-            finally:
-                self.finished.set()
-
-        threading.Thread(target=run, daemon=True).start()
-
-    def wait(self, timeout):
-        if not self.finished.wait(timeout):
-            raise Failure("still waiting after %.1f s" % timeout)
-        if self.error is not None:
-            raise self.error
-        return self.result
-
-
-def default_binary():
-    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    return os.environ.get("ESUB_BIN") or os.path.join(root, "target", "debug", "esub")
 
 
 def new_key(prefix="ws"):
@@ -168,75 +99,6 @@ def new_key(prefix="ws"):
 
 # ---------------------------------------------------------------------------------------------
 # the server
-
-class Server:
-    def __init__(self, binary, mode, extra_env):
-        self.binary = os.path.abspath(binary)
-        self.mode = mode
-        self.extra_env = extra_env
-        self.workdir = tempfile.mkdtemp(prefix="esub-wstest-%s-" % mode)
-        self.stderr_path = os.path.join(self.workdir, "esub.stderr")
-        self.proc = None
-        self.host = "127.0.0.1"
-        self.port = None
-
-    def start(self):
-        env = {k: v for k, v in os.environ.items() if not k.startswith(("ESUB_", "DATADOG_"))}
-        env.update(ESUB_PORT="0", ESUB_BIND="127.0.0.1", **self.extra_env)
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                [self.binary], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=err,
-                cwd=self.workdir, env=env, start_new_session=True)
-        lines = queue.Queue()
-
-        def pump():
-            for line in self.proc.stdout:
-                lines.put(line)
-            lines.put(None)
-
-        threading.Thread(target=pump, daemon=True).start()
-        try:
-            first = lines.get(timeout=STARTUP_TIMEOUT)
-        except queue.Empty:
-            raise Failure("no stdout line within %.0f s (pid %d)" % (STARTUP_TIMEOUT, self.proc.pid))
-        if first is None:
-            raise Failure("stdout closed before the listening line; stderr: %s" % self.stderr_tail())
-        m = re.fullmatch(rb"listening on (\S+):(\d+)\r?\n?", first)
-        if not m or m.group(1).decode().strip("[]") != "127.0.0.1":
-            raise Failure("first stdout line is %r, expected 'listening on 127.0.0.1:<port>'" % first)
-        self.port = int(m.group(2))
-
-    @property
-    def base(self):
-        return "http://%s:%d" % (self.host, self.port)
-
-    @property
-    def ws_base(self):
-        return "ws://%s:%d" % (self.host, self.port)
-
-    def running(self):
-        return self.proc is not None and self.proc.poll() is None
-
-    def stderr_tail(self, n=40):
-        try:
-            with open(self.stderr_path, "rb") as f:
-                lines = f.read().decode("utf-8", "replace").splitlines()
-        except OSError:
-            return "(no stderr file)"
-        return "\n".join(lines[-n:]) if lines else "(empty)"
-
-    def kill(self):
-        """Last resort: SIGKILL our own child (and its process group, which it leads)."""
-        if self.running():
-            try:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-            except OSError:
-                os.kill(self.proc.pid, signal.SIGKILL)
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                pass
-
 
 class RawWs:
     """A websocket client on a plain socket that never sends a frame after the handshake (and so
@@ -516,18 +378,12 @@ class Suite:
     def __init__(self, srv, client):
         self.srv = srv
         self.client = client
-        self.http = requests.Session()
-        self.http.trust_env = False
+        self.http = session()
 
     # -- probes and plain HTTP
 
     def keys(self):
-        r = self.http.get(self.srv.base + "/keys", timeout=REP_TIMEOUT)
-        if r.status_code == 204:
-            return []
-        if r.status_code != 200:
-            raise Failure("GET /keys: %s" % show_resp(r))
-        return r.json()
+        return get_keys(self.http, self.srv, REP_TIMEOUT, describe=show_resp)
 
     def members(self):
         """esub_sub_waiting from /metrics: waiting subs plus psub members."""
@@ -1127,12 +983,7 @@ class Suite:
         else:
             t.fail("client psub still running %.0f s after SIGTERM" % STOP_TIMEOUT)
             p.stop(t)
-        try:
-            code = self.srv.proc.wait(timeout=STOP_TIMEOUT)
-            t.check(code == 0, "exit code %r after SIGTERM" % code)
-        except subprocess.TimeoutExpired:
-            t.fail("still running %.0f s after SIGTERM; killed" % STOP_TIMEOUT)
-            self.srv.kill()
+        self.srv.expect_exit(t, STOP_TIMEOUT, "exit code %r after SIGTERM")
 
 
 MODES = [
@@ -1142,19 +993,9 @@ MODES = [
 ]
 
 
-def print_result(t):
-    if t.problems:
-        print("FAIL %s" % t.name)
-        for p in t.problems:
-            print("     - " + p.replace("\n", "\n       "))
-    else:
-        print("ok   %s" % t.name)
-    sys.stdout.flush()
-
-
 def run_mode(binary, mode, env, confirm, prefix):
     results = []
-    srv = Server(binary, mode, env)
+    srv = Server(binary, prefix="esub-wstest-%s-" % mode, env=env)
     try:
         try:
             srv.start()
@@ -1165,20 +1006,9 @@ def run_mode(binary, mode, env, confirm, prefix):
             print_result(t)
             return [t], srv
         suite = Suite(srv, client)
-        names = [n for n in dir(Suite) if n.startswith(prefix)]
-        names.sort(key=lambda n: Suite.__dict__[n].__code__.co_firstlineno)
-        for name in names + ["test_sigterm"]:
+        for name in test_names(Suite, prefix) + ["test_sigterm"]:
             t = Test("%s: %s" % (mode, name[len(prefix):] if name.startswith(prefix) else "sigterm"))
-            if not srv.running():
-                t.fail("server is no longer running (exit code %r)" % srv.proc.poll())
-            else:
-                try:
-                    getattr(suite, name)(t)
-                except Exception as e:  # noqa: BLE001
-                    here = [f for f in traceback.extract_tb(e.__traceback__)
-                            if f.filename == os.path.abspath(__file__)]
-                    t.fail("%s (at %s)" % (show_exc(e), ", ".join(
-                        "line %d: %s" % (f.lineno, f.line) for f in here)))
+            run_test(t, srv, getattr(suite, name), os.path.abspath(__file__), describe=show_exc)
             results.append(t)
             print_result(t)
     finally:
@@ -1193,16 +1023,13 @@ def main():
     for mode, env, confirm, prefix in MODES:
         r, srv = run_mode(binary, mode, env, confirm, prefix)
         results.extend(r)
-        servers.append((srv, any(t.problems for t in r)))
-    failed = sum(1 for t in results if t.problems)
-    for srv, bad in servers:
+        servers.append((mode, srv, any(t.problems for t in r)))
+    for mode, srv, bad in servers:
         if bad:
-            print("---- esub stderr, %s mode (last lines, %s):" % (srv.mode, srv.stderr_path))
-            print(srv.stderr_tail())
+            print_stderr(srv, ", %s mode" % mode)
         else:
             shutil.rmtree(srv.workdir, ignore_errors=True)
-    print("%d passed, %d failed" % (len(results) - failed, failed))
-    return 1 if failed else 0
+    return summary(results)
 
 
 if __name__ == "__main__":
