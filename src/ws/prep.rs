@@ -72,9 +72,9 @@ impl Prep {
         let m = parse(text)?;
         let seq = self.next_seq;
         self.next_seq += 1;
-        if self.confirm {
-            self.answers.push_back(None);
-        }
+        // Every rep is tracked, with or without confirmation: that bounds what one socket can
+        // have in flight (and queued in other workers' mailboxes) to MAX_INFLIGHT.
+        self.answers.push_back(None);
         match ctx.shared.registry.claim(&m.key, m.token.as_deref(), m.psub) {
             Claim::Unknown => self.answer(seq, "Unknown key", io.out),
             Claim::InvalidToken => self.answer(seq, "Invalid token", io.out),
@@ -93,23 +93,23 @@ impl Prep {
         io: &Io,
         ctx: &mut Ctx,
     ) {
-        let reply = self.confirm.then_some(ReplyTo { conn: io.id, seq });
+        let reply = Some(ReplyTo { conn: io.id, seq });
         let body = Arc::new(data.into_bytes());
         ctx.post(Msg::Deliver { to, reply, body, pool, attempts: 0, arrived: ctx.now, prep: true });
     }
 
-    /// Records the answer for `seq` and sends every answer that is now next in order.
+    /// Records the answer for `seq` and sends (with confirmation) every answer that is now next
+    /// in order; without confirmation the answers only free their slots.
     pub fn answer(&mut self, seq: u64, text: &'static str, out: &mut OutQueue) {
-        if !self.confirm {
-            return;
-        }
         let Some(slot) = seq.checked_sub(self.first).and_then(|i| self.answers.get_mut(i as usize))
         else {
             return;
         };
         *slot = Some(text);
         while let Some(Some(text)) = self.answers.front() {
-            out.with_bytes(|v| frame::text(v, text));
+            if self.confirm {
+                out.with_bytes(|v| frame::text(v, text));
+            }
             self.answers.pop_front();
             self.first += 1;
         }
@@ -146,6 +146,19 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn without_confirmation_answers_free_their_slots_silently() {
+        let mut p = Prep::new(false);
+        let mut out = OutQueue::default();
+        p.answers.extend([None, None]);
+        p.answer(2, "ok", &mut out);
+        assert_eq!(p.answers.len(), 2, "answer 1 is still pending: its slot stays");
+        p.answer(1, "Unknown key", &mut out);
+        assert!(p.answers.is_empty());
+        assert!(out.is_empty(), "nothing is sent without confirmation");
+        assert!(!p.is_full());
     }
 
     #[test]
