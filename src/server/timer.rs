@@ -17,6 +17,12 @@ pub struct Entry {
     pub at: Instant,
 }
 
+/// The time `ticks` ticks after the origin. In u64 nanoseconds: a tick count squeezed into a
+/// u32 wraps after 2^32 ticks (497 days of uptime) into a deadline in the past, and the loop spins.
+fn tick_span(ticks: u64) -> Duration {
+    Duration::from_nanos(ticks.saturating_mul(TICK.as_nanos() as u64))
+}
+
 pub struct TimerWheel {
     slots: Vec<Vec<Entry>>,
     /// Instant of tick 0.
@@ -61,7 +67,7 @@ impl TimerWheel {
         // which costs one early wake-up per turn, never a late one.
         let ahead = (0..SLOTS as u64)
             .find(|i| !self.slots[((self.cursor + i) % SLOTS as u64) as usize].is_empty())?;
-        let at = self.origin + TICK * (self.cursor + ahead) as u32;
+        let at = self.origin + tick_span(self.cursor + ahead);
         Some(at.saturating_duration_since(now))
     }
 
@@ -121,6 +127,22 @@ mod tests {
             }
         }
         assert_eq!(fired, vec![0, 1, 5, 2, 3, 4]);
+    }
+
+    #[test]
+    fn after_497_days_the_next_deadline_is_still_ahead() {
+        // Found by fuzzing: past 2^32 ticks the poll timeout came out as zero (a busy loop).
+        let t0 = Instant::now();
+        let mut w = TimerWheel::new(t0);
+        let mut due = Vec::new();
+        let later = t0 + Duration::from_secs(500 * 86_400);
+        w.expire(later, &mut due);
+        w.insert(1, 1, later + Duration::from_secs(5));
+        let wait = w.timeout(later).unwrap();
+        assert!(wait >= Duration::from_secs(4), "wait {wait:?}");
+        assert!(wait <= Duration::from_secs(5) + TICK, "wait {wait:?}");
+        w.expire(later + Duration::from_secs(5) + TICK, &mut due);
+        assert_eq!(due.len(), 1);
     }
 
     #[test]
