@@ -87,7 +87,10 @@ pub fn parse_head(
 ) -> Result<Option<Head<'_>>, HttpError> {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut req = httparse::Request::new(&mut headers);
-    let len = match req.parse(buf) {
+    // Only the first `max_head` bytes are judged: an error in them is 400, a head not complete
+    // within them is 431; bytes beyond never change the verdict, however they are split.
+    let window = &buf[..buf.len().min(max_head)];
+    let len = match req.parse(window) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() > max_head => {
             return Err(HttpError::HeadTooLarge);
@@ -428,6 +431,21 @@ mod tests {
         long.extend_from_slice(&[b'x'; 600]);
         for buf in [&bad[..], &long[..]] {
             assert_eq!(parse_head(buf, 256, 10).unwrap_err(), HttpError::Malformed("Bad request"));
+        }
+    }
+
+    #[test]
+    fn the_verdict_past_the_head_limit_never_changes_with_more_bytes() {
+        // Found by fuzzing: a head still partial at the limit was 431, then 400 once a bad
+        // header further on arrived. Only the first `max_head` bytes are judged.
+        let buf = b"POST /rep/k HTTP/1.1\r\nb/c: d\r\n\r\n";
+        for end in 0..=buf.len() {
+            let want = if end <= 20 { Ok(None) } else { Err(HttpError::HeadTooLarge) };
+            assert_eq!(
+                parse_head(&buf[..end], 20, 10).map(|h| h.map(|h| h.len)),
+                want,
+                "{end} bytes"
+            );
         }
     }
 
