@@ -14,7 +14,10 @@ fuzz_dir="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 cd "$fuzz_dir/.."
 
 if ! cargo fuzz --version >/dev/null 2>&1; then
+    # Non-interactive; builds cargo-fuzz from crates.io with its own lock file (2-3 min).
     cargo install cargo-fuzz --locked
+    # Where cargo installs binaries, in case that is not on PATH yet (a fresh CI machine).
+    export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
 # cargo-fuzz needs nightly flags (-Zsanitizer); this lets the stable toolchain accept them.
@@ -22,19 +25,36 @@ export RUSTC_BOOTSTRAP=1
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_framing router query)
+    targets=(request_framing router query ws_frames ws_handshake connection statsd store_record)
 fi
 
 # Longest input per target: request_framing needs room for a chunk-size line past the decoder's
-# 1024-byte bound plus a pipelined request; keys and queries are short.
+# 1024-byte bound plus a pipelined request; keys and queries are short. ws_frames holds frames
+# up to its largest limit (2040 bytes) and then some; connection holds a few requests with
+# bodies up to its 4096-byte limit, on up to four connections; statsd lines reach the datagram
+# limit (1432) through the name's repeat count, not through the input's length.
 max_len() {
     case "$1" in
-        request_framing) echo 8192 ;;
+        request_framing | store_record | ws_frames | statsd) echo 8192 ;;
+        connection) echo 16384 ;;
+        ws_handshake) echo 512 ;;
         *) echo 2048 ;;
     esac
 }
 
 mkdir -p "$fuzz_dir/logs"
+# The dictionary per target; connection speaks HTTP and websocket frames, so it gets both.
+cat "$fuzz_dir/http.dict" "$fuzz_dir/ws.dict" >"$fuzz_dir/logs/connection.dict"
+dict() {
+    case "$1" in
+        connection) echo "$fuzz_dir/logs/connection.dict" ;;
+        ws_frames) echo "$fuzz_dir/ws.dict" ;;
+        ws_handshake) echo "$fuzz_dir/handshake.dict" ;;
+        statsd) echo "$fuzz_dir/statsd.dict" ;;
+        store_record) echo "$fuzz_dir/store.dict" ;;
+        *) echo "$fuzz_dir/http.dict" ;;
+    esac
+}
 # Build first, so a compile error shows here and is not taken for a crash.
 cargo fuzz build
 
@@ -59,7 +79,7 @@ for t in "${targets[@]}"; do
         -max_total_time="$seconds" \
         -rss_limit_mb=2048 \
         -max_len="$(max_len "$t")" \
-        -dict="$fuzz_dir/http.dict" \
+        -dict="$(dict "$t")" \
         -print_final_stats=1 "${mode[@]}" >"$log" 2>&1 || status=CRASH
     # Fork mode exits 0 past ignored crashes; its status lines count them.
     if [ "$(crashes "$t")" != "$before" ] ||
