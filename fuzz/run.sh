@@ -83,18 +83,20 @@ for t in "${targets[@]}"; do
         -print_final_stats=1 "${mode[@]}" >"$log" 2>&1 || status=CRASH
     # Fork mode exits 0 past ignored crashes; its status lines count them.
     if [ "$(crashes "$t")" != "$before" ] ||
-        grep -qE 'oom/timeout/crash: ([1-9]|[0-9]+/[1-9]|[0-9]+/[0-9]+/[1-9])' "$log"; then
+        grep -aqE 'oom/timeout/crash: ([1-9]|[0-9]+/[1-9]|[0-9]+/[0-9]+/[1-9])' "$log"; then
         status=CRASH
     fi
     if [ "$status" = CRASH ]; then
         failed+=("$t")
     fi
-    # libFuzzer's last status line: executions, coverage (cov) and features (ft).
-    grep -E '^#[0-9]+' "$log" | tail -n 1 || true
-    grep -E '^stat::number_of_executed_units' "$log" || true
+    # libFuzzer's last status line: executions, coverage (cov) and features (ft). `-a`: a log
+    # can hold stray bytes (a panic quoting an input, two runs writing one log), and grep then
+    # prints only "binary file matches".
+    grep -aE '^#[0-9]+' "$log" | tail -n 1 || true
+    grep -aE '^stat::number_of_executed_units' "$log" || true
     echo "== $t: $status"
     if [ "$status" = CRASH ]; then
-        grep -E 'panicked at|^SUMMARY|Test unit written' "$log" | head -n 5 || true
+        grep -aE 'panicked at|^SUMMARY|Test unit written' "$log" | head -n 5 || true
     fi
 done
 
