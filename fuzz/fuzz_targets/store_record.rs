@@ -80,8 +80,8 @@ unsafe impl GlobalAlloc for KeepScanChunk {
 #[global_allocator]
 static ALLOC: KeepScanChunk = KeepScanChunk;
 
-/// One scratch file per process (libFuzzer forks run in their own processes). Kept in RAM
-/// where the system offers it.
+/// One scratch file per process (libFuzzer's fork mode runs jobs in processes of their own),
+/// in RAM where the system offers it, unlinked as soon as it is open.
 fn scratch() -> &'static PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
@@ -185,6 +185,8 @@ fn check_scan(file: &[u8]) {
     let path = scratch();
     std::fs::write(path, file).expect("write the scratch segment");
     let mut f = File::open(path).expect("open the scratch segment");
+    // The open file is all `scan` needs: no scratch file outlives the run.
+    std::fs::remove_file(path).expect("unlink the scratch segment");
     let mut seen: Vec<(Vec<u8>, u64, usize)> = Vec::new();
     let result = segment::scan(&mut f, |rec, offset, len| {
         let mut enc = Vec::new();
