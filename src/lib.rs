@@ -22,4 +22,5 @@ pub mod relay;
 pub mod router;
 pub mod server;
 pub mod store;
+pub mod topics;
 pub mod ws;
