@@ -8,6 +8,7 @@ pub mod codec;
 pub mod engine;
 pub mod log;
 pub mod meta;
+pub mod state;
 
 use crate::conn::buffer::Body;
 
