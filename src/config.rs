@@ -78,6 +78,8 @@ pub struct TopicsConfig {
     pub sub_max_batch: usize,
     /// `None`: off.
     pub ack_timeout: Option<Duration>,
+    /// `ESUB_MAX_BODY_BYTES`: batch pubs and ack bodies.
+    pub max_body: usize,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -293,6 +295,7 @@ impl Config {
                     batch_idle: ms("ESUB_SUB_BATCH_IDLE_MS", 1000)?,
                     sub_max_batch: num("ESUB_SUB_MAX_BATCH", 4000, 1, 1 << 20)? as usize,
                     ack_timeout: (ack_ms > 0).then(|| Duration::from_millis(ack_ms)),
+                    max_body: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
                 })
             }
         };

@@ -29,20 +29,9 @@ pub struct EngineConfig {
 pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
 
 pub enum TReq {
-    Topic {
-        spec: TopicSpec,
-        done: Box<dyn FnOnce(Result<Vec<PartitionReader>, StoreFail>) + Send>,
-    },
-    Append {
-        topic: Arc<str>,
-        partition: u32,
-        msgs: Vec<Arc<Message>>,
-        done: Done,
-    },
-    Meta {
-        recs: Vec<MetaRec>,
-        done: Done,
-    },
+    Topic { spec: TopicSpec, done: Box<dyn FnOnce(Result<Vec<PartitionReader>, StoreFail>) + Send> },
+    Append { topic: Arc<str>, partition: u32, msgs: Vec<Arc<Message>>, done: Done },
+    Meta { recs: Vec<MetaRec>, done: Done },
     Shutdown,
 }
 
@@ -79,7 +68,9 @@ impl TopicEngine {
                     let r = self
                         .topics
                         .entry(spec.name.clone())
-                        .or_insert_with(|| vec![PartitionReader::default(); spec.partitions as usize])
+                        .or_insert_with(|| {
+                            vec![PartitionReader::default(); spec.partitions as usize]
+                        })
                         .clone();
                     done(Ok(r));
                 }

@@ -126,8 +126,8 @@ pub struct TopicState {
 
 /// What a fetch found under the lock.
 pub enum Plan {
-    /// Messages from the tail (possibly none).
-    Tail(Vec<Arc<Message>>),
+    /// Messages from the tail with their partitions (possibly none).
+    Tail(Vec<(u32, Arc<Message>)>),
     /// Read `partition` from `from` on disk (the cursor is marked busy until `finish_read`).
     Disk { partition: u32, from: i64, upto: i64 },
 }
@@ -303,11 +303,9 @@ impl TopicState {
             let mut cursors = Vec::with_capacity(range.len());
             for partition in range {
                 match old.iter().position(|c| c.partition == partition) {
-                    Some(j) => cursors.push(Cursor {
-                        partition,
-                        next: old[j].next,
-                        busy: old[j].busy,
-                    }),
+                    Some(j) => {
+                        cursors.push(Cursor { partition, next: old[j].next, busy: old[j].busy })
+                    }
                     None => {
                         let (next, rec) = self.start(gid, partition, reset);
                         recs.extend(rec);
@@ -379,7 +377,7 @@ impl TopicState {
             }
             while next < stored && out.len() < max {
                 match part.get(next) {
-                    Some(m) => out.push(m.clone()),
+                    Some(m) => out.push((partition, m.clone())),
                     None => break,
                 }
                 next += 1;
@@ -416,13 +414,27 @@ impl TopicState {
         }
     }
 
-    /// Parks `conn` as a waiter of instance `id`.
-    pub fn wait(&mut self, gid: &GroupId, id: u64, conn: ConnId) {
-        if let Some(inst) = self.instance(gid, id)
-            && !inst.waiters.contains(&conn)
-        {
+    /// Parks `conn` as a waiter of instance `id`, unless one of its partitions has a message
+    /// to hand out already (then `false`: fetch again). Checked under the same lock that
+    /// `stored` takes, so no wake-up falls between the fetch and the wait.
+    pub fn wait(&mut self, gid: &GroupId, id: u64, conn: ConnId) -> bool {
+        let parts = &self.parts;
+        let Some(inst) =
+            self.groups.get_mut(gid).and_then(|g| g.instances.iter_mut().find(|i| i.id == id))
+        else {
+            return true;
+        };
+        let ready = inst.cursors.iter().any(|c| {
+            let p = &parts[c.partition as usize];
+            !c.busy && (c.next < p.stored || c.next < p.oldest)
+        });
+        if ready {
+            return false;
+        }
+        if !inst.waiters.contains(&conn) {
             inst.waiters.push(conn);
         }
+        true
     }
 
     pub fn unwait(&mut self, gid: &GroupId, id: u64, conn: ConnId) {
@@ -434,15 +446,8 @@ impl TopicState {
     /// Checks 5.3's ranges for every pair, then commits those that move forward; a commit
     /// past a live cursor moves it. Returns the records to store.
     pub fn ack(&mut self, gid: &GroupId, pairs: &[(i64, i64)]) -> Result<Vec<MetaRec>, AckFail> {
+        self.check_ack(pairs)?;
         let p = i64::from(self.partitions());
-        for &(part, off) in pairs {
-            if part < 0 || part >= p {
-                return Err("ack with bad partition");
-            }
-            if off < -1 || off >= self.parts[part as usize].stored {
-                return Err("ack with bad offset");
-            }
-        }
         let mut recs = Vec::new();
         for &(part, off) in pairs {
             let partition = part as u32;
@@ -466,6 +471,20 @@ impl TopicState {
         Ok(recs)
     }
 
+    /// 5.3's ranges: every pair is checked before any applies.
+    pub fn check_ack(&self, pairs: &[(i64, i64)]) -> Result<(), AckFail> {
+        let p = i64::from(self.partitions());
+        for &(part, off) in pairs {
+            if part < 0 || part >= p {
+                return Err("ack with bad partition");
+            }
+            if off < -1 || off >= self.parts[part as usize].stored {
+                return Err("ack with bad offset");
+            }
+        }
+        Ok(())
+    }
+
     /// Auto mode: `offset` of `partition` was written to the consumer.
     pub fn delivered(&mut self, gid: &GroupId, partition: u32, offset: i64) -> Option<MetaRec> {
         let g = self.groups.get_mut(gid)?;
@@ -479,9 +498,7 @@ impl TopicState {
 
     /// Any live instance of `(app, group)` on this topic or its shadows.
     pub fn online(&self, app: &str, group: &str) -> bool {
-        self.groups
-            .iter()
-            .any(|(g, v)| g.app == app && g.group == group && !v.instances.is_empty())
+        self.groups.iter().any(|(g, v)| g.app == app && g.group == group && !v.instances.is_empty())
     }
 
     /// Seek: c = `offset` exactly.
