@@ -46,8 +46,8 @@ impl<S: Stream> Conn<S> {
         let request = Request { route, upgrade: head.upgrade, topic };
         self.rx.consume(head_len);
         self.started = ctx.now;
-        if let (Ok(router::Route::Topic { method, target }), Some(h)) =
-            (&request.route, request.topic.as_deref())
+        if let (Ok(router::Route::Topic { method, target }), Some(h), false) =
+            (&request.route, request.topic.as_deref(), framing == Framing::None)
         {
             // Head-only checks run before the body is read (and before any 100 Continue).
             if self.topic_precheck(ctx, method, target, h) {
