@@ -321,7 +321,8 @@ impl PartitionLog {
     /// more than `retention_ms` old, and the active one too when all of the log expired (a fresh
     /// empty segment at `latest` replaces it); by bytes (`retention_bytes` >= 0) the oldest
     /// sealed segments while the partition is over it, never the active one. `latest` never
-    /// moves; answers the new oldest offset when it moved.
+    /// moves; answers the new oldest offset when it moved. An error (rolling an expired active
+    /// segment failed) leaves the log as it was; a segment file that cannot be unlinked is a WARN.
     pub fn retain(
         &mut self,
         now_ms: u64,
@@ -368,18 +369,17 @@ impl PartitionLog {
             let oldest = table.first_key_value().map_or(self.latest, |(b, _)| *b);
             self.shared.oldest.store(oldest, Ordering::Release);
         }
-        let mut result = Ok(());
         for base in &drop {
             let _ = std::fs::remove_file(segment::idx_path(&self.dir, *base));
+            // Readers no longer find it; a file left behind comes back at the next start-up as
+            // old messages, which retention removes again.
             if let Err(e) = std::fs::remove_file(segment::seg_path(&self.dir, *base)) {
                 crate::warn!(
                     "topics cannot remove segment dir={} base={base} error={e}",
                     self.dir.display()
                 );
-                result = Err(e);
             }
         }
-        result?;
         let after = self.oldest();
         Ok((after != before).then_some(after))
     }

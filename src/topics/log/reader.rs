@@ -49,6 +49,12 @@ impl Shared {
 #[derive(Clone)]
 pub struct PartitionReader(pub(super) Arc<Shared>);
 
+impl std::fmt::Debug for PartitionReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PartitionReader {{ oldest: {}, end: {} }}", self.oldest(), self.end())
+    }
+}
+
 /// Where a read goes next, found under the lock.
 struct Spot {
     file: Arc<File>,
