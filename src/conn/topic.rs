@@ -7,9 +7,10 @@ use std::fmt::Write as _;
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::conn::{Conn, State, Stream};
+use crate::conn::{Conn, ReqMetric, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response::{self, Persist};
+use crate::metrics::RouteTag;
 use crate::server::Ctx;
 use crate::server::mailbox::TopicEv;
 use crate::store::StoreFail;
@@ -67,6 +68,8 @@ pub struct Fetch {
     pub(super) sent: usize,
     pub(super) batch: bool,
     pub(super) head_sent: bool,
+    /// The streamed body is chunked (HTTP/1.1); else it ends at the close (HTTP/1.0).
+    pub(super) chunked: bool,
     /// The request's long-poll limit.
     pub(super) until: Instant,
     pub(super) filter: Vec<Vec<u8>>,
@@ -165,6 +168,20 @@ impl<S: Stream> Conn<S> {
                 return self.topic_refuse(ctx, status, &text);
             }
         };
+        let tag = match &r {
+            TRoute::Alive => None,
+            TRoute::Pub { .. } if params.get("batch") == Some(b"1") => Some(RouteTag::PubBatch),
+            TRoute::Pub { .. } => Some(RouteTag::Pub),
+            TRoute::WsPub { .. } => Some(RouteTag::WsPub),
+            TRoute::Sub { .. } | TRoute::Bury { .. } => Some(RouteTag::Sub),
+            TRoute::WsSub { .. } => Some(RouteTag::WsSub),
+            TRoute::Offsets { .. } | TRoute::Seek { .. } => Some(RouteTag::Ack),
+            TRoute::CreateTopic { .. } | TRoute::Partitions { .. } => Some(RouteTag::Man),
+        };
+        if self.req.is_none() {
+            let auth = headers.appid.is_some();
+            self.req = tag.map(|route| ReqMetric { route, key: None, auth, confirmed: false });
+        }
         if matches!(r, TRoute::WsPub { .. } | TRoute::WsSub { .. }) {
             // Browsers cannot set websocket headers: the query may carry the identity.
             for (slot, name) in [
@@ -224,7 +241,7 @@ impl<S: Stream> Conn<S> {
         };
         match result {
             Ok(()) => {}
-            Err(Missing) if matches!(self.state, State::Head) => {
+            Err(Missing) if matches!(self.state, State::Head) && !hub.auth_file => {
                 // Open mode creates the topic, then the request runs again.
                 let spec = default_spec(hub, &r, &headers);
                 hub.create(&ctx.shared, spec, self.id, false);
@@ -353,7 +370,8 @@ fn head_checks(
         TRoute::Alive => Ok(()),
         TRoute::WsPub { topic, ver } => {
             names(None, topic, ver)?;
-            auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))
+            auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
+            key_tag(hub, params, h)
         }
         TRoute::Pub { topic, ver } => {
             names(None, topic, ver)?;
@@ -367,7 +385,7 @@ fn head_checks(
             if length > limit {
                 return Err(refuse(413, "too big message"));
             }
-            Ok(())
+            key_tag(hub, params, h)
         }
         TRoute::Sub { appid: owner, topic, ver } | TRoute::WsSub { appid: owner, topic, ver } => {
             names(Some(owner), topic, ver)?;
@@ -396,6 +414,17 @@ fn head_checks(
         }
         TRoute::Bury { .. } => Ok(()),
     }
+}
+
+/// 4.1's key and tag limits (the query's `key`, the `X-Tag` header): known from the head.
+fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
+    if params.get("key").is_some_and(|k| k.len() > hub.cfg.max_key_bytes) {
+        return Err(refuse(400, "too big key"));
+    }
+    if h.tag.as_ref().is_some_and(|t| t.len() > hub.cfg.max_tag_bytes) {
+        return Err(refuse(400, "too big tag"));
+    }
+    Ok(())
 }
 
 fn hub_max_body(hub: &Hub) -> usize {

@@ -94,11 +94,15 @@ impl<S: Stream> Conn<S> {
                 }
             }
         }
+        let inst = self.topic.as_ref().map_or(0, |b| b.inst);
         if !pairs.is_empty() {
             let recs = topic.lock().ack(&gid, &pairs).map_err(|t| refuse(400, t))?;
             hub.commit(recs);
         }
-        let inst = self.topic.as_ref().map_or(0, |b| b.inst);
+        if let (true, Some(timeout)) = (ack, hub.cfg.ack_timeout) {
+            // Checked when a fetch starts, after its piggy-back ack (5.3).
+            topic.lock().expire(&gid, inst, ctx.now, timeout);
+        }
         let filter = codec::tag_tokens(h.tag.as_deref().unwrap_or_default())
             .into_iter()
             .map(<[u8]>::to_vec)
@@ -123,6 +127,7 @@ impl<S: Stream> Conn<S> {
             sent: 0,
             batch: params.get("batch").is_some_and(|b| b != b"1"),
             head_sent: false,
+            chunked: false,
             until,
             filter,
             ack,
@@ -212,6 +217,12 @@ impl<S: Stream> Conn<S> {
             if chosen.is_empty() {
                 continue;
             }
+            if f.ack {
+                let mut st = f.topic.lock();
+                for (p, _) in &chosen {
+                    st.mark_sent(&f.gid, f.inst, *p, ctx.now);
+                }
+            }
             hub.msgs_out.fetch_add(chosen.len() as u64, Ordering::Relaxed);
             if !f.batch {
                 let (p, m) = &chosen[0];
@@ -240,6 +251,7 @@ impl<S: Stream> Conn<S> {
             let http10 = persist != Persist::KeepAlive;
             if !f.head_sent {
                 f.head_sent = true;
+                f.chunked = !http10;
                 self.out.with_bytes(|v| {
                     v.extend_from_slice(
                         b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n",
@@ -295,14 +307,13 @@ impl<S: Stream> Conn<S> {
 
     /// Ends a streamed batch body; the response completes once the queue drains.
     fn end_batch(&mut self) {
-        let chunked = self.persist == Persist::KeepAlive;
         let State::Topic(w) = &mut self.state else { return };
         let TopicWait::Fetch(f) = w.as_mut() else { return };
         if f.finished {
             return;
         }
         f.finished = true;
-        if chunked {
+        if f.chunked {
             self.out.with_bytes(|v| v.extend_from_slice(b"0\r\n\r\n"));
         }
     }
@@ -315,7 +326,8 @@ impl<S: Stream> Conn<S> {
         f.topic.lock().unwait(&f.gid, f.inst, id);
         f.parked = false;
         if f.head_sent {
-            if self.persist != Persist::KeepAlive {
+            if !f.chunked {
+                // HTTP/1.0: the body ends at the close.
                 self.persist = Persist::Close;
             }
             self.end_batch();
@@ -341,11 +353,12 @@ impl<S: Stream> Conn<S> {
             }
         }
         if f.finished {
-            let http10_batch = f.batch && self.persist != Persist::KeepAlive;
+            let http10_batch = f.batch && f.head_sent && !f.chunked;
             if http10_batch {
                 self.persist = Persist::Close;
             }
             self.state = State::Head;
+            self.record(ctx, true);
             self.after_response(ctx);
         }
     }

@@ -52,6 +52,11 @@ impl Shared {
             connections: self.open.load(Ordering::Relaxed) as u64,
             statsd_dropped: self.statsd_dropped.load(Ordering::Relaxed),
             uptime_s: now.saturating_duration_since(self.started).as_secs(),
+            topics: self.hub.as_ref().map(|h| {
+                let (red, skip, inst) = h.tallies();
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                [load(&h.msgs_in), load(&h.msgs_out), red, skip, inst]
+            }),
         };
         prometheus::render(&self.config.metric_prefix, &self.prom, &gauges)
     }

@@ -104,6 +104,20 @@ impl Hub {
         }
     }
 
+    /// Counters and gauges for the metrics: (redelivered, reset_skipped, live instances).
+    pub fn tallies(&self) -> (u64, u64, u64) {
+        let topics: Vec<Arc<Topic>> =
+            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        let (mut red, mut skip, mut inst) = (0, 0, 0);
+        for t in topics {
+            let st = t.lock();
+            red += st.redelivered;
+            skip += st.skipped;
+            inst += st.groups.values().map(|g| g.instances.len() as u64).sum::<u64>();
+        }
+        (red, skip, inst)
+    }
+
     pub fn topic_count(&self) -> usize {
         self.topics.read().unwrap_or_else(PoisonError::into_inner).len()
     }
@@ -248,15 +262,22 @@ impl Hub {
             }
             appends += 1;
             let n = msgs.len() as u64;
-            let upto = msgs.last().map_or(0, |m| m.offset + 1);
             let (shared, t) = (shared.clone(), topic.clone());
             let epoch = epochs[partition];
+            let kept = msgs.clone();
             self.send(TReq::Append {
                 topic: topic.name.clone(),
                 partition: partition as u32,
                 msgs,
                 done: Box::new(move |result| {
-                    let wake = t.lock().stored(partition as u32, upto, epoch, result.is_ok());
+                    let wake = match result {
+                        Ok(()) => t.lock().stored(partition as u32, &kept),
+                        Err(_) => {
+                            let end = t.readers[partition].end();
+                            t.lock().append_failed(partition as u32, epoch, end);
+                            Vec::new()
+                        }
+                    };
                     if let Some(hub) = &shared.hub
                         && result.is_ok()
                     {
@@ -290,6 +311,8 @@ fn new_topic(spec: &TopicSpec, readers: Vec<PartitionReader>) -> Topic {
             parts,
             rr: 0,
             groups: HashMap::new(),
+            skipped: 0,
+            redelivered: 0,
         }),
     }
 }

@@ -6,6 +6,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::Message;
 use super::meta::{CommitKey, MetaRec};
@@ -75,15 +76,9 @@ impl Part {
         self.tail.get(i)
     }
 
-    /// An append failed: offsets from `stored` were never stored; reuse them.
-    fn roll_back(&mut self) {
-        while self.tail.back().is_some_and(|m| m.offset >= self.stored) {
-            if let Some(m) = self.tail.pop_back() {
-                self.tail_bytes -= m.payload.len();
-            }
-        }
-        self.next = self.stored;
-        self.epoch += 1;
+    fn clear_tail(&mut self) {
+        self.tail.clear();
+        self.tail_bytes = 0;
     }
 }
 
@@ -93,6 +88,9 @@ pub struct Cursor {
     pub next: i64,
     /// A disk read of this partition is under way for this instance.
     pub busy: bool,
+    /// `ack=1`: when the oldest message handed out and not yet acknowledged went out (for
+    /// `ESUB_ACK_TIMEOUT_MS`).
+    pub sent_at: Option<Instant>,
 }
 
 pub struct Instance {
@@ -122,6 +120,10 @@ pub struct TopicState {
     /// Round robin of keyless pubs.
     pub rr: u32,
     pub groups: HashMap<GroupId, Group>,
+    /// Messages retention removed before a group processed them (`topic.reset_skipped`).
+    pub skipped: u64,
+    /// Messages handed out again after `ESUB_ACK_TIMEOUT_MS` (`topic.redelivered`).
+    pub redelivered: u64,
 }
 
 /// What a fetch found under the lock.
@@ -159,28 +161,39 @@ impl TopicState {
         }
     }
 
-    /// Assigns the next offset of `partition` to `m` and keeps it in the tail.
+    /// Assigns the next offset of `partition` to `m` (it joins the tail once stored).
     pub fn assign_offset(&mut self, partition: u32, mut m: Message) -> (Arc<Message>, u64) {
         let part = &mut self.parts[partition as usize];
         m.offset = part.next;
         part.next += 1;
-        let m = Arc::new(m);
-        part.push(m.clone());
-        (m, part.epoch)
+        (Arc::new(m), part.epoch)
     }
 
-    /// The store answered an append of `partition` up to `upto` (exclusive). Returns the
-    /// fetches to wake.
-    pub fn stored(&mut self, partition: u32, upto: i64, epoch: u64, ok: bool) -> Vec<ConnId> {
+    /// An append of `partition` failed. Unless a later failure already did (`epoch`), the
+    /// next offset becomes the log's end (`log_end`): offsets never written are reused, and
+    /// appends already queued behind it fail in the log (their offsets no longer follow),
+    /// so no offset ever holds two messages.
+    pub fn append_failed(&mut self, partition: u32, epoch: u64, log_end: i64) {
         let part = &mut self.parts[partition as usize];
-        if !ok {
-            if epoch == part.epoch {
-                part.roll_back();
-            }
-            return Vec::new();
+        if epoch == part.epoch {
+            part.next = log_end.max(part.stored);
+            part.epoch += 1;
         }
+    }
+
+    /// The store answered an append of `msgs` to `partition`: they join the tail and become
+    /// visible. Returns the fetches to wake.
+    pub fn stored(&mut self, partition: u32, msgs: &[Arc<Message>]) -> Vec<ConnId> {
+        let part = &mut self.parts[partition as usize];
+        let Some(upto) = msgs.last().map(|m| m.offset + 1) else { return Vec::new() };
         if upto <= part.stored {
             return Vec::new();
+        }
+        for m in msgs {
+            if part.tail.back().is_some_and(|b| b.offset + 1 != m.offset) {
+                part.clear_tail();
+            }
+            part.push(m.clone());
         }
         part.stored = upto;
         let mut wake = Vec::new();
@@ -272,6 +285,7 @@ impl TopicState {
             _ => {
                 let start = if reset == Reset::Oldest { oldest } else { latest };
                 if let Some(c) = committed {
+                    self.skipped += (start - (c + 1)).max(0) as u64;
                     crate::warn!(
                         "topic retention skipped messages topic={} group={} partition={partition} skipped={}",
                         self.name,
@@ -303,13 +317,16 @@ impl TopicState {
             let mut cursors = Vec::with_capacity(range.len());
             for partition in range {
                 match old.iter().position(|c| c.partition == partition) {
-                    Some(j) => {
-                        cursors.push(Cursor { partition, next: old[j].next, busy: old[j].busy })
-                    }
+                    Some(j) => cursors.push(Cursor {
+                        partition,
+                        next: old[j].next,
+                        busy: old[j].busy,
+                        sent_at: old[j].sent_at,
+                    }),
                     None => {
                         let (next, rec) = self.start(gid, partition, reset);
                         recs.extend(rec);
-                        cursors.push(Cursor { partition, next, busy: false });
+                        cursors.push(Cursor { partition, next, busy: false, sent_at: None });
                     }
                 }
             }
@@ -354,6 +371,7 @@ impl TopicState {
                     gid.group,
                     start - next
                 );
+                self.skipped += (start - next).max(0) as u64;
                 next = start;
                 let committed = &mut self.groups.get_mut(gid).expect("exists").committed;
                 if committed[partition as usize].is_none_or(|c| c < start - 1) {
@@ -414,6 +432,36 @@ impl TopicState {
         }
     }
 
+    /// `ack=1`: messages of `partition` were handed out now.
+    pub fn mark_sent(&mut self, gid: &GroupId, id: u64, partition: u32, now: Instant) {
+        if let Some(c) = self
+            .instance(gid, id)
+            .and_then(|i| i.cursors.iter_mut().find(|c| c.partition == partition))
+        {
+            c.sent_at.get_or_insert(now);
+        }
+    }
+
+    /// `ESUB_ACK_TIMEOUT_MS`: a partition whose oldest unacknowledged message went out more
+    /// than `timeout` ago starts again at committed + 1.
+    pub fn expire(&mut self, gid: &GroupId, id: u64, now: Instant, timeout: Duration) {
+        let Some(g) = self.groups.get_mut(gid) else { return };
+        let committed = g.committed.clone();
+        let Some(inst) = g.instances.iter_mut().find(|i| i.id == id) else { return };
+        for c in &mut inst.cursors {
+            let Some(at) = c.sent_at else { continue };
+            if c.busy || now.saturating_duration_since(at) < timeout {
+                continue;
+            }
+            let start = committed.get(c.partition as usize).copied().flatten().map_or(0, |c| c + 1);
+            if c.next > start {
+                self.redelivered += (c.next - start) as u64;
+                c.next = start;
+            }
+            c.sent_at = None;
+        }
+    }
+
     /// Parks `conn` as a waiter of instance `id`, unless one of its partitions has a message
     /// to hand out already (then `false`: fetch again). Checked under the same lock that
     /// `stored` takes, so no wake-up falls between the fetch and the wait.
@@ -461,9 +509,14 @@ impl TopicState {
             g.committed[part as usize] = Some(off);
             for inst in &mut g.instances {
                 for c in &mut inst.cursors {
-                    if c.partition == partition && c.next < off + 1 && !c.busy {
+                    if c.partition != partition {
+                        continue;
+                    }
+                    if c.next < off + 1 && !c.busy {
                         c.next = off + 1;
                     }
+                    // What is still out was sent at most now: its age restarts (never early).
+                    c.sent_at = (c.next > off + 1).then(Instant::now);
                 }
             }
             recs.push(self.commit_rec(gid, partition, off));
@@ -561,6 +614,8 @@ mod tests {
             parts: (0..p).map(|_| Part::new(0, 0)).collect(),
             rr: 0,
             groups: HashMap::new(),
+            skipped: 0,
+            redelivered: 0,
         }
     }
 
@@ -614,8 +669,8 @@ mod tests {
                     msg_id: vec![],
                     payload: Arc::new(b"x".to_vec()),
                 };
-                let (m, e) = s.assign_offset(p, m);
-                s.stored(p, m.offset + 1, e, true);
+                let (m, _) = s.assign_offset(p, m);
+                s.stored(p, &[m]);
             }
         }
         let g = gid();

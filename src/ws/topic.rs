@@ -165,6 +165,9 @@ impl TSub {
             if out.pending() >= SUB_BACKLOG {
                 return;
             }
+            if let (true, Some(timeout)) = (self.ack, hub.cfg.ack_timeout) {
+                self.topic.lock().expire(&self.gid, self.inst, ctx.now, timeout);
+            }
             let (plan, recs) = self.topic.lock().fetch(&self.gid, self.inst, SUB_STEP);
             hub.commit(recs);
             let msgs = match plan {
@@ -208,6 +211,9 @@ impl TSub {
                 }
                 out.push_shared(m.payload.clone());
                 sent += 1;
+                if self.ack {
+                    self.topic.lock().mark_sent(&self.gid, self.inst, p, ctx.now);
+                }
                 if !self.ack {
                     self.written.push_back((out.total_queued(), p, m.offset));
                 }
