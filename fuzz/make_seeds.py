@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd and
-store_record targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
+"""Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd,
+store_record and topic_segment targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
 Run it again after changing an input format: `python3 fuzz/make_seeds.py`. Files it does not
 write (regression seeds) are left alone."""
 
@@ -347,9 +347,42 @@ def store_record():
     write("store_record", "raw_short", b"\x02ESUBSEG")
 
 
+# --- topic segments ----------------------------------------------------------------------------
+
+
+def topic_record(offset, time_ms, key=b"", tag=b"", msg_id=b"", body=b""):
+    payload = (struct.pack("<qQH", offset, time_ms, len(key)) + key + struct.pack("<H", len(tag)) + tag
+               + bytes([len(msg_id)]) + msg_id + body)
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
+def topic_segment():
+    # Input: [mode, chunk - 1, bytes...]; see the target's header for the mode bits.
+    t = "topic_segment"
+    recs = [topic_record(i, 1000 + i, b"k%d" % i if i % 2 else b"", b"a=b" if i % 3 == 0 else b"",
+                         b"id%d" % i if i % 4 == 0 else b"", bytes([i]) * (i * 131 % 900)) for i in range(12)]
+    run = b"".join(recs)
+    write(t, "twelve_records", b"\x00\x07" + run)
+    write(t, "twelve_records_one_read", b"\x00\xff" + run)
+    write(t, "torn_tail", b"\x00\x10" + run + recs[0][:13])
+    write(t, "offset_gap", b"\x00\x10" + recs[0] + recs[1] + recs[3])
+    write(t, "renumbered_from_own", b"\x0d\x03" + topic_record(40, 1) + topic_record(7, 2) + topic_record(9, 3))
+    write(t, "bad_crc", b"\x00\x00" + recs[1][:6] + b"\x00\x00" + recs[1][8:])
+    write(t, "crc_fixed_layout", b"\x05\x00" + struct.pack("<II", 21, 0) + bytes(16) + b"\xc8\x00\x00\x00\x00")
+    write(t, "length_too_small", b"\x00\x00" + struct.pack("<II", 3, 0) + b"abc")
+    write(t, "length_huge", b"\x00\x00" + struct.pack("<II", 0x42000000, 0))
+    write(t, "last_offset", b"\x00\x00" + topic_record(2**63 - 1, 5) + topic_record(-2**63, 6))
+    header = b"ESUBTSG\x00" + struct.pack("<I", 1) + bytes(4)
+    write(t, "raw_file", b"\x02\x20" + header + run)
+    write(t, "raw_bad_magic", b"\x02\x20" + b"ESUBSEG\x00" + struct.pack("<I", 1) + bytes(4) + run)
+    write(t, "raw_bad_version", b"\x02\x20" + b"ESUBTSG\x00" + struct.pack("<I", 2) + bytes(4) + run)
+    write(t, "raw_short", b"\x02\x00ESUBTSG")
+
+
 if __name__ == "__main__":
     ws_frames()
     ws_handshake()
     connection()
     statsd()
     store_record()
+    topic_segment()

@@ -25,7 +25,8 @@ export RUSTC_BOOTSTRAP=1
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-    targets=(request_framing router query ws_frames ws_handshake connection statsd store_record)
+    targets=(request_framing router query ws_frames ws_handshake connection statsd store_record
+        topic_segment)
 fi
 
 # Longest input per target: request_framing needs room for a chunk-size line past the decoder's
@@ -35,7 +36,7 @@ fi
 # limit (1432) through the name's repeat count, not through the input's length.
 max_len() {
     case "$1" in
-        request_framing | store_record | ws_frames | statsd) echo 8192 ;;
+        request_framing | store_record | topic_segment | ws_frames | statsd) echo 8192 ;;
         connection) echo 16384 ;;
         ws_handshake) echo 512 ;;
         *) echo 2048 ;;
@@ -52,6 +53,7 @@ dict() {
         ws_handshake) echo "$fuzz_dir/handshake.dict" ;;
         statsd) echo "$fuzz_dir/statsd.dict" ;;
         store_record) echo "$fuzz_dir/store.dict" ;;
+        topic_segment) echo "$fuzz_dir/topic.dict" ;;
         *) echo "$fuzz_dir/http.dict" ;;
     esac
 }

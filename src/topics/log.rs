@@ -95,7 +95,7 @@ impl PartitionLog {
                     let s = segment::scan(&file, base, |_, _, _| {}).map_err(|e| {
                         io::Error::new(e.kind(), format!("{}: {e}", path.display()))
                     })?;
-                    if s.good_end < s.file_len {
+                    if s.good_end < s.file_len.max(HEADER) {
                         crate::warn!(
                             "topics cut a torn tail segment={} at={} dropped_bytes={}",
                             path.display(),

@@ -117,7 +117,8 @@ pub fn scan_with(
     let mut at = 0usize;
     loop {
         match record::decode_record(&buf[at..]) {
-            Ok(Some((r, used))) if r.offset == s.end => {
+            // (The last offset there is ends a segment: nothing can follow it.)
+            Ok(Some((r, used))) if r.offset == s.end && s.end < i64::MAX => {
                 let pos = buf_pos + at as u64;
                 if wants_entry(s.index.last().map(|e| e.1), pos) {
                     s.index.push((r.offset, pos));

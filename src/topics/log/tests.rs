@@ -168,12 +168,17 @@ fn torn_tail_is_cut_on_open() {
     check_all(&log.reader(), 0, 45);
     drop(log);
     // A roll cut before its header: an empty active segment at that base.
-    let next = segment::seg_path(&t.0, 45);
-    std::fs::write(&next, b"ESUB").unwrap();
-    let mut log = PartitionLog::open(&t.0, 3000).unwrap();
-    assert_eq!(log.latest(), 45);
-    append_range(&mut log, 45, 47, 1, 2);
-    check_all(&log.reader(), 0, 47);
+    for (i, junk) in [&b"ESUB"[..], b""].iter().enumerate() {
+        let base = 45 + 2 * i as i64;
+        std::fs::write(segment::seg_path(&t.0, base), junk).unwrap();
+        let mut log = PartitionLog::open(&t.0, 3000).unwrap();
+        assert_eq!(log.latest(), base);
+        append_range(&mut log, base, base + 2, 1, 2);
+        check_all(&log.reader(), 0, base + 2);
+        drop(log);
+        let log = PartitionLog::open(&t.0, 3000).unwrap();
+        check_all(&log.reader(), 0, base + 2);
+    }
 }
 
 #[test]
@@ -257,6 +262,12 @@ fn a_failed_write_leaves_nothing() {
     assert_eq!(log.append(&many), Err(StoreFail::Io));
     assert_eq!((log.latest(), log.reader().end()), (8, 8));
     assert_eq!(log.active.metadata().unwrap().len(), before);
+}
+
+#[test]
+fn readers_go_to_other_threads() {
+    fn shareable<T: Clone + Send + Sync + 'static>() {}
+    shareable::<PartitionReader>();
 }
 
 #[test]
