@@ -11,11 +11,10 @@ use crate::conn::{Conn, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response::{self, Persist};
 use crate::server::Ctx;
-use crate::server::mailbox::{Msg, TopicEv};
+use crate::server::mailbox::TopicEv;
 use crate::store::StoreFail;
-use crate::topics::Message;
 use crate::topics::codec::{self, Limits};
-use crate::topics::engine::{TReq, TopicSpec};
+use crate::topics::engine::TopicSpec;
 use crate::topics::hub::{Hub, Topic};
 use crate::topics::route::{Params, TRoute, TRouteError, route, valid_name};
 use crate::topics::state::{GroupId, Reset};
@@ -438,65 +437,8 @@ impl<S: Stream> Conn<S> {
             // The body becomes the message's payload: moved, not copied.
             None => vec![(key.to_vec(), tag.to_vec(), std::mem::take(body))],
         };
-        let p = topic.partitions();
-        let now_ms = now_ms();
-        // Offsets are assigned and handed to the store in one critical section, so the store
-        // sees each partition in offset order.
-        let mut st = topic.lock();
-        let keyless = st.rr % p;
-        if records.iter().any(|(k, _, _)| k.is_empty()) {
-            st.rr = st.rr.wrapping_add(1);
-        }
-        let mut per_part: Vec<Vec<Arc<Message>>> = vec![Vec::new(); p as usize];
-        let mut placed = Vec::with_capacity(records.len());
-        let mut epochs = vec![0u64; p as usize];
-        for (key, tag, payload) in records {
-            let partition = if key.is_empty() { keyless } else { codec::partition_of(&key, p) };
-            let m = Message {
-                offset: 0,
-                time_ms: now_ms,
-                key,
-                tag,
-                msg_id: Vec::new(),
-                payload: Arc::new(payload),
-            };
-            let (m, epoch) = st.assign_offset(partition, m);
-            epochs[partition as usize] = epoch;
-            placed.push((partition, m.offset));
-            per_part[partition as usize].push(m);
-        }
-        let mut left = 0;
-        for (partition, msgs) in per_part.into_iter().enumerate() {
-            if msgs.is_empty() {
-                continue;
-            }
-            left += 1;
-            let n = msgs.len() as u64;
-            let upto = msgs.last().map_or(0, |m| m.offset + 1);
-            let (shared, t, to) = (ctx.shared.clone(), topic.clone(), self.id);
-            let epoch = epochs[partition];
-            hub.send(TReq::Append {
-                topic: topic.name.clone(),
-                partition: partition as u32,
-                msgs,
-                done: Box::new(move |result| {
-                    let wake = t.lock().stored(partition as u32, upto, epoch, result.is_ok());
-                    if let Some(hub) = &shared.hub
-                        && result.is_ok()
-                    {
-                        hub.msgs_in.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                    }
-                    for w in wake {
-                        shared.mailboxes[w.worker].post(Msg::Topic { to: w, ev: TopicEv::Wake });
-                    }
-                    if !asynch {
-                        let ev = TopicEv::Stored(result);
-                        shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
-                    }
-                }),
-            });
-        }
-        drop(st);
+        let reply = (!asynch).then_some((self.id, None));
+        let (placed, left) = hub.publish(&shared, &topic, records, reply);
         let answer = if batch {
             let mut json = String::from("{\"ok\":1,\"msgs\":[");
             for (i, (p, o)) in placed.iter().enumerate() {
@@ -533,7 +475,7 @@ impl<S: Stream> Conn<S> {
     pub fn topic_event(&mut self, ctx: &mut Ctx, ev: TopicEv) {
         let State::Topic(wait) = &mut self.state else { return };
         match (wait.as_mut(), ev) {
-            (TopicWait::Pub { left, fail, .. }, TopicEv::Stored(result)) => {
+            (TopicWait::Pub { left, fail, .. }, TopicEv::Stored { result, .. }) => {
                 *left -= 1;
                 if let Err(f) = result {
                     fail.get_or_insert(f);
@@ -582,10 +524,4 @@ impl<S: Stream> Conn<S> {
             StoreFail::Io => self.topic_error(ctx, 500, "store error"),
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

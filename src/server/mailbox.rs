@@ -80,8 +80,8 @@ pub enum Msg {
 pub enum TopicEv {
     /// The topic it waits for was created (or the creation failed).
     Created(Result<(), StoreFail>),
-    /// One append of its pub was stored (or not).
-    Stored(Result<(), StoreFail>),
+    /// One append of its pub was stored (or not); `seq` numbers a websocket pub's frames.
+    Stored { seq: Option<u64>, result: Result<(), StoreFail> },
     /// Metadata it waits for (commits, seek) was stored.
     Done(Result<(), StoreFail>),
     /// One of its instance's partitions has a new message, or the partitions moved.

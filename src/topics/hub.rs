@@ -197,6 +197,86 @@ impl Hub {
     }
 }
 
+/// One message to publish: key, tag, payload (empty key/tag = none).
+pub type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+impl Hub {
+    /// Assigns partitions and offsets to `records` (2: keys hash, keyless ones share one round
+    /// robin step) and hands them to the store in the same critical section, one append per
+    /// partition. Each stored append wakes the partition's waiting consumers and, unless
+    /// `reply` is `None`, posts `Stored { seq, .. }` to `reply.0`. Returns each record's
+    /// (partition, offset) in order and the number of appends.
+    pub fn publish(
+        &self,
+        shared: &Arc<Shared>,
+        topic: &Arc<Topic>,
+        records: Vec<Record>,
+        reply: Option<(ConnId, Option<u64>)>,
+    ) -> (Vec<(u32, i64)>, usize) {
+        let p = topic.partitions();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut st = topic.lock();
+        let keyless = st.rr % p;
+        if records.iter().any(|(k, _, _)| k.is_empty()) {
+            st.rr = st.rr.wrapping_add(1);
+        }
+        let mut per_part: Vec<Vec<Arc<super::Message>>> = vec![Vec::new(); p as usize];
+        let mut placed = Vec::with_capacity(records.len());
+        let mut epochs = vec![0u64; p as usize];
+        for (key, tag, payload) in records {
+            let partition =
+                if key.is_empty() { keyless } else { super::codec::partition_of(&key, p) };
+            let m = super::Message {
+                offset: 0,
+                time_ms,
+                key,
+                tag,
+                msg_id: Vec::new(),
+                payload: Arc::new(payload),
+            };
+            let (m, epoch) = st.assign_offset(partition, m);
+            epochs[partition as usize] = epoch;
+            placed.push((partition, m.offset));
+            per_part[partition as usize].push(m);
+        }
+        let mut appends = 0;
+        for (partition, msgs) in per_part.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            appends += 1;
+            let n = msgs.len() as u64;
+            let upto = msgs.last().map_or(0, |m| m.offset + 1);
+            let (shared, t) = (shared.clone(), topic.clone());
+            let epoch = epochs[partition];
+            self.send(TReq::Append {
+                topic: topic.name.clone(),
+                partition: partition as u32,
+                msgs,
+                done: Box::new(move |result| {
+                    let wake = t.lock().stored(partition as u32, upto, epoch, result.is_ok());
+                    if let Some(hub) = &shared.hub
+                        && result.is_ok()
+                    {
+                        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
+                    }
+                    for w in wake {
+                        shared.mailboxes[w.worker].post(Msg::Topic { to: w, ev: TopicEv::Wake });
+                    }
+                    if let Some((to, seq)) = reply {
+                        let ev = TopicEv::Stored { seq, result };
+                        shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
+                    }
+                }),
+            });
+        }
+        drop(st);
+        (placed, appends)
+    }
+}
+
 fn new_topic(spec: &TopicSpec, readers: Vec<PartitionReader>) -> Topic {
     let parts = readers.iter().map(|r| Part::new(r.oldest(), r.end())).collect();
     let name: Arc<str> = Arc::from(spec.name.as_str());

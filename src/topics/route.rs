@@ -30,19 +30,19 @@ pub enum TRouteError {
 pub struct Params(Vec<(String, Vec<u8>)>);
 
 impl Params {
-    /// Form-decodes the text after `?`; a malformed escape is `Err`.
-    pub fn parse(raw: &[u8]) -> Result<Params, ()> {
+    /// Form-decodes the text after `?`; a malformed escape is `None`.
+    pub fn parse(raw: &[u8]) -> Option<Params> {
         let mut v = Vec::new();
         for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
             let (name, value) = match pair.iter().position(|&b| b == b'=') {
                 Some(eq) => (&pair[..eq], &pair[eq + 1..]),
                 None => (pair, &b""[..]),
             };
-            let name = percent_decode(name, true).map_err(|_| ())?;
-            let value = percent_decode(value, true).map_err(|_| ())?;
+            let name = percent_decode(name, true).ok()?;
+            let value = percent_decode(value, true).ok()?;
             v.push((String::from_utf8_lossy(&name).into_owned(), value));
         }
-        Ok(Params(v))
+        Some(Params(v))
     }
 
     pub fn get(&self, name: &str) -> Option<&[u8]> {
@@ -70,7 +70,7 @@ pub fn route(method: &str, target: &[u8]) -> Result<(TRoute, Params), TRouteErro
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     let s = |i: usize| segs[i].to_string();
     let (route, allow) = match segs.as_slice() {
-        ["alive"] => (Some(TRoute::Alive), "GET"),
+        ["alive"] => ((method == "GET").then_some(TRoute::Alive), "GET"),
         ["v1", "msgs", _, _] => {
             ((method == "POST").then(|| TRoute::Pub { topic: s(2), ver: s(3) }), "POST")
         }
@@ -119,9 +119,8 @@ pub fn route(method: &str, target: &[u8]) -> Result<(TRoute, Params), TRouteErro
         _ => return Err(TRouteError::NotFound),
     };
     let route = route.ok_or(TRouteError::MethodNotAllowed(allow))?;
-    // A malformed escape in the query: the names it carries cannot be trusted; 404 would
-    // mislead, so the handlers never see it and it is 400 `illegal ...`-free: `Bad query`.
-    let params = Params::parse(query).map_err(|_| TRouteError::NotFound)?;
+    // A malformed escape in the query: nothing it names can be trusted.
+    let params = Params::parse(query).ok_or(TRouteError::NotFound)?;
     Ok((route, params))
 }
 
