@@ -71,7 +71,7 @@ fn payload_limit_follows_the_variable() {
     t.create("app1", "orders", "v1", 1);
     let mut c = t.conn();
     assert_eq!(c.publish("app1", PUB, &[], b"0123456789").pubd(), (0, 0));
-    c.publish("app1", PUB, &[], b"0123456789a").assert_err(413, "too big message");
+    t.refused("POST", PUB, &pubh("app1"), 11).assert_err(413, "too big message");
 }
 
 #[test]
@@ -84,14 +84,14 @@ fn key_and_tag_edges_and_their_order() {
     let t1024 = "t".repeat(1024);
     let t1025 = "t".repeat(1025);
     assert_eq!(c.publish("app1", &format!("{PUB}?key={k256}"), &[], b"m").pubd(), (0, 0));
-    c.publish("app1", &format!("{PUB}?key={k257}"), &[], b"m").assert_err(400, "too big key");
     assert_eq!(c.publish("app1", PUB, &[("X-Tag", &t1024)], b"m").pubd(), (0, 1));
-    c.publish("app1", PUB, &[("X-Tag", &t1025)], b"m").assert_err(400, "too big tag");
+    let mut h = pubh("app1");
+    t.refused("POST", &format!("{PUB}?key={k257}"), &h, 1).assert_err(400, "too big key");
+    h.push(("X-Tag", &t1025));
+    t.refused("POST", PUB, &h, 1).assert_err(400, "too big tag");
     // Order: size, then key, then tag.
-    c.publish("app1", &format!("{PUB}?key={k257}"), &[("X-Tag", &t1025)], b"")
-        .assert_err(400, "too small message");
-    c.publish("app1", &format!("{PUB}?key={k257}"), &[("X-Tag", &t1025)], b"m")
-        .assert_err(400, "too big key");
+    t.once("POST", &format!("{PUB}?key={k257}"), &h, b"").assert_err(400, "too small message");
+    t.refused("POST", &format!("{PUB}?key={k257}"), &h, 1).assert_err(400, "too big key");
     assert_eq!(t.partitions("app1", "orders", "v1"), partitions_json(&[(0, 2)]));
 }
 
@@ -107,8 +107,10 @@ fn key_and_tag_limits_follow_the_variables() {
         c.publish("app1", &format!("{PUB}?key=abc"), &[("X-Tag", "abcd")], b"m").pubd(),
         (0, 0)
     );
-    c.publish("app1", &format!("{PUB}?key=abcd"), &[], b"m").assert_err(400, "too big key");
-    c.publish("app1", PUB, &[("X-Tag", "abcde")], b"m").assert_err(400, "too big tag");
+    t.refused("POST", &format!("{PUB}?key=abcd"), &pubh("app1"), 1).assert_err(400, "too big key");
+    let mut h = pubh("app1");
+    h.push(("X-Tag", "abcde"));
+    t.refused("POST", PUB, &h, 1).assert_err(400, "too big tag");
 }
 
 #[test]
@@ -157,7 +159,7 @@ fn keys_hash_to_partitions_and_keyless_round_robin() {
     assert_eq!(rr, vec![0, 1, 2, 3, 0]);
     assert_eq!(
         t.partitions("app1", "orders", "v1"),
-        partitions_json(&[(0, 2), (0, 1), (0, 1), (0, 4)])
+        partitions_json(&[(0, 2), (0, 2), (0, 1), (0, 4)])
     );
 }
 
@@ -165,9 +167,10 @@ fn keys_hash_to_partitions_and_keyless_round_robin() {
 fn pub_batch_param_other_than_0_or_1_is_illegal() {
     let t = Topics::start("pub-batch-param", &[]);
     t.create("app1", "orders", "v1", 1);
+    // Refused from the head: with the body unread the connection closes.
+    t.refused("POST", &format!("{PUB}?batch=2"), &pubh("app1"), 1).assert_err(400, "illegal batch");
+    t.refused("POST", &format!("{PUB}?batch=x"), &pubh("app1"), 1).assert_err(400, "illegal batch");
     let mut c = t.conn();
-    c.publish("app1", &format!("{PUB}?batch=2"), &[], b"m").assert_err(400, "illegal batch");
-    c.publish("app1", &format!("{PUB}?batch=x"), &[], b"m").assert_err(400, "illegal batch");
     assert_eq!(c.publish("app1", &format!("{PUB}?batch=0"), &[], b"m").pubd(), (0, 0));
     assert_eq!(c.publish("app1", &format!("{PUB}?batch="), &[], b"m").pubd(), (0, 1));
     // `ack` and `hh` are accepted and ignored.
@@ -178,23 +181,46 @@ fn pub_batch_param_other_than_0_or_1_is_illegal() {
 fn pub_names_are_checked_before_auth_and_auth_before_size() {
     let t = Topics::start("pub-names", &[]);
     t.create("app1", "orders", "v1", 1);
-    let mut c = t.conn();
-    c.req("POST", "/v1/msgs/bad.topic/v1", &[], b"m").assert_err(400, "illegal topic");
     let long_ver = "v".repeat(17);
-    c.req("POST", &format!("/v1/msgs/orders/{long_ver}"), &[], b"m")
-        .assert_err(400, "illegal version");
     let t65 = "t".repeat(65);
-    c.req("POST", &format!("/v1/msgs/{t65}/v1"), &[], b"m").assert_err(400, "illegal topic");
-    // 64 and 16 are fine (then the missing identity is the error).
     let t64 = "t".repeat(64);
     let v16 = "v".repeat(16);
-    c.req("POST", &format!("/v1/msgs/{t64}/{v16}"), &[], b"m")
-        .assert_err(401, "auth with empty identity or key");
-    c.req("POST", PUB, &[], b"").assert_err(401, "auth with empty identity or key");
-    // An Appid header that breaks the name rule: 401 even in open mode.
-    c.req("POST", PUB, &[("Appid", "bad.app"), ("Pubkey", "pk")], b"m")
-        .assert_err(401, "authentication fails");
+    let k257 = "k".repeat(257);
+    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+        ("/v1/msgs/bad.topic/v1".into(), vec![], 400, "illegal topic"),
+        (format!("/v1/msgs/orders/{long_ver}"), vec![], 400, "illegal version"),
+        (format!("/v1/msgs/{t65}/v1"), vec![], 400, "illegal topic"),
+        // 64 and 16 are fine: the missing identity is the error.
+        (format!("/v1/msgs/{t64}/{v16}"), vec![], 401, "auth with empty identity or key"),
+        (PUB.into(), vec![("Pubkey", "pk")], 401, "auth with empty identity or key"),
+        // An Appid header that breaks the name rule: 401 even in open mode.
+        (PUB.into(), pubh("bad.app"), 401, "authentication fails"),
+        // Names before batch, batch before auth, auth before key.
+        ("/v1/msgs/bad.topic/v1?batch=2".into(), vec![], 400, "illegal topic"),
+        (format!("{PUB}?batch=2"), vec![], 400, "illegal batch"),
+        (format!("{PUB}?key={k257}"), vec![], 401, "auth with empty identity or key"),
+    ];
+    for (path, h, status, text) in &cases {
+        t.refused("POST", path, h, 1).assert_err(*status, text);
+    }
+    // Declared too big beats a bad key (size before key).
+    t.refused("POST", &format!("{PUB}?key={k257}"), &pubh("app1"), 524_289)
+        .assert_err(413, "too big message");
+    t.refused("POST", &format!("{PUB}?key={k257}"), &pubh("app1"), 1)
+        .assert_err(400, "too big key");
     assert_eq!(t.partitions("app1", "orders", "v1"), partitions_json(&[(0, 0)]));
+}
+
+#[test]
+fn refusals_without_a_body_keep_the_connection() {
+    let t = Topics::start("pub-keep", &[]);
+    t.create("app1", "orders", "v1", 1);
+    let mut c = t.conn();
+    // Content-Length: 0 leaves nothing unread.
+    c.req("POST", "/v1/msgs/bad.topic/v1", &[], b"").assert_err(400, "illegal topic");
+    c.req("POST", PUB, &[], b"").assert_err(401, "auth with empty identity or key");
+    c.publish("app1", PUB, &[], b"").assert_err(400, "too small message");
+    assert_eq!(c.publish("app1", PUB, &[], b"m").pubd(), (0, 0));
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -115,8 +115,11 @@ impl Topics {
         h.push(("Expect", "100-continue"));
         c.send_req(method, path, &h, b"");
         let r = c.read_resp();
-        assert_ne!(r.status, 100, "refused request got 100 Continue");
-        assert!(r.connection_close(), "refusal with the body unread must close: {r:?}");
+        assert_ne!(r.status, 100, "{method} {path} {headers:?}: refused request got 100 Continue");
+        assert!(
+            r.connection_close(),
+            "{method} {path}: refusal with the body unread must close: {r:?}"
+        );
         c.expect_closed();
         r
     }
