@@ -398,7 +398,12 @@ impl<S: Stream> Conn<S> {
             }
             match &mut self.state {
                 State::Ws(ws) => {
-                    ws.on_written(&self.out, self.id, ctx);
+                    let queued = self.out.total_queued();
+                    ws.on_written(&mut self.out, self.id, ctx);
+                    if !ws.closing && self.out.total_queued() != queued {
+                        // A topics sub fetched more: write it now.
+                        continue;
+                    }
                     if ws.closing && self.out.is_empty() {
                         self.fail(ctx);
                         return Next::Close;

@@ -18,6 +18,9 @@ use crate::topics::engine::TopicSpec;
 use crate::topics::hub::{Hub, Topic};
 use crate::topics::route::{Params, TRoute, TRouteError, route, valid_name};
 use crate::topics::state::{GroupId, Reset};
+use crate::ws::handshake;
+use crate::ws::topic::TPub;
+use crate::ws::{Role, Ws};
 
 /// A refusal: status and `errmsg` text.
 pub(super) type Refuse = (u16, Cow<'static, str>);
@@ -145,7 +148,7 @@ impl<S: Stream> Conn<S> {
         ctx: &mut Ctx,
         method: String,
         target: Vec<u8>,
-        headers: Box<TopicHeaders>,
+        mut headers: Box<TopicHeaders>,
         mut body: Vec<u8>,
     ) {
         let shared = ctx.shared.clone();
@@ -162,6 +165,18 @@ impl<S: Stream> Conn<S> {
                 return self.topic_refuse(ctx, status, &text);
             }
         };
+        if matches!(r, TRoute::WsPub { .. } | TRoute::WsSub { .. }) {
+            // Browsers cannot set websocket headers: the query may carry the identity.
+            for (slot, name) in [
+                (&mut headers.appid, "appid"),
+                (&mut headers.pubkey, "pubkey"),
+                (&mut headers.subkey, "subkey"),
+            ] {
+                if slot.is_none() {
+                    *slot = params.get(name).map(<[u8]>::to_vec);
+                }
+            }
+        }
         if let Err((status, text)) = head_checks(hub, &r, &params, &headers, ctx.draining) {
             return self.topic_refuse(ctx, status, &text);
         }
@@ -177,7 +192,7 @@ impl<S: Stream> Conn<S> {
             }
             TRoute::Sub { appid, topic, ver } => {
                 let raw = format!("{appid}.{topic}.{ver}");
-                self.subscribe(ctx, &raw, &params, &headers)
+                self.subscribe(ctx, &raw, &params, &headers, false)
             }
             TRoute::Offsets { appid, topic, ver, group } => {
                 let raw = format!("{appid}.{topic}.{ver}");
@@ -195,10 +210,17 @@ impl<S: Stream> Conn<S> {
                 let raw = format!("{appid}.{topic}.{ver}");
                 self.partitions(ctx, &raw)
             }
-            // Part 2 (shadows and bury) and websockets come later.
-            TRoute::Bury { .. } | TRoute::WsPub { .. } | TRoute::WsSub { .. } => {
-                Err(Fail::Refused(refuse(404, "Not Found")))
+            TRoute::WsPub { topic, ver } => {
+                let owner = String::from_utf8_lossy(text_of(&headers.appid)).into_owned();
+                let raw = format!("{owner}.{topic}.{ver}");
+                self.ws_publish(ctx, &raw, &params, &headers)
             }
+            TRoute::WsSub { appid, topic, ver } => {
+                let raw = format!("{appid}.{topic}.{ver}");
+                self.subscribe(ctx, &raw, &params, &headers, true)
+            }
+            // Part 2: shadows and bury.
+            TRoute::Bury { .. } => Err(Fail::Refused(refuse(404, "Not Found"))),
         };
         match result {
             Ok(()) => {}
@@ -329,6 +351,10 @@ fn head_checks(
     let length = h.length.unwrap_or(0);
     match r {
         TRoute::Alive => Ok(()),
+        TRoute::WsPub { topic, ver } => {
+            names(None, topic, ver)?;
+            auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))
+        }
         TRoute::Pub { topic, ver } => {
             names(None, topic, ver)?;
             let batch = match params.get("batch") {
@@ -368,7 +394,7 @@ fn head_checks(
             names(Some(owner), topic, ver)?;
             auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))
         }
-        TRoute::Bury { .. } | TRoute::WsPub { .. } => Ok(()),
+        TRoute::Bury { .. } => Ok(()),
     }
 }
 
@@ -459,6 +485,38 @@ impl<S: Stream> Conn<S> {
         Ok(())
     }
 
+    /// 4.3: the checks of 4.1 up to the topic, then the upgrade.
+    fn ws_publish(
+        &mut self,
+        ctx: &mut Ctx,
+        raw: &str,
+        params: &Params,
+        h: &TopicHeaders,
+    ) -> Result<(), Fail> {
+        let shared = ctx.shared.clone();
+        let hub = shared.hub.as_ref().expect("topics on");
+        let key = params.get("key").unwrap_or_default();
+        let tag = h.tag.as_deref().unwrap_or_default();
+        if key.len() > hub.cfg.max_key_bytes {
+            return Err(refuse(400, "too big key").into());
+        }
+        if tag.len() > hub.cfg.max_tag_bytes {
+            return Err(refuse(400, "too big tag").into());
+        }
+        let topic = hub.get(raw).ok_or(Missing)?;
+        let accept = self.check_upgrade(h)?;
+        let role =
+            Role::TopicPub(TPub::new(topic, key.to_vec(), tag.to_vec(), params.flag("async")));
+        let ws = Ws::with_limit(role, hub.cfg.pub_max_bytes + 4096, ctx);
+        self.upgrade(ws, &accept, ctx);
+        Ok(())
+    }
+
+    /// The websocket handshake's headers; a bad upgrade is 400 naming the version we speak.
+    pub(super) fn check_upgrade(&mut self, h: &TopicHeaders) -> Result<String, Fail> {
+        handshake::check(&h.upgrade).map_err(|why| Fail::Refused((400, Cow::Borrowed(why))))
+    }
+
     fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer) {
         match answer {
             PubAnswer::Single { partition, offset } => {
@@ -473,6 +531,28 @@ impl<S: Stream> Conn<S> {
 
     /// A store answer or a wake-up.
     pub fn topic_event(&mut self, ctx: &mut Ctx, ev: TopicEv) {
+        if let State::Ws(ws) = &mut self.state {
+            let closing = ws.closing;
+            match (&mut ws.role, ev) {
+                (Role::TopicPub(p), TopicEv::Stored { seq: Some(seq), result }) => {
+                    if !closing {
+                        p.on_stored(seq, result, &mut self.out);
+                    }
+                    let done = !p.pending();
+                    if done && ws.drain_close {
+                        let mut io =
+                            crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                        ws.close(1001, "going away", &mut io, ctx);
+                    }
+                }
+                (Role::TopicSub(t), TopicEv::Wake) if !closing => {
+                    t.parked = false;
+                    t.fetch(&mut self.out, self.id, ctx);
+                }
+                _ => {}
+            }
+            return;
+        }
         let State::Topic(wait) = &mut self.state else { return };
         match (wait.as_mut(), ev) {
             (TopicWait::Pub { left, fail, .. }, TopicEv::Stored { result, .. }) => {
@@ -523,5 +603,22 @@ impl<S: Stream> Conn<S> {
             StoreFail::Full => self.topic_error(ctx, 507, "Insufficient Storage"),
             StoreFail::Io => self.topic_error(ctx, 500, "store error"),
         }
+    }
+
+    /// SIGTERM on a topics websocket: frames already received are answered, then 1001.
+    pub fn topic_ws_drain(&mut self, ctx: &mut Ctx) -> bool {
+        let State::Ws(ws) = &mut self.state else { return false };
+        let pending = match &ws.role {
+            Role::TopicPub(p) => p.pending(),
+            Role::TopicSub(_) => false,
+            _ => return false,
+        };
+        if pending {
+            ws.drain_close = true;
+        } else {
+            let mut io = crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+            ws.close(1001, "going away", &mut io, ctx);
+        }
+        true
     }
 }

@@ -22,6 +22,8 @@ use crate::topics::codec;
 use crate::topics::engine::TopicSpec;
 use crate::topics::route::Params;
 use crate::topics::state::{GroupId, Plan};
+use crate::ws::topic::TSub;
+use crate::ws::{Role, Ws};
 
 /// Bytes read from disk per fetch step: bounds a worker's pause on a cold read.
 const DISK_READ_BYTES: usize = 4 << 20;
@@ -46,6 +48,7 @@ impl<S: Stream> Conn<S> {
         raw: &str,
         params: &Params,
         h: &TopicHeaders,
+        ws: bool,
     ) -> Result<(), Fail> {
         let shared = ctx.shared.clone();
         let hub = shared.hub.as_ref().expect("topics on");
@@ -70,6 +73,7 @@ impl<S: Stream> Conn<S> {
         let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
         let gid = GroupId { app, group, queue: String::new() };
         topic.lock().check_ack(&pairs).map_err(|t| refuse(400, t))?;
+        let accept = if ws { Some(self.check_upgrade(h)?) } else { None };
         // The instance: this connection's, or a new one (ending the old first).
         let same =
             self.topic.as_ref().is_some_and(|b| Arc::ptr_eq(&b.topic, &topic) && b.gid == gid);
@@ -99,6 +103,17 @@ impl<S: Stream> Conn<S> {
             .into_iter()
             .map(<[u8]>::to_vec)
             .collect();
+        if let Some(accept) = accept {
+            let sub = TSub::new(topic, gid, inst, ack, params.flag("meta"), filter);
+            let ws = Ws::with_limit(Role::TopicSub(sub), hub.cfg.max_body, ctx);
+            self.upgrade(ws, &accept, ctx);
+            if let State::Ws(ws) = &mut self.state
+                && let Role::TopicSub(t) = &mut ws.role
+            {
+                t.fetch(&mut self.out, self.id, ctx);
+            }
+            return Ok(());
+        }
         let until = ctx.now + hub.cfg.sub_timeout;
         let fetch = Fetch {
             topic,

@@ -82,6 +82,8 @@ pub struct TopicHeaders {
     pub bury: Option<Vec<u8>>,
     /// The declared `Content-Length`, for checks before the body is read.
     pub length: Option<usize>,
+    /// The websocket upgrade headers (the `/v1/ws/` routes).
+    pub upgrade: UpgradeHeaders,
 }
 
 /// Whether a request target belongs to the topics half (its body limits are per route).
@@ -209,6 +211,7 @@ pub fn parse_head(
     // Both framings at once is how requests are smuggled past proxies: refuse it.
     if let Some(t) = topic.as_deref_mut() {
         t.length = length;
+        t.upgrade = upgrade.clone();
     }
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HttpError::Malformed("Both Content-Length and chunked")),
