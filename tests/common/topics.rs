@@ -94,6 +94,18 @@ impl Topics {
         Topics { server, dir }
     }
 
+    /// SIGTERM, expect exit 0 within 10 s, then start again on the same data directory.
+    #[track_caller]
+    pub fn restart(self, env: &[(&str, &str)]) -> Topics {
+        let Topics { mut server, dir } = self;
+        server.sigterm();
+        let st = server.wait_exit(Duration::from_secs(10));
+        assert_eq!(st.code(), Some(0), "exit status after SIGTERM");
+        drop(server);
+        let server = start_in(&dir, env);
+        Topics { server, dir }
+    }
+
     pub fn conn(&self) -> Conn {
         Conn::connect(self.server.addr)
     }
