@@ -4,7 +4,7 @@
 mod common;
 
 use common::run_to_exit;
-use common::topics::{DataDir, FAST, Topics, partitions_json};
+use common::topics::{DataDir, FAST, Headers, Topics, partitions_json};
 use std::path::PathBuf;
 use std::process::Command;
 use std::thread;
@@ -82,7 +82,7 @@ fn pub_401s_in_order() {
     let (_f, t) = start("auth-pub", APPS, &[]);
     admin_create(&t, "app1", "orders", 1);
     admin_create(&t, "app2", "events", 1);
-    let cases: &[(&[(&str, &str)], &str, &str)] = &[
+    let cases: &[(Headers, &str, &str)] = &[
         (&[], "orders", "auth with empty identity or key"),
         (&[("Appid", "app1")], "orders", "auth with empty identity or key"),
         (&[("Pubkey", "s1")], "orders", "auth with empty identity or key"),
@@ -164,7 +164,7 @@ fn sub_401s_in_order_and_subscriptions_name_the_owner() {
     admin_create(&t, "app2", "events", 1);
     admin_create(&t, "app3", "events", 1);
     let s1 = [("Appid", "app1"), ("Subkey", "s1")];
-    let cases: &[(&str, &[(&str, &str)], &str)] = &[
+    let cases: &[(&str, Headers, &str)] = &[
         ("/v1/msgs/app2/events/v1?group=billing", &[], "auth with empty identity or key"),
         (
             "/v1/msgs/app2/events/v1?group=billing",

@@ -4,8 +4,8 @@
 mod common;
 
 use common::topics::{
-    FAST, Rec, Topics, decode_records, drain, key_for, partition_of, partitions_json, pos, pubh,
-    rec,
+    Case, FAST, Rec, Topics, decode_records, drain, key_for, partition_of, partitions_json, pos,
+    pubh, rec,
 };
 
 const PUB: &str = "/v1/msgs/orders/v1";
@@ -186,7 +186,7 @@ fn pub_names_are_checked_before_auth_and_auth_before_size() {
     let t64 = "t".repeat(64);
     let v16 = "v".repeat(16);
     let k257 = "k".repeat(257);
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         ("/v1/msgs/bad.topic/v1".into(), vec![], 400, "illegal topic"),
         (format!("/v1/msgs/orders/{long_ver}"), vec![], 400, "illegal version"),
         (format!("/v1/msgs/{t65}/v1"), vec![], 400, "illegal topic"),

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::topics::{Conn, FAST, Rec, SLACK, Topics, decode_records, drain, pos, subh};
+use common::topics::{Case, Conn, FAST, Rec, SLACK, Topics, decode_records, drain, pos, subh};
 use std::time::{Duration, Instant};
 
 const PUB: &str = "/v1/msgs/orders/v1";
@@ -89,7 +89,7 @@ fn parked_get_is_answered_by_a_pub() {
     assert_eq!(head.status, 200);
     assert!(head.chunked, "{head:?}");
     let mut body = Vec::new();
-    while decode_partial(&body).len() < 1 {
+    while decode_partial(&body).is_empty() {
         body.extend(c.read_chunk().expect("a record chunk"));
     }
     publish(&t, "", &[], b"w2");
@@ -268,7 +268,7 @@ fn sub_400s_in_the_contracts_order() {
     let s = subh("app1");
     let partial_ack: Vec<(&str, &str)> =
         vec![("Appid", "app1"), ("Subkey", "sk"), ("X-Partition", "0")];
-    let cases: Vec<(String, Vec<(&str, &str)>, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         // Names.
         ("/v1/msgs/bad.app/orders/v1?group=g".into(), s.clone(), 400, "invalid appid"),
         ("/v1/msgs/app1/bad.t/v1?group=g".into(), s.clone(), 400, "illegal topic"),

@@ -198,6 +198,12 @@ pub const FAST: (&str, &str) = ("ESUB_SUB_TIMEOUT_MS", "300");
 // Paths and identity (open mode: keys are not checked, but always sent)
 // ---------------------------------------------------------------------------------------------
 
+/// A request's extra headers, for tables of cases.
+pub type Headers<'a> = &'a [(&'a str, &'a str)];
+
+/// One row of a refusal table: path, headers, status, error text.
+pub type Case<'a> = (String, Vec<(&'a str, &'a str)>, u16, &'a str);
+
 /// Headers of a publisher `app`.
 pub fn pubh(app: &str) -> Vec<(&str, &str)> {
     vec![("Appid", app), ("Pubkey", "pk")]
@@ -468,7 +474,8 @@ impl Conn {
         }
         let te = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("transfer-encoding"));
         let cl = headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("content-length"));
-        if !te && !cl && !(body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE")) {
+        let bodyless = body.is_empty() && matches!(method, "GET" | "HEAD" | "DELETE");
+        if !(te || cl || bodyless) {
             req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
