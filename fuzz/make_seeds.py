@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd,
-store_record and topic_segment targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
+store_record, topic_segment, topic_batch, topic_acks and apps_file targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
 Run it again after changing an input format: `python3 fuzz/make_seeds.py`. Files it does not
 write (regression seeds) are left alone."""
 
@@ -377,6 +377,55 @@ def topic_segment():
     write(t, "raw_bad_magic", b"\x02\x20" + b"ESUBSEG\x00" + struct.pack("<I", 1) + bytes(4) + run)
     write(t, "raw_bad_version", b"\x02\x20" + b"ESUBTSG\x00" + struct.pack("<I", 2) + bytes(4) + run)
     write(t, "raw_short", b"\x02\x00ESUBTSG")
+# --- topics ------------------------------------------------------------------------------------
+
+
+def batch_record(key, tag, payload):
+    return struct.pack(">H", len(key)) + key + struct.pack(">H", len(tag)) + tag + struct.pack(">I", len(payload)) + payload
+
+
+def topic_batch():
+    # [max_records, max_payload, max_key, max_tag] then the body.
+    limits = bytes([4, 64, 16, 16])
+    one = batch_record(b"k1", b"a=b;c", b"hello")
+    write("topic_batch", "two", limits + one + batch_record(b"", b"", b"world"))
+    write("topic_batch", "too_many", limits + one * 5)
+    write("topic_batch", "truncated", limits + one[:-1])
+    write("topic_batch", "trailing", limits + one + b"\x00")
+    write("topic_batch", "huge_length", limits + b"\x00\x00\x00\x00\xff\xff\xff\xff" + b"x" * 8)
+    write("topic_batch", "limits", limits + batch_record(b"k" * 17, b"t", b"p") + batch_record(b"", b"", b""))
+    write("topic_batch", "odd_key", limits + batch_record(b"a b%\x7f\xc3\xa9", b"t1;;t2", b"x" * 65))
+    write("topic_batch", "many", bytes([255, 16, 8, 8]) + batch_record(b"k", b"t", b"p") * 300)
+
+
+def topic_acks():
+    # partition headers, NUL, offset headers; headers split on LF.
+    write("topic_acks", "one", b"3\x0017")
+    write("topic_acks", "lists", b" 0 , 1\t\n2\x005,6\n 7 ")
+    write("topic_acks", "kateway_first", b"-1\x00-1")
+    write("topic_acks", "empty_values", b"\n \x00\t")
+    write("topic_acks", "partial", b"1,2\x001")
+    write("topic_acks", "bad", b"+1\x00x")
+    write("topic_acks", "extremes", b"-9223372036854775808\x009223372036854775808")
+    write("topic_acks", "json", b'[{"partition":0,"offset":5},{"offset":-1,"partition":2,"x":[1]}]')
+    write("topic_acks", "json_bad", b'[{"partition":0,"offset":1.0}]')
+    write("topic_acks", "ws_pub", b'{"data":"hi","key":"k","tag":null,"id":"m1"}')
+
+
+def apps_file():
+    write("apps_file", "example", b"""{"admin": {"appid": "ops", "secret": "s0"},
+ "apps": [{"appid": "app1", "secret": "s1", "topics": ["orders"],
+           "subscriptions": ["app2.events"], "groups": ["billing"]}]}""")
+    write("apps_file", "several", b"""{"apps": [
+ {"appid": "app1", "secret": "s1", "topics": ["orders", "a-b_C"], "subscriptions": ["app2.events", "app3.x"],
+  "groups": ["billing", "g2"]},
+ {"appid": "app2", "secret": "s2", "topics": ["events"]},
+ {"appid": "ops", "secret": "s0", "groups": []}],
+ "admin": {"appid": "ops", "secret": "s0"}}""")
+    write("apps_file", "minimal", b'{"apps": []}')
+    write("apps_file", "duplicate", b'{"apps": [{"appid": "a", "secret": "s"}, {"appid": "a", "secret": "t"}]}')
+    write("apps_file", "unknown_field", b'{"apps": [{"appid": "a", "secret": "s", "topic": ["t"]}]}')
+    write("apps_file", "bad_names", b'{"apps": [{"appid": "a", "secret": "s", "subscriptions": ["b.t.v"], "groups": [""]}]}')
 
 
 if __name__ == "__main__":
@@ -386,3 +435,6 @@ if __name__ == "__main__":
     statsd()
     store_record()
     topic_segment()
+    topic_batch()
+    topic_acks()
+    apps_file()
