@@ -653,6 +653,8 @@ impl World {
                     }
                     Role::Psub(_) => {}
                     Role::Prep(_) => preps += 1,
+                    // The standalone context has no topics half: these never occur here.
+                    Role::TopicPub(_) | Role::TopicSub(_) => {}
                 },
                 _ => {}
             }
@@ -681,6 +683,7 @@ fn state_name(state: &State) -> &'static str {
         State::AwaitTake => "await-take",
         State::Replaying { .. } => "replaying",
         State::Ws(_) => "websocket",
+        State::Topic(_) => "topic",
         State::Closing => "closing",
     }
 }

@@ -27,6 +27,7 @@ fn parts(r: &Route) -> Parts<'_> {
         Route::Rep { key, query } => ("/rep/", "POST", Some(key.as_str()), Some(query)),
         Route::Psub { key, query } => ("/psub/", "GET", Some(key.as_str()), Some(query)),
         Route::Rsub { key, query } => ("/rsub/", "GET", Some(key.as_str()), Some(query)),
+        Route::Topic { .. } => unreachable!("checked by check_topic"),
     };
     Parts { path, method, key, query }
 }
@@ -99,12 +100,34 @@ fn check_routed(method: &str, target: &[u8], got: &Route) {
     assert_eq!(route(method, full.as_bytes()).as_ref(), Ok(got), "re-encoded target {full}");
 }
 
+/// `/v1/...` and `/alive` go to the topics router whole; it answers 404 by path, and a 405 names
+/// methods that route the same target.
+fn check_topic(method: &str, target: &[u8], m: &str, t: &[u8]) {
+    use esub::topics::route::{TRouteError, route as troute};
+    assert!(esub::http::request::is_topic_target(target), "not a topic target");
+    assert_eq!((m, t), (method, target), "the topic route carries its request line");
+    match troute(method, target) {
+        Ok(_) => {}
+        Err(TRouteError::NotFound) => {}
+        Err(TRouteError::MethodNotAllowed(allow)) => {
+            for other in allow.split(", ") {
+                assert_ne!(other, method, "{method} refused although allowed");
+                assert!(
+                    !matches!(troute(other, target), Err(TRouteError::MethodNotAllowed(_))),
+                    "{other} is in Allow but refused"
+                );
+            }
+        }
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let (method, target) = match data.iter().position(|&b| b == b' ') {
         Some(sp) => (String::from_utf8_lossy(&data[..sp]), &data[sp + 1..]),
         None => ("GET".into(), data),
     };
     match route(&method, target) {
+        Ok(Route::Topic { method: m, target: t }) => check_topic(&method, target, &m, &t),
         Ok(got) => check_routed(&method, target, &got),
         // 405 is for a path that exists: its own method routes it (or finds its query bad).
         Err(RouteError::MethodNotAllowed(allow)) => {
