@@ -167,6 +167,7 @@ impl<S: Stream> Conn<S> {
         let id = self.id;
         let State::Topic(w) = &mut self.state else { return };
         let TopicWait::Fetch(f) = w.as_mut() else { return };
+        let mut progressed = false;
         for _ in 0..64 {
             if f.finished || f.sent >= f.want {
                 break;
@@ -204,6 +205,7 @@ impl<S: Stream> Conn<S> {
                 }
                 continue;
             }
+            progressed = true;
             let filter: Vec<&[u8]> = f.filter.iter().map(Vec::as_slice).collect();
             let mut chosen = Vec::with_capacity(msgs.len());
             for (p, m) in msgs {
@@ -281,6 +283,15 @@ impl<S: Stream> Conn<S> {
                 self.out.with_bytes(|v| v.extend_from_slice(b"\r\n"));
             }
             f.sent += chosen.len();
+        }
+        let done = f.finished || f.sent >= f.want;
+        if !done && !f.parked {
+            // The step budget ran out (messages the tag filter skipped), or a disk read failed:
+            // yield to the loop; with progress, come back at once, else at the deadline.
+            f.parked = true;
+            if progressed {
+                ctx.post(Msg::Topic { to: id, ev: TopicEv::Wake });
+            }
         }
         let (finished, head_sent, parked, until) = (f.finished, f.head_sent, f.parked, f.until);
         let done = finished || f.sent >= f.want;

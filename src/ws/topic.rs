@@ -161,6 +161,7 @@ impl TSub {
     pub fn fetch(&mut self, out: &mut OutQueue, id: ConnId, ctx: &mut Ctx) {
         let shared = ctx.shared.clone();
         let Some(hub) = shared.hub.as_ref() else { return };
+        let mut progressed = false;
         for _ in 0..64 {
             if out.pending() >= SUB_BACKLOG {
                 return;
@@ -191,6 +192,7 @@ impl TSub {
                 }
                 continue;
             }
+            progressed = true;
             let filter: Vec<&[u8]> = self.filter.iter().map(Vec::as_slice).collect();
             let mut sent = 0u64;
             for (p, m) in msgs {
@@ -219,6 +221,14 @@ impl TSub {
                 }
             }
             hub.msgs_out.fetch_add(sent, Ordering::Relaxed);
+        }
+        // The step budget ran out: come back through the loop (a wake-up to ourselves).
+        if progressed {
+            self.parked = true;
+            ctx.post(crate::server::mailbox::Msg::Topic {
+                to: id,
+                ev: crate::server::mailbox::TopicEv::Wake,
+            });
         }
     }
 
