@@ -18,4 +18,5 @@ pub mod run;
 mod sub;
 pub mod svg;
 pub mod table;
+pub mod topics;
 pub mod ws;
