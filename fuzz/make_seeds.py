@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
-"""Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd and
-store_record targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
+"""Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd,
+store_record, topic_segment, topic_batch, topic_acks and apps_file targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
 Run it again after changing an input format: `python3 fuzz/make_seeds.py`. Files it does not
 write (regression seeds) are left alone."""
 
@@ -348,9 +348,94 @@ def store_record():
     write("store_record", "raw_short", b"\x02ESUBSEG")
 
 
+# --- topic segments ----------------------------------------------------------------------------
+
+
+def topic_record(offset, time_ms, key=b"", tag=b"", msg_id=b"", body=b""):
+    payload = (struct.pack("<qQH", offset, time_ms, len(key)) + key + struct.pack("<H", len(tag)) + tag
+               + bytes([len(msg_id)]) + msg_id + body)
+    return struct.pack("<II", len(payload), zlib.crc32(payload)) + payload
+
+
+def topic_segment():
+    # Input: [mode, chunk - 1, bytes...]; see the target's header for the mode bits.
+    t = "topic_segment"
+    recs = [topic_record(i, 1000 + i, b"k%d" % i if i % 2 else b"", b"a=b" if i % 3 == 0 else b"",
+                         b"id%d" % i if i % 4 == 0 else b"", bytes([i]) * (i * 131 % 900)) for i in range(12)]
+    run = b"".join(recs)
+    write(t, "twelve_records", b"\x00\x07" + run)
+    write(t, "twelve_records_one_read", b"\x00\xff" + run)
+    write(t, "torn_tail", b"\x00\x10" + run + recs[0][:13])
+    write(t, "offset_gap", b"\x00\x10" + recs[0] + recs[1] + recs[3])
+    write(t, "renumbered_from_own", b"\x0d\x03" + topic_record(40, 1) + topic_record(7, 2) + topic_record(9, 3))
+    write(t, "bad_crc", b"\x00\x00" + recs[1][:6] + b"\x00\x00" + recs[1][8:])
+    write(t, "crc_fixed_layout", b"\x05\x00" + struct.pack("<II", 21, 0) + bytes(16) + b"\xc8\x00\x00\x00\x00")
+    write(t, "length_too_small", b"\x00\x00" + struct.pack("<II", 3, 0) + b"abc")
+    write(t, "length_huge", b"\x00\x00" + struct.pack("<II", 0x42000000, 0))
+    write(t, "last_offset", b"\x00\x00" + topic_record(2**63 - 1, 5) + topic_record(-2**63, 6))
+    header = b"ESUBTSG\x00" + struct.pack("<I", 1) + bytes(4)
+    write(t, "raw_file", b"\x02\x20" + header + run)
+    write(t, "raw_bad_magic", b"\x02\x20" + b"ESUBSEG\x00" + struct.pack("<I", 1) + bytes(4) + run)
+    write(t, "raw_bad_version", b"\x02\x20" + b"ESUBTSG\x00" + struct.pack("<I", 2) + bytes(4) + run)
+    write(t, "raw_short", b"\x02\x00ESUBTSG")
+# --- topics ------------------------------------------------------------------------------------
+
+
+def batch_record(key, tag, payload):
+    return struct.pack(">H", len(key)) + key + struct.pack(">H", len(tag)) + tag + struct.pack(">I", len(payload)) + payload
+
+
+def topic_batch():
+    # [max_records, max_payload, max_key, max_tag] then the body.
+    limits = bytes([4, 64, 16, 16])
+    one = batch_record(b"k1", b"a=b;c", b"hello")
+    write("topic_batch", "two", limits + one + batch_record(b"", b"", b"world"))
+    write("topic_batch", "too_many", limits + one * 5)
+    write("topic_batch", "truncated", limits + one[:-1])
+    write("topic_batch", "trailing", limits + one + b"\x00")
+    write("topic_batch", "huge_length", limits + b"\x00\x00\x00\x00\xff\xff\xff\xff" + b"x" * 8)
+    write("topic_batch", "limits", limits + batch_record(b"k" * 17, b"t", b"p") + batch_record(b"", b"", b""))
+    write("topic_batch", "odd_key", limits + batch_record(b"a b%\x7f\xc3\xa9", b"t1;;t2", b"x" * 65))
+    write("topic_batch", "many", bytes([255, 16, 8, 8]) + batch_record(b"k", b"t", b"p") * 300)
+
+
+def topic_acks():
+    # partition headers, NUL, offset headers; headers split on LF.
+    write("topic_acks", "one", b"3\x0017")
+    write("topic_acks", "lists", b" 0 , 1\t\n2\x005,6\n 7 ")
+    write("topic_acks", "kateway_first", b"-1\x00-1")
+    write("topic_acks", "empty_values", b"\n \x00\t")
+    write("topic_acks", "partial", b"1,2\x001")
+    write("topic_acks", "bad", b"+1\x00x")
+    write("topic_acks", "extremes", b"-9223372036854775808\x009223372036854775808")
+    write("topic_acks", "json", b'[{"partition":0,"offset":5},{"offset":-1,"partition":2,"x":[1]}]')
+    write("topic_acks", "json_bad", b'[{"partition":0,"offset":1.0}]')
+    write("topic_acks", "ws_pub", b'{"data":"hi","key":"k","tag":null,"id":"m1"}')
+
+
+def apps_file():
+    write("apps_file", "example", b"""{"admin": {"appid": "ops", "secret": "s0"},
+ "apps": [{"appid": "app1", "secret": "s1", "topics": ["orders"],
+           "subscriptions": ["app2.events"], "groups": ["billing"]}]}""")
+    write("apps_file", "several", b"""{"apps": [
+ {"appid": "app1", "secret": "s1", "topics": ["orders", "a-b_C"], "subscriptions": ["app2.events", "app3.x"],
+  "groups": ["billing", "g2"]},
+ {"appid": "app2", "secret": "s2", "topics": ["events"]},
+ {"appid": "ops", "secret": "s0", "groups": []}],
+ "admin": {"appid": "ops", "secret": "s0"}}""")
+    write("apps_file", "minimal", b'{"apps": []}')
+    write("apps_file", "duplicate", b'{"apps": [{"appid": "a", "secret": "s"}, {"appid": "a", "secret": "t"}]}')
+    write("apps_file", "unknown_field", b'{"apps": [{"appid": "a", "secret": "s", "topic": ["t"]}]}')
+    write("apps_file", "bad_names", b'{"apps": [{"appid": "a", "secret": "s", "subscriptions": ["b.t.v"], "groups": [""]}]}')
+
+
 if __name__ == "__main__":
     ws_frames()
     ws_handshake()
     connection()
     statsd()
     store_record()
+    topic_segment()
+    topic_batch()
+    topic_acks()
+    apps_file()

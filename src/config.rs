@@ -55,6 +55,31 @@ pub struct Config {
     pub metric_interval: Duration,
     pub debug: bool,
     pub verbose_debug: bool,
+    /// The topics half (`API-topics.md`); `None` with `ESUB_TOPICS=off`.
+    pub topics: Option<TopicsConfig>,
+}
+
+/// `API-topics.md` section 11.
+#[derive(Debug, Clone)]
+pub struct TopicsConfig {
+    pub apps_file: Option<PathBuf>,
+    pub trust_xff: bool,
+    pub pub_max_bytes: usize,
+    pub max_key_bytes: usize,
+    pub max_tag_bytes: usize,
+    pub pub_max_batch: usize,
+    pub default_partitions: u32,
+    pub max_partitions: u32,
+    pub retention_hours: f64,
+    pub segment_bytes: u64,
+    pub retention_check: Duration,
+    pub sub_timeout: Duration,
+    pub batch_idle: Duration,
+    pub sub_max_batch: usize,
+    /// `None`: off.
+    pub ack_timeout: Option<Duration>,
+    /// `ESUB_MAX_BODY_BYTES`: batch pubs and ack bodies.
+    pub max_body: usize,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -98,6 +123,23 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_RETENTION_SECS", "86400", "stored reps older than this are dropped"),
     ("ESUB_RETENTION_BYTES", "1073741824", "stored bytes beyond this drop the oldest"),
     ("ESUB_STORE_SEGMENT_BYTES", "67108864", "store segment size; retention drops whole segments"),
+    ("ESUB_TOPICS", "on", "on | off: the Kafka-style topics half (/v1/)"),
+    ("ESUB_ENGINE", "embedded", "topics engine (embedded; nats later)"),
+    ("ESUB_APPS_FILE", "unset", "topics auth file; unset = open mode"),
+    ("ESUB_TRUST_XFF", "unset", "client IP from X-Forwarded-For"),
+    ("ESUB_PUB_MAX_BYTES", "524288", "topic message payload limit"),
+    ("ESUB_MAX_KEY_BYTES", "256", "topic message key limit"),
+    ("ESUB_MAX_TAG_BYTES", "1024", "topic message tag limit"),
+    ("ESUB_PUB_MAX_BATCH", "1000", "records per batch pub"),
+    ("ESUB_DEFAULT_PARTITIONS", "1", "partitions of auto-created topics"),
+    ("ESUB_MAX_PARTITIONS", "20", "partitions upper bound"),
+    ("ESUB_TOPIC_RETENTION_HOURS", "168", "default retention.hours"),
+    ("ESUB_TOPIC_SEGMENT_BYTES", "67108864", "topic segment size; retention drops whole segments"),
+    ("ESUB_TOPIC_RETENTION_CHECK_MS", "10000", "how often retention runs"),
+    ("ESUB_SUB_TIMEOUT_MS", "30000", "topic long poll"),
+    ("ESUB_SUB_BATCH_IDLE_MS", "1000", "a batch GET ends after this long without a message"),
+    ("ESUB_SUB_MAX_BATCH", "4000", "sub batch clamp"),
+    ("ESUB_ACK_TIMEOUT_MS", "0", "redelivery to a live ack=1 instance (0 = off)"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -208,7 +250,57 @@ impl Config {
             }
             Ok(v.trim().to_string())
         };
+        let topics = match word("ESUB_TOPICS", "on", &["on", "off"], "on or off")? {
+            "off" => None,
+            _ => {
+                word("ESUB_ENGINE", "embedded", &["embedded"], "embedded (nats comes later)")?;
+                let hours = match get("ESUB_TOPIC_RETENTION_HOURS") {
+                    None => 168.0,
+                    Some(v) => match v.trim().parse::<f64>() {
+                        Ok(h) if h > 0.0 && h.is_finite() => h,
+                        _ => {
+                            return Err(ConfigError {
+                                var: "ESUB_TOPIC_RETENTION_HOURS",
+                                value: v,
+                                expected: "a number of hours above 0",
+                            });
+                        }
+                    },
+                };
+                let max_partitions = num("ESUB_MAX_PARTITIONS", 20, 1, 100_000)? as u32;
+                let default_partitions = num("ESUB_DEFAULT_PARTITIONS", 1, 1, 100_000)? as u32;
+                if default_partitions > max_partitions {
+                    return Err(ConfigError {
+                        var: "ESUB_DEFAULT_PARTITIONS",
+                        value: default_partitions.to_string(),
+                        expected: "at most ESUB_MAX_PARTITIONS",
+                    });
+                }
+                let ack_ms = num("ESUB_ACK_TIMEOUT_MS", 0, 0, u64::MAX / 4)?;
+                Some(TopicsConfig {
+                    apps_file: get("ESUB_APPS_FILE")
+                        .filter(|v| !v.trim().is_empty())
+                        .map(|v| PathBuf::from(v.trim())),
+                    trust_xff: flag(get("ESUB_TRUST_XFF").as_deref()),
+                    pub_max_bytes: num("ESUB_PUB_MAX_BYTES", 524_288, 1, 1 << 30)? as usize,
+                    max_key_bytes: num("ESUB_MAX_KEY_BYTES", 256, 1, 65_535)? as usize,
+                    max_tag_bytes: num("ESUB_MAX_TAG_BYTES", 1024, 1, 65_535)? as usize,
+                    pub_max_batch: num("ESUB_PUB_MAX_BATCH", 1000, 1, 1 << 20)? as usize,
+                    default_partitions,
+                    max_partitions,
+                    retention_hours: hours,
+                    segment_bytes: num("ESUB_TOPIC_SEGMENT_BYTES", 64 << 20, 4096, 1 << 40)?,
+                    retention_check: ms("ESUB_TOPIC_RETENTION_CHECK_MS", 10_000)?,
+                    sub_timeout: ms("ESUB_SUB_TIMEOUT_MS", 30_000)?,
+                    batch_idle: ms("ESUB_SUB_BATCH_IDLE_MS", 1000)?,
+                    sub_max_batch: num("ESUB_SUB_MAX_BATCH", 4000, 1, 1 << 20)? as usize,
+                    ack_timeout: (ack_ms > 0).then(|| Duration::from_millis(ack_ms)),
+                    max_body: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
+                })
+            }
+        };
         Ok(Config {
+            topics,
             store,
             data_dir: PathBuf::from(text("ESUB_DATA_DIR", "./esub-data")?),
             fsync,

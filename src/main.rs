@@ -17,6 +17,7 @@ fn block_signals() -> libc::sigset_t {
         libc::sigemptyset(&mut set);
         libc::sigaddset(&mut set, libc::SIGTERM);
         libc::sigaddset(&mut set, libc::SIGINT);
+        libc::sigaddset(&mut set, libc::SIGHUP);
         libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
         set
     }
@@ -61,11 +62,36 @@ fn main() -> ExitCode {
         },
     };
     esub::log::set_level(if config.verbose_debug { 2 } else { u8::from(config.debug) });
+    let topics = match config.topics {
+        None => None,
+        Some(_) => match esub::topics::hub::Hub::open(&config) {
+            Ok(t) => Some(t),
+            Err(e) => {
+                eprintln!("ERROR {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let topics_line = match &topics {
+        None => "topics=off".to_string(),
+        Some((hub, _, _)) => {
+            if !hub.auth_file {
+                esub::warn!(
+                    "topics auth is open: no ESUB_APPS_FILE, any appid may publish and consume"
+                );
+            }
+            format!(
+                "topics=on auth={} topic_count={}",
+                if hub.auth_file { "file" } else { "open" },
+                hub.topic_count()
+            )
+        }
+    };
     let nofile = esub::node::raise_nofile();
     let signals = block_signals();
     let workers = config.workers;
     let store_mode = format!("{:?}", config.store).to_lowercase();
-    let server = match Server::start(config, engine) {
+    let server = match Server::start(config, engine, topics) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("ERROR cannot listen: {e}");
@@ -76,10 +102,18 @@ fn main() -> ExitCode {
     println!("listening on {}", server.addr);
     let _ = std::io::stdout().flush();
     esub::info!(
-        "started addr={} workers={workers} store={store_mode} nofile={nofile}",
+        "started addr={} workers={workers} store={store_mode} nofile={nofile} {topics_line}",
         server.addr
     );
-    let sig = wait_for_signal(&signals);
+    let sig = loop {
+        let sig = wait_for_signal(&signals);
+        if sig != libc::SIGHUP {
+            break sig;
+        }
+        if let Some(hub) = &server.shared.hub {
+            hub.reload_auth();
+        }
+    };
     esub::info!("draining signal={sig}");
     server.shutdown();
     esub::info!("stopped");

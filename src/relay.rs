@@ -21,6 +21,10 @@ use crate::ws::{Delivery, Member, Role, Ws};
 pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, body: Vec<u8>) {
     conn.req = measure(&request.route, ctx);
     match request.route {
+        Ok(Route::Topic { method, target }) => match (&ctx.shared.hub, request.topic) {
+            (Some(_), Some(headers)) => conn.topic_dispatch(ctx, method, target, headers, body),
+            _ => conn.respond_text(ctx, 404, "Not Found"),
+        },
         Err(RouteError::NotFound) => conn.respond_text(ctx, 404, "Not Found"),
         Err(RouteError::MethodNotAllowed(allow)) => {
             let extra = format!("Allow: {allow}\r\n");
@@ -222,6 +226,11 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
                 undeliverable(d, pool.as_ref(), ctx);
             }
         }
+        Msg::Topic { ev, .. } => {
+            if let Some(conn) = conn {
+                conn.topic_event(ctx, ev);
+            }
+        }
         Msg::Delivered { reply, confirmed } => {
             if let Some(conn) = conn {
                 if let Some(m) = &mut conn.req {
@@ -306,5 +315,6 @@ pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
     if matches!(conn.state, State::Parked { .. }) {
         conn.persist = Persist::Close;
     }
+    conn.topic_drain(ctx);
     conn.drain(ctx);
 }

@@ -11,11 +11,30 @@ pub enum Route {
     Info,
     Keys,
     Metrics,
-    Sub { key: String, query: Query },
-    Rep { key: String, query: Query },
-    Psub { key: String, query: Query },
-    Prep { query: Query },
-    Rsub { key: String, query: Query },
+    Sub {
+        key: String,
+        query: Query,
+    },
+    Rep {
+        key: String,
+        query: Query,
+    },
+    Psub {
+        key: String,
+        query: Query,
+    },
+    Prep {
+        query: Query,
+    },
+    Rsub {
+        key: String,
+        query: Query,
+    },
+    /// `/v1/...` and `/alive`: the topics half routes these itself (`topics::route`).
+    Topic {
+        method: String,
+        target: Vec<u8>,
+    },
 }
 
 /// Why a request has no route; each variant names the response it becomes.
@@ -44,6 +63,9 @@ const TABLE: &[(&str, bool, &str)] = &[
 
 /// Routes an origin-form request target (`/path?query`).
 pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
+    if crate::http::request::is_topic_target(target) {
+        return Ok(Route::Topic { method: method.to_string(), target: target.to_vec() });
+    }
     let (path, raw_query) = match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, &b""[..]),

@@ -33,7 +33,10 @@ fn wait_stderr(s: &Server, what: &str, done: impl Fn(&str) -> bool) -> String {
 /// The start-up line: the one that names the bound address.
 fn startup_line(s: &Server) -> String {
     let addr = s.addr.to_string();
-    let err = wait_stderr(s, &format!("a line naming {addr}"), |e| e.contains(&addr));
+    // The whole line: the collector may have read only part of it so far.
+    let err = wait_stderr(s, &format!("a whole line naming {addr}"), |e| {
+        e.split_inclusive('\n').any(|l| l.contains(&addr) && l.ends_with('\n'))
+    });
     err.lines().find(|l| l.contains(&addr)).unwrap().to_string()
 }
 

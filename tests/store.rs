@@ -60,7 +60,9 @@ fn remove_path(p: &Path) {
 
 /// Start with the store on in `mode` over `dir`, plus `extra` settings.
 fn start_store(dir: &DataDir, mode: &str, extra: &[(&str, &str)]) -> Server {
-    let mut env: Vec<(&str, &str)> = vec![("ESUB_STORE", mode), ("ESUB_DATA_DIR", dir.as_str())];
+    // The relay's store alone: the topics half (and its open-mode WARN) stays off.
+    let mut env: Vec<(&str, &str)> =
+        vec![("ESUB_STORE", mode), ("ESUB_DATA_DIR", dir.as_str()), ("ESUB_TOPICS", "off")];
     env.extend_from_slice(extra);
     Server::start(&env)
 }

@@ -91,6 +91,10 @@ impl<S: Stream> Conn<S> {
 
     /// Shutdown: a parked sub gets 503, a websocket a 1001 close.
     pub fn drain(&mut self, ctx: &mut Ctx) {
+        if self.topic_ws_drain(ctx) {
+            self.sync_ws_deadline(ctx);
+            return;
+        }
         match &mut self.state {
             State::Parked { key, .. } => {
                 ctx.shared.registry.unpark(key, self.id);

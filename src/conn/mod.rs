@@ -5,8 +5,11 @@
 pub mod buffer;
 mod deliver;
 mod request;
+mod topic;
+mod topic_sub;
 
 pub use deliver::{record_reply, undeliverable};
+pub use topic::TopicWait;
 
 use std::io::{Read, Write};
 use std::sync::Arc;
@@ -57,6 +60,8 @@ pub struct ReqMetric {
 pub struct Request {
     pub route: Result<Route, RouteError>,
     pub upgrade: UpgradeHeaders,
+    /// `/v1/` requests: the headers the topics routes read.
+    pub topic: Option<Box<crate::http::request::TopicHeaders>>,
 }
 
 pub enum BodyRead {
@@ -103,6 +108,8 @@ pub enum State {
     },
     /// A websocket: a psub member or a `/prep` socket.
     Ws(Box<Ws>),
+    /// A topics request waiting for the store, its topic's creation, or messages.
+    Topic(Box<TopicWait>),
     /// Flush what is queued, then close.
     Closing,
 }
@@ -138,6 +145,12 @@ pub struct Conn<S = TcpStream> {
     pub started: Instant,
     /// The current request, for metrics (`None` for routes that are not measured).
     pub req: Option<ReqMetric>,
+    /// The topics consumer instance this connection holds (API-topics 5.1).
+    pub topic: Option<Box<topic::Binding>>,
+    /// The current request is a `/v1/` one: its errors are JSON.
+    pub v1: bool,
+    /// `Allow` of a `/v1/` 405.
+    topic_allow: Option<&'static str>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -157,6 +170,9 @@ impl<S: Stream> Conn<S> {
             write_interest: false,
             started: ctx.now,
             req: None,
+            topic: None,
+            v1: false,
+            topic_allow: None,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.
         conn.set_deadline(Some(ctx.now + ctx.shared.config.header_timeout), ctx);
@@ -182,6 +198,10 @@ impl<S: Stream> Conn<S> {
             None => Next::Continue,
             Some(at) if at > ctx.now => {
                 self.set_deadline(Some(at), ctx);
+                Next::Continue
+            }
+            Some(_) if matches!(self.state, State::Topic(_)) => {
+                self.topic_deadline(ctx);
                 Next::Continue
             }
             Some(_) => {
@@ -218,6 +238,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitTake => "await-take",
             State::Replaying { .. } => "replaying",
             State::Ws(_) => "websocket",
+            State::Topic(_) => "topic",
             State::Closing => "closing",
         }
     }
@@ -226,6 +247,7 @@ impl<S: Stream> Conn<S> {
     /// a delivery someone waits on, reps in a member's care) and give its buffer back.
     pub fn fail(&mut self, ctx: &mut Ctx) {
         self.record(ctx, false);
+        self.topic_unbind(ctx);
         match std::mem::replace(&mut self.state, State::Closing) {
             State::Parked { key, .. } => {
                 ctx.shared.registry.unpark(&key, self.id);
@@ -376,7 +398,12 @@ impl<S: Stream> Conn<S> {
             }
             match &mut self.state {
                 State::Ws(ws) => {
-                    ws.on_written(&self.out, self.id, ctx);
+                    let queued = self.out.total_queued();
+                    ws.on_written(&mut self.out, self.id, ctx);
+                    if !ws.closing && self.out.total_queued() != queued {
+                        // A topics sub fetched more: write it now.
+                        continue;
+                    }
                     if ws.closing && self.out.is_empty() {
                         self.fail(ctx);
                         return Next::Close;
@@ -401,6 +428,12 @@ impl<S: Stream> Conn<S> {
                     continue;
                 }
                 State::Closing if self.out.is_empty() => return Next::Close,
+                State::Topic(w) if self.out.is_empty() && w.is_fetch() => {
+                    self.topic_written(ctx);
+                    if !matches!(self.state, State::Topic(_)) {
+                        continue;
+                    }
+                }
                 _ => {}
             }
             match self.step(ctx) {
@@ -517,6 +550,7 @@ impl<S: Stream> Conn<S> {
         match self.state {
             // The answer is on its way; a half-closed client may still read it.
             State::AwaitRep(_) | State::AwaitStore { .. } | State::AwaitTake => Next::Continue,
+            State::Topic(ref w) if !w.is_fetch() => Next::Continue,
             State::Head if !self.out.is_empty() && self.rx.is_empty() => {
                 self.state = State::Closing;
                 Next::Continue

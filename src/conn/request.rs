@@ -41,9 +41,24 @@ impl<S: Stream> Conn<S> {
                 head.method
             );
         }
-        let request = Request { route, upgrade: head.upgrade };
+        let topic = head.topic;
+        self.v1 = topic.is_some();
+        let request = Request { route, upgrade: head.upgrade, topic };
         self.rx.consume(head_len);
         self.started = ctx.now;
+        if let (Ok(router::Route::Topic { method, target }), Some(h), false) =
+            (&request.route, request.topic.as_deref(), framing == Framing::None)
+        {
+            // Head-only checks run before the body is read (and before any 100 Continue).
+            if self.topic_precheck(ctx, method, target, h) {
+                return true;
+            }
+            if h.length.is_some_and(|n| n > max_body) {
+                self.persist = Persist::Close;
+                self.topic_error(ctx, 413, "too big message");
+                return true;
+            }
+        }
 
         if expect && request.route.is_err() {
             // Refuse before the client sends a body nobody will read.
@@ -118,6 +133,11 @@ impl<S: Stream> Conn<S> {
     fn reject(&mut self, e: HttpError, ctx: &mut Ctx) {
         crate::debug!("bad request conn={} status={}", self.id.token, e.status());
         self.persist = Persist::Close;
+        if self.v1 && matches!(self.state, State::Body(..)) {
+            let text = if e.status() == 413 { "too big message" } else { e.text() };
+            self.state = State::Head;
+            return self.topic_error(ctx, e.status(), text);
+        }
         self.respond_text(ctx, e.status(), e.text());
     }
 }

@@ -61,6 +61,34 @@ pub struct Head<'a> {
     pub keep_alive: bool,
     pub expect_continue: bool,
     pub upgrade: UpgradeHeaders,
+    /// The headers the topics routes read; collected only for `/v1/` targets.
+    pub topic: Option<Box<TopicHeaders>>,
+}
+
+/// Headers of a `/v1/` request (API-topics.md), copied out of the receive buffer. Names are
+/// case-insensitive; values are kept as sent.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct TopicHeaders {
+    pub appid: Option<Vec<u8>>,
+    pub pubkey: Option<Vec<u8>>,
+    pub subkey: Option<Vec<u8>>,
+    pub tag: Option<Vec<u8>>,
+    /// Every `X-Partition` / `X-Offset` value in order (repeated headers are one list).
+    pub partitions: Vec<Vec<u8>>,
+    pub offsets: Vec<Vec<u8>>,
+    pub origin: Option<Vec<u8>>,
+    pub forwarded_for: Option<Vec<u8>>,
+    pub msg_id: Option<Vec<u8>>,
+    pub bury: Option<Vec<u8>>,
+    /// The declared `Content-Length`, for checks before the body is read.
+    pub length: Option<usize>,
+    /// The websocket upgrade headers (the `/v1/ws/` routes).
+    pub upgrade: UpgradeHeaders,
+}
+
+/// Whether a request target belongs to the topics half (its body limits are per route).
+pub fn is_topic_target(target: &[u8]) -> bool {
+    target.starts_with(b"/v1/") || target == b"/alive" || target.starts_with(b"/alive?")
 }
 
 /// Strips RFC 9110's optional whitespace, SP and HTAB only: a parser that also strips vertical
@@ -112,8 +140,32 @@ pub fn parse_head(
     let mut codings: Vec<&[u8]> = Vec::new();
     let mut expect_continue = false;
     let mut upgrade = UpgradeHeaders::default();
+    let mut topic = is_topic_target(path.as_bytes()).then(Box::<TopicHeaders>::default);
     for h in req.headers.iter() {
         let name = h.name;
+        if let Some(t) = topic.as_deref_mut() {
+            let v = || trim_ows(h.value).to_vec();
+            let slot = match name.len() {
+                5 if name.eq_ignore_ascii_case("appid") => Some(&mut t.appid),
+                6 if name.eq_ignore_ascii_case("pubkey") => Some(&mut t.pubkey),
+                6 if name.eq_ignore_ascii_case("subkey") => Some(&mut t.subkey),
+                5 if name.eq_ignore_ascii_case("x-tag") => Some(&mut t.tag),
+                8 if name.eq_ignore_ascii_case("x-origin") => Some(&mut t.origin),
+                8 if name.eq_ignore_ascii_case("x-msg-id") => Some(&mut t.msg_id),
+                6 if name.eq_ignore_ascii_case("x-bury") => Some(&mut t.bury),
+                15 if name.eq_ignore_ascii_case("x-forwarded-for") => Some(&mut t.forwarded_for),
+                _ => None,
+            };
+            if let Some(slot) = slot {
+                if slot.is_none() {
+                    *slot = Some(v());
+                }
+            } else if name.eq_ignore_ascii_case("x-partition") {
+                t.partitions.push(v());
+            } else if name.eq_ignore_ascii_case("x-offset") {
+                t.offsets.push(v());
+            }
+        }
         if name.eq_ignore_ascii_case("content-length") {
             let digits = trim_ows(h.value);
             if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
@@ -157,9 +209,17 @@ pub fn parse_head(
         _ => return Err(HttpError::NotImplemented),
     };
     // Both framings at once is how requests are smuggled past proxies: refuse it.
+    if let Some(t) = topic.as_deref_mut() {
+        t.length = length;
+        t.upgrade = upgrade.clone();
+    }
     let framing = match (length, chunked) {
         (Some(_), true) => return Err(HttpError::Malformed("Both Content-Length and chunked")),
-        (Some(n), false) if n > max_body => return Err(HttpError::BodyTooLarge),
+        // Topic routes judge a declared length themselves (their limits differ per route and
+        // their errors are JSON); never above the global body limit either.
+        (Some(n), false) if n > max_body && topic.is_none() => {
+            return Err(HttpError::BodyTooLarge);
+        }
         (Some(0), false) | (None, false) => Framing::None,
         (Some(n), false) => Framing::Length(n),
         (None, true) => Framing::Chunked,
@@ -173,6 +233,7 @@ pub fn parse_head(
         keep_alive,
         expect_continue: expect_continue && framing != Framing::None,
         upgrade,
+        topic,
     }))
 }
 

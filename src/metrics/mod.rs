@@ -26,10 +26,17 @@ pub enum RouteTag {
     Psub,
     Prep,
     Rsub,
+    /// The topics half (API-topics 9); its consuming GETs count as `sub`.
+    Pub,
+    PubBatch,
+    WsPub,
+    WsSub,
+    Ack,
+    Man,
 }
 
 impl RouteTag {
-    pub const ALL: [RouteTag; 7] = [
+    pub const ALL: [RouteTag; 13] = [
         RouteTag::Info,
         RouteTag::Keys,
         RouteTag::Sub,
@@ -37,6 +44,12 @@ impl RouteTag {
         RouteTag::Psub,
         RouteTag::Prep,
         RouteTag::Rsub,
+        RouteTag::Pub,
+        RouteTag::PubBatch,
+        RouteTag::WsPub,
+        RouteTag::WsSub,
+        RouteTag::Ack,
+        RouteTag::Man,
     ];
 
     pub fn name(self) -> &'static str {
@@ -48,6 +61,12 @@ impl RouteTag {
             RouteTag::Psub => "psub",
             RouteTag::Prep => "prep",
             RouteTag::Rsub => "rsub",
+            RouteTag::Pub => "pub",
+            RouteTag::PubBatch => "pub_batch",
+            RouteTag::WsPub => "ws_pub",
+            RouteTag::WsSub => "ws_sub",
+            RouteTag::Ack => "ack",
+            RouteTag::Man => "man",
         }
     }
 
@@ -237,15 +256,8 @@ pub fn lines(
     });
     for (b, a) in keyed {
         let key_tag = b.key.as_ref().map(|k| statsd::sanitize_tag(&format!("key:{k}")));
-        let mut tags: Vec<&str> = vec![match b.route {
-            RouteTag::Info => "route:info",
-            RouteTag::Keys => "route:keys",
-            RouteTag::Sub => "route:sub",
-            RouteTag::Rep => "route:rep",
-            RouteTag::Psub => "route:psub",
-            RouteTag::Prep => "route:prep",
-            RouteTag::Rsub => "route:rsub",
-        }];
+        let route = format!("route:{}", b.route.name());
+        let mut tags: Vec<&str> = vec![&route];
         if let Some(k) = &key_tag {
             tags.push(k);
         }
@@ -304,6 +316,8 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::Socket
     let _ = socket.set_nonblocking(true);
     let global = global_tags(config, &shared.ip, &shared.name);
     let mut acc = Snapshot::new();
+    // The topics counters as last sent (statsd counters are deltas).
+    let mut topic_sent = [0u64; 4];
     let mut next = Instant::now() + config.metric_interval;
     loop {
         let wait = next.saturating_duration_since(Instant::now());
@@ -319,11 +333,35 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::Socket
         };
         next = Instant::now() + config.metric_interval;
         let dropped_before = shared.statsd_dropped.load(Ordering::Relaxed);
-        let gauges = [
+        let mut gauges = vec![
             ("sub.waiting", shared.registry.waiting() as u64),
             ("rep.waiting", shared.prep_sockets.load(Ordering::Relaxed) as u64),
         ];
         let mut packer = statsd::Packer::default();
+        if let Some(hub) = &shared.hub {
+            let (redelivered, skipped, instances) = hub.tallies();
+            let now = [
+                hub.msgs_in.load(Ordering::Relaxed),
+                hub.msgs_out.load(Ordering::Relaxed),
+                redelivered,
+                skipped,
+            ];
+            let names =
+                ["topic.msgs_in", "topic.msgs_out", "topic.redelivered", "topic.reset_skipped"];
+            let prefix = statsd::sanitize(&config.metric_prefix);
+            let tags: Vec<&str> = global.iter().map(String::as_str).collect();
+            for i in 0..4 {
+                let delta = now[i].saturating_sub(topic_sent[i]);
+                topic_sent[i] = now[i];
+                if delta > 0 {
+                    let mut l = Vec::new();
+                    statsd::line(&mut l, &format!("{prefix}.{}", names[i]), delta, "c", &tags);
+                    packer.push(&l);
+                }
+            }
+            gauges.push(("topic.instances", instances));
+            gauges.push(("topic.jobs", 0));
+        }
         for l in lines(&config.metric_prefix, &acc, &gauges, &global) {
             packer.push(&l);
         }

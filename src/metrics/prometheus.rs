@@ -87,6 +87,8 @@ pub struct Gauges {
     pub connections: u64,
     pub statsd_dropped: u64,
     pub uptime_s: u64,
+    /// The topics half: msgs_in, msgs_out, redelivered, reset_skipped, live instances.
+    pub topics: Option<[u64; 5]>,
 }
 
 /// Renders everything in the text exposition format (version 0.0.4).
@@ -158,6 +160,20 @@ pub fn render(prefix: &str, workers: &[std::sync::Arc<PromWorker>], g: &Gauges) 
         let _ =
             writeln!(s, "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}\n{p}_{name} {value}");
     }
+    if let Some(t) = g.topics {
+        for (name, help, kind, value) in [
+            ("topic_msgs_in_total", "Topic messages appended.", "counter", t[0]),
+            ("topic_msgs_out_total", "Topic messages delivered.", "counter", t[1]),
+            ("topic_redelivered_total", "Messages re-sent after the ack timeout.", "counter", t[2]),
+            ("topic_reset_skipped_total", "Messages retention removed unread.", "counter", t[3]),
+            ("topic_instances", "Live consumer instances.", "gauge", t[4]),
+        ] {
+            let _ = writeln!(
+                s,
+                "# HELP {p}_{name} {help}\n# TYPE {p}_{name} {kind}\n{p}_{name} {value}"
+            );
+        }
+    }
     s
 }
 
@@ -190,6 +206,7 @@ mod tests {
             sub_waiting: 2,
             rep_waiting: 0,
             connections: 5,
+            topics: None,
             statsd_dropped: 0,
             uptime_s: 1,
         };

@@ -71,13 +71,28 @@ pub enum Msg {
     TakenOver { to: ConnId },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
     Drain,
+    /// The topics half: a store answer or a wake-up for connection `to`.
+    Topic { to: ConnId, ev: TopicEv },
+}
+
+/// What a topics connection hears from the store thread or another worker.
+#[derive(Debug)]
+pub enum TopicEv {
+    /// The topic it waits for was created (or the creation failed).
+    Created(Result<(), StoreFail>),
+    /// One append of its pub was stored (or not); `seq` numbers a websocket pub's frames.
+    Stored { seq: Option<u64>, result: Result<(), StoreFail> },
+    /// Metadata it waits for (commits, seek) was stored.
+    Done(Result<(), StoreFail>),
+    /// One of its instance's partitions has a new message, or the partitions moved.
+    Wake,
 }
 
 impl Msg {
     /// The connection this message is for (`None` for broadcasts like `Drain`).
     pub fn target(&self) -> Option<ConnId> {
         match self {
-            Msg::Deliver { to, .. } | Msg::TakenOver { to } => Some(*to),
+            Msg::Deliver { to, .. } | Msg::TakenOver { to } | Msg::Topic { to, .. } => Some(*to),
             Msg::Delivered { reply, .. }
             | Msg::Failed { reply, .. }
             | Msg::Stored { reply, .. }

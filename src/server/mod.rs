@@ -39,6 +39,8 @@ pub struct Shared {
     pub prep_sockets: AtomicUsize,
     /// The store thread's queue (`None` with `ESUB_STORE=off`).
     pub store: Option<std::sync::mpsc::Sender<crate::store::Req>>,
+    /// The topics half (`None` with `ESUB_TOPICS=off`).
+    pub hub: Option<crate::topics::hub::Hub>,
 }
 
 impl Shared {
@@ -50,6 +52,11 @@ impl Shared {
             connections: self.open.load(Ordering::Relaxed) as u64,
             statsd_dropped: self.statsd_dropped.load(Ordering::Relaxed),
             uptime_s: now.saturating_duration_since(self.started).as_secs(),
+            topics: self.hub.as_ref().map(|h| {
+                let (red, skip, inst) = h.tallies();
+                let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+                [load(&h.msgs_in), load(&h.msgs_out), red, skip, inst]
+            }),
         };
         prometheus::render(&self.config.metric_prefix, &self.prom, &gauges)
     }
@@ -104,6 +111,7 @@ impl Ctx {
             statsd_dropped: AtomicU64::new(0),
             prep_sockets: AtomicUsize::new(0),
             store: None,
+            hub: None,
             config,
             registry: Registry::default(),
             mailboxes: vec![Mailbox::new(waker)],
@@ -156,12 +164,25 @@ pub struct Server {
     threads: Vec<JoinHandle<()>>,
     statsd: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
+    topics: Option<JoinHandle<()>>,
 }
+
+/// The opened topics half, ready for its thread: `Hub::open`'s result.
+pub type TopicsOpened = (
+    crate::topics::hub::Hub,
+    crate::topics::engine::TopicEngine,
+    std::sync::mpsc::Receiver<crate::topics::engine::TReq>,
+);
 
 impl Server {
     /// Binds one listener per worker and starts the workers.
     /// `engine` is the opened store (`None` with `ESUB_STORE=off`).
-    pub fn start(config: Config, engine: Option<crate::store::Engine>) -> io::Result<Server> {
+    /// `topics` is the opened topics half (`None` with `ESUB_TOPICS=off`).
+    pub fn start(
+        config: Config,
+        engine: Option<crate::store::Engine>,
+        topics: Option<TopicsOpened>,
+    ) -> io::Result<Server> {
         let mut listeners = Vec::with_capacity(config.workers);
         let mut addr = SocketAddr::new(config.bind, config.port);
         for _ in 0..config.workers {
@@ -182,7 +203,12 @@ impl Server {
         let target = metrics::statsd_target(&config);
         let (statsd_tx, statsd_rx) = std::sync::mpsc::channel();
         let (store_tx, store_rx) = std::sync::mpsc::channel();
+        let (hub, topic_engine) = match topics {
+            Some((hub, engine, rx)) => (Some(hub), Some((engine, rx))),
+            None => (None, None),
+        };
         let shared = Arc::new(Shared {
+            hub,
             prom: prom.clone(),
             statsd_dropped: AtomicU64::new(0),
             prep_sockets: AtomicUsize::new(0),
@@ -216,6 +242,21 @@ impl Server {
             }
             None => None,
         };
+        let topics = match topic_engine {
+            Some((engine, rx)) => {
+                let s = shared.clone();
+                let on_retention = Box::new(move |topic: &str, partition: u32, oldest: i64| {
+                    if let Some(hub) = &s.hub {
+                        hub.retained(topic, partition, oldest);
+                    }
+                });
+                let t = std::thread::Builder::new()
+                    .name("esub-topics".into())
+                    .spawn(move || engine.run(rx, on_retention))?;
+                Some(t)
+            }
+            None => None,
+        };
         let mut threads = Vec::with_capacity(polls.len());
         for (i, (poll, l)) in polls.into_iter().zip(listeners).enumerate() {
             let sender = statsd.as_ref().map(|_| statsd_tx.clone());
@@ -229,7 +270,7 @@ impl Server {
             );
         }
         drop(statsd_tx);
-        Ok(Server { addr, shared, threads, statsd, store })
+        Ok(Server { addr, shared, threads, statsd, store, topics })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
@@ -243,6 +284,11 @@ impl Server {
         // Every rep is answered: the store syncs what it holds and stops.
         if let (Some(tx), Some(t)) = (&self.shared.store, self.store) {
             let _ = tx.send(crate::store::Req::Shutdown);
+            let _ = t.join();
+        }
+        // Pubs and acks already read were answered; the topics store syncs and stops.
+        if let (Some(hub), Some(t)) = (&self.shared.hub, self.topics) {
+            hub.send(crate::topics::engine::TReq::Shutdown);
             let _ = t.join();
         }
         // The workers' senders are gone with them: the metrics thread flushes once more and ends.

@@ -1,1 +1,439 @@
-//! (being written)
+//! `TopicEngine`: the topics store thread. It owns every partition log and the metadata log,
+//! and commits in groups: each batch of queued requests costs one write per partition touched,
+//! one metadata write, and (with `ESUB_FSYNC=always`) one fsync per file before any answer.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use super::Message;
+use super::log::{PartitionLog, PartitionReader, fail_of};
+use super::meta::{CommitKey, MetaLog, MetaRec};
+use crate::config::Fsync;
+use crate::store::StoreFail;
+
+/// Requests taken per group commit: bounds one batch's memory and latency.
+const BATCH: usize = 4096;
+/// A topic's directory name is its raw name up to this many bytes; longer names (shadow queues
+/// can reach ~290 bytes, past NAME_MAX) keep a prefix and a hash.
+const DIR_NAME_MAX: usize = 200;
+
+/// A topic as the metadata log keeps it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TopicSpec {
+    /// Raw name, `appid.topic.ver`.
+    pub name: String,
+    pub partitions: u32,
+    pub retention_hours: f64,
+    /// Per partition; -1 = unlimited.
+    pub retention_bytes: i64,
+}
+
+#[derive(Clone, Debug)]
+pub struct EngineConfig {
+    /// `ESUB_DATA_DIR/topics`.
+    pub dir: PathBuf,
+    pub fsync: Fsync,
+    pub fsync_interval: Duration,
+    pub segment_bytes: u64,
+    pub retention_check: Duration,
+}
+
+pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
+pub type TopicDone = Box<dyn FnOnce(Result<Vec<PartitionReader>, StoreFail>) + Send>;
+/// `(topic, partition, new_oldest)`, called on the store thread when retention moved `oldest`.
+pub type OnRetention = Box<dyn Fn(&str, u32, i64) + Send>;
+
+/// What workers ask of the topics store thread. Every `done` is called once, on that thread, in
+/// the order the requests arrived.
+pub enum TReq {
+    /// Create a topic (dirs + meta record, synced before `done`), or when it exists with the same
+    /// partition count replace its retention (another count is an error). Answers the readers of
+    /// its partitions.
+    Topic {
+        spec: TopicSpec,
+        done: TopicDone,
+    },
+    /// Append to one partition (caller assigned consecutive offsets, in order per partition).
+    /// After an error nothing of it is stored and the partition's `end()` is unchanged.
+    Append {
+        topic: Arc<str>,
+        partition: u32,
+        msgs: Vec<Arc<Message>>,
+        done: Done,
+    },
+    /// Metadata records (commits, forget-group).
+    Meta {
+        recs: Vec<MetaRec>,
+        done: Done,
+    },
+    Shutdown,
+}
+
+pub struct OpenedTopic {
+    pub spec: TopicSpec,
+    pub readers: Vec<PartitionReader>,
+}
+
+/// What start-up found on disk.
+#[derive(Default)]
+pub struct Opened {
+    pub topics: Vec<OpenedTopic>,
+    pub commits: BTreeMap<CommitKey, i64>,
+}
+
+struct Topic {
+    spec: TopicSpec,
+    logs: Vec<PartitionLog>,
+    /// Written since the last fsync, per partition.
+    dirty: Vec<bool>,
+}
+
+impl Topic {
+    fn readers(&self) -> Vec<PartitionReader> {
+        self.logs.iter().map(PartitionLog::reader).collect()
+    }
+}
+
+pub struct TopicEngine {
+    cfg: EngineConfig,
+    /// `None` until the first topic exists: nothing is written before.
+    meta: Option<MetaLog>,
+    meta_dirty: bool,
+    topics: HashMap<String, Topic>,
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+/// The directory of a topic's partitions under the topics dir.
+pub fn topic_dir(root: &Path, name: &str) -> PathBuf {
+    if name.len() <= DIR_NAME_MAX {
+        return root.join(name);
+    }
+    // FNV-1a 64: stable across builds, and names are ours, not an attacker's choice of hash.
+    let hash = name.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3)
+    });
+    let cut = (0..=DIR_NAME_MAX - 20).rev().find(|i| name.is_char_boundary(*i)).unwrap_or(0);
+    root.join(format!("{}~{hash:016x}", &name[..cut]))
+}
+
+fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+fn open_logs(root: &Path, spec: &TopicSpec, segment_bytes: u64) -> io::Result<Vec<PartitionLog>> {
+    let dir = topic_dir(root, &spec.name);
+    (0..spec.partitions)
+        .map(|p| PartitionLog::open(&dir.join(p.to_string()), segment_bytes))
+        .collect()
+}
+
+/// What a request in a batch is waiting for.
+enum Waiting {
+    Answered(Done, Result<(), StoreFail>),
+    Append(Done, usize),
+    Meta(Done),
+    Topic(TopicDone, Result<Vec<PartitionReader>, StoreFail>),
+}
+
+impl TopicEngine {
+    /// Reads what `cfg.dir` holds: the metadata log (replayed, compacted) and every topic's
+    /// partitions (torn tails cut). Creates nothing when the dir does not exist. An unusable dir
+    /// is an error naming `ESUB_DATA_DIR`, for exit code 2.
+    pub fn open(cfg: EngineConfig) -> Result<(TopicEngine, Opened), String> {
+        let ctx = |what: &str, e: &dyn std::fmt::Display| {
+            format!("ESUB_DATA_DIR: {}: {what}: {e}", cfg.dir.display())
+        };
+        let mut engine =
+            TopicEngine { cfg: cfg.clone(), meta: None, meta_dirty: false, topics: HashMap::new() };
+        match std::fs::metadata(&cfg.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                return Ok((engine, Opened::default()));
+            }
+            Err(e) => return Err(ctx("cannot read", &e)),
+            Ok(m) if !m.is_dir() => return Err(ctx("cannot use", &"not a directory")),
+            Ok(_) => {}
+        }
+        let started = Instant::now();
+        let (meta, state) = MetaLog::open(&cfg.dir).map_err(|e| ctx("metadata log", &e))?;
+        let mut opened = Opened { topics: Vec::new(), commits: state.commits };
+        for spec in state.topics.into_values() {
+            let logs = open_logs(&cfg.dir, &spec, cfg.segment_bytes)
+                .map_err(|e| ctx(&format!("topic {}", spec.name), &e))?;
+            let t = Topic { dirty: vec![false; logs.len()], logs, spec: spec.clone() };
+            opened.topics.push(OpenedTopic { spec: spec.clone(), readers: t.readers() });
+            engine.topics.insert(spec.name, t);
+        }
+        crate::info!(
+            "topics store opened dir={} topics={} commits={} ms={}",
+            cfg.dir.display(),
+            opened.topics.len(),
+            opened.commits.len(),
+            started.elapsed().as_millis()
+        );
+        engine.meta = Some(meta);
+        Ok((engine, opened))
+    }
+
+    /// The store thread: group commits until `Shutdown` (or every sender is gone), then a last
+    /// sync. `on_retention(topic, partition, new_oldest)` is called when retention moved a
+    /// partition's oldest offset.
+    pub fn run(mut self, rx: Receiver<TReq>, on_retention: OnRetention) {
+        let mut batch = Vec::with_capacity(BATCH);
+        let mut next_sync = Instant::now() + self.cfg.fsync_interval;
+        let mut next_retention = Instant::now() + self.cfg.retention_check;
+        loop {
+            let dirty = self.is_dirty();
+            let wake = if dirty { next_sync.min(next_retention) } else { next_retention };
+            let mut stop = false;
+            match rx.recv_timeout(wake.saturating_duration_since(Instant::now())) {
+                Ok(req) => batch.push(req),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => stop = true,
+            }
+            while batch.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(req) => batch.push(req),
+                    Err(_) => break,
+                }
+            }
+            stop |= batch.iter().any(|r| matches!(r, TReq::Shutdown));
+            if !batch.is_empty() {
+                self.commit(&mut batch);
+            }
+            let now = Instant::now();
+            if self.is_dirty() && (now >= next_sync || stop) {
+                self.sync_dirty();
+            }
+            if now >= next_sync {
+                next_sync = now + self.cfg.fsync_interval;
+            }
+            if now >= next_retention && !stop {
+                self.retain(&*on_retention);
+                next_retention = Instant::now() + self.cfg.retention_check;
+            }
+            if stop {
+                crate::info!("topics store closed");
+                return;
+            }
+        }
+    }
+
+    fn is_dirty(&self) -> bool {
+        self.meta_dirty || self.topics.values().any(|t| t.dirty.iter().any(|d| *d))
+    }
+
+    /// Interval mode's fsync of everything written since the last one. A failure is logged: the
+    /// writes it covered were answered already.
+    fn sync_dirty(&mut self) {
+        for (name, t) in &mut self.topics {
+            for (p, log) in t.logs.iter_mut().enumerate() {
+                if t.dirty[p] {
+                    match log.sync() {
+                        Ok(()) => t.dirty[p] = false,
+                        Err(e) => {
+                            crate::warn!("topics fsync failed topic={name} partition={p} error={e}")
+                        }
+                    }
+                }
+            }
+        }
+        if self.meta_dirty {
+            match self.meta.as_mut().map_or(Ok(()), MetaLog::sync) {
+                Ok(()) => self.meta_dirty = false,
+                Err(e) => crate::warn!("topics meta fsync failed error={e}"),
+            }
+        }
+    }
+
+    /// The metadata log, created with the topics dir on first use.
+    fn meta(&mut self) -> io::Result<&mut MetaLog> {
+        if self.meta.is_none() {
+            std::fs::create_dir_all(&self.cfg.dir)?;
+            let (meta, _) = MetaLog::open(&self.cfg.dir)?;
+            if let Some(parent) = self.cfg.dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+                sync_dir(parent)?;
+            }
+            self.meta = Some(meta);
+        }
+        Ok(self.meta.as_mut().expect("just set"))
+    }
+
+    /// Creates a topic's partitions (not yet its meta record), or checks the partition count of
+    /// an existing one. Answers the readers and the spec it replaced (`None`: it is new).
+    fn prepare_topic(
+        &mut self,
+        spec: &TopicSpec,
+    ) -> Result<(Vec<PartitionReader>, Option<TopicSpec>), StoreFail> {
+        if let Some(t) = self.topics.get_mut(&spec.name) {
+            if t.spec.partitions != spec.partitions {
+                crate::warn!(
+                    "topics refused a partition count change topic={} from={} to={}",
+                    spec.name,
+                    t.spec.partitions,
+                    spec.partitions
+                );
+                return Err(StoreFail::Io);
+            }
+            let old = std::mem::replace(&mut t.spec, spec.clone());
+            return Ok((t.readers(), Some(old)));
+        }
+        let created = (|| {
+            self.meta()?;
+            let logs = open_logs(&self.cfg.dir, spec, self.cfg.segment_bytes)?;
+            sync_dir(&topic_dir(&self.cfg.dir, &spec.name))?;
+            sync_dir(&self.cfg.dir)?;
+            Ok::<_, io::Error>(logs)
+        })();
+        let logs = created.map_err(|e| {
+            crate::warn!("topics cannot create topic={} error={e}", spec.name);
+            fail_of(&e)
+        })?;
+        let t = Topic { spec: spec.clone(), dirty: vec![false; logs.len()], logs };
+        let readers = t.readers();
+        self.topics.insert(spec.name.clone(), t);
+        Ok((readers, None))
+    }
+
+    /// One group commit: topics prepared in order, appends gathered per partition and written
+    /// once each, metadata written once, syncs as `ESUB_FSYNC` says, then every answer in order.
+    fn commit(&mut self, batch: &mut Vec<TReq>) {
+        let mut waiting = Vec::with_capacity(batch.len());
+        let mut groups: Vec<(Arc<str>, u32, Vec<Arc<Message>>)> = Vec::new();
+        let mut group_of: HashMap<(Arc<str>, u32), usize> = HashMap::new();
+        let mut recs = Vec::new();
+        // Topics whose meta record is in `recs`, with the spec to restore if it fails.
+        let mut undo: Vec<(String, Option<TopicSpec>)> = Vec::new();
+        for req in batch.drain(..) {
+            match req {
+                TReq::Topic { spec, done } => {
+                    let r = self.prepare_topic(&spec).map(|(readers, old)| {
+                        undo.push((spec.name.clone(), old));
+                        recs.push(MetaRec::Topic(spec));
+                        readers
+                    });
+                    waiting.push(Waiting::Topic(done, r));
+                }
+                TReq::Append { topic, partition, msgs, done } => {
+                    let known = self
+                        .topics
+                        .get(&*topic)
+                        .is_some_and(|t| (partition as usize) < t.logs.len());
+                    if !known {
+                        crate::warn!(
+                            "topics append to an unknown partition topic={topic} partition={partition}"
+                        );
+                        waiting.push(Waiting::Answered(done, Err(StoreFail::Io)));
+                        continue;
+                    }
+                    let g = *group_of.entry((topic.clone(), partition)).or_insert_with(|| {
+                        groups.push((topic, partition, Vec::new()));
+                        groups.len() - 1
+                    });
+                    groups[g].2.extend(msgs);
+                    waiting.push(Waiting::Append(done, g));
+                }
+                TReq::Meta { recs: r, done } => {
+                    recs.extend(r);
+                    waiting.push(Waiting::Meta(done));
+                }
+                TReq::Shutdown => {}
+            }
+        }
+        let always = self.cfg.fsync == Fsync::Always;
+        let mut results = Vec::with_capacity(groups.len());
+        for (topic, p, msgs) in &groups {
+            let t = self.topics.get_mut(&**topic).expect("checked above");
+            let log = &mut t.logs[*p as usize];
+            let mut r = log.append(msgs);
+            if r.is_ok() {
+                if always {
+                    r = log.sync().map_err(|e| {
+                        crate::warn!("topics fsync failed topic={topic} partition={p} error={e}");
+                        fail_of(&e)
+                    });
+                } else {
+                    t.dirty[*p as usize] = true;
+                }
+            }
+            results.push(r);
+        }
+        let meta_result = if recs.is_empty() {
+            Ok(())
+        } else {
+            self.write_meta(&recs, always || !undo.is_empty())
+        };
+        if meta_result.is_err() {
+            for (name, old) in undo {
+                match old {
+                    Some(spec) => {
+                        if let Some(t) = self.topics.get_mut(&name) {
+                            t.spec = spec;
+                        }
+                    }
+                    None => {
+                        self.topics.remove(&name);
+                    }
+                }
+            }
+        }
+        for w in waiting {
+            match w {
+                Waiting::Answered(done, r) => done(r),
+                Waiting::Append(done, g) => done(results[g]),
+                Waiting::Meta(done) => done(meta_result),
+                Waiting::Topic(done, r) => done(r.and_then(|readers| meta_result.map(|_| readers))),
+            }
+        }
+    }
+
+    fn write_meta(&mut self, recs: &[MetaRec], sync: bool) -> Result<(), StoreFail> {
+        let meta = self.meta().map_err(|e| {
+            crate::warn!("topics cannot open the metadata log error={e}");
+            fail_of(&e)
+        })?;
+        meta.append(recs)?;
+        if !sync {
+            self.meta_dirty = true;
+            return Ok(());
+        }
+        meta.sync().map_err(|e| {
+            crate::warn!("topics meta fsync failed error={e}");
+            fail_of(&e)
+        })?;
+        self.meta_dirty = false;
+        Ok(())
+    }
+
+    /// Applies every topic's retention to each of its partitions.
+    fn retain(&mut self, on_retention: &dyn Fn(&str, u32, i64)) {
+        let now = now_ms();
+        for (name, t) in &mut self.topics {
+            let ms = (t.spec.retention_hours * 3_600_000.0) as u64;
+            for (p, log) in t.logs.iter_mut().enumerate() {
+                match log.retain(now, ms, t.spec.retention_bytes) {
+                    Ok(Some(oldest)) => {
+                        crate::debug!(
+                            "topics retention topic={name} partition={p} oldest={oldest}"
+                        );
+                        on_retention(name, p as u32, oldest);
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        crate::warn!("topics retention failed topic={name} partition={p} error={e}")
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -6,8 +6,11 @@
 pub mod auth;
 pub mod codec;
 pub mod engine;
+pub mod hub;
 pub mod log;
 pub mod meta;
+pub mod route;
+pub mod state;
 
 use crate::conn::buffer::Body;
 

@@ -182,6 +182,11 @@ pub fn data_header(out: &mut Vec<u8>, body: &[u8]) {
     header(out, OpCode::Data(op), body.len());
 }
 
+/// The header of a BINARY frame of `len` payload bytes.
+pub fn binary_header(out: &mut Vec<u8>, len: usize) {
+    header(out, OpCode::Data(Data::Binary), len);
+}
+
 /// A whole small TEXT frame.
 pub fn text(out: &mut Vec<u8>, s: &str) {
     header(out, OpCode::Data(Data::Text), s.len());

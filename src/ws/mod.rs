@@ -6,6 +6,7 @@ pub mod frame;
 pub mod handshake;
 pub mod prep;
 pub mod replay;
+pub mod topic;
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -63,6 +64,10 @@ pub struct Member {
 pub enum Role {
     Psub(Member),
     Prep(Prep),
+    /// A topics pub socket (API-topics 4.3).
+    TopicPub(topic::TPub),
+    /// A topics consumer instance (API-topics 5.5).
+    TopicSub(topic::TSub),
 }
 
 pub struct Ws {
@@ -70,6 +75,8 @@ pub struct Ws {
     reader: Reader,
     /// A close frame is queued: flush it, then close the socket.
     pub closing: bool,
+    /// Shutting down: close once the frames already received are answered (topics pub).
+    pub drain_close: bool,
     last_seen: Instant,
     pinged: bool,
 }
@@ -254,10 +261,16 @@ impl Member {
 
 impl Ws {
     pub fn new(role: Role, ctx: &Ctx) -> Ws {
+        Ws::with_limit(role, ctx.shared.config.max_body_bytes, ctx)
+    }
+
+    /// A session whose messages may be at most `max` bytes (1009 beyond).
+    pub fn with_limit(role: Role, max: usize, ctx: &Ctx) -> Ws {
         Ws {
             role,
-            reader: Reader::new(ctx.shared.config.max_body_bytes),
+            reader: Reader::new(max),
             closing: false,
+            drain_close: false,
             last_seen: ctx.now,
             pinged: false,
         }
@@ -280,7 +293,7 @@ impl Ws {
                 .as_ref()
                 .map(|(_, at)| *at)
                 .or_else(|| m.inflight.front().map(|(_, d)| d.arrived + write_timeout)),
-            Role::Prep(_) => None,
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => None,
         };
         Some(receipt.map_or(keepalive, |r| r.min(keepalive)))
     }
@@ -303,15 +316,15 @@ impl Ws {
     pub fn fail(&mut self, id: ConnId, ctx: &mut Ctx) {
         match &mut self.role {
             Role::Psub(m) => m.fail(id, ctx),
-            Role::Prep(_) => {}
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => {}
         }
     }
 
     pub fn deliver(&mut self, d: Delivery, io: &mut Io, ctx: &mut Ctx) {
         match &mut self.role {
             Role::Psub(m) => m.deliver(d, self.closing, io.out, ctx),
-            // A prep socket is not a subscriber; a stale address cannot reach it.
-            Role::Prep(_) => {
+            // A prep or topics socket is not a subscriber; a stale address cannot reach it.
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => {
                 if let Some(reply) = d.reply {
                     ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
                 }
@@ -320,9 +333,17 @@ impl Ws {
     }
 
     /// Bytes were written: reps whose frames are now out get their answer.
-    pub fn on_written(&mut self, out: &OutQueue, id: ConnId, ctx: &mut Ctx) {
-        if let Role::Psub(m) = &mut self.role {
-            m.on_written(out, id, ctx);
+    pub fn on_written(&mut self, out: &mut OutQueue, id: ConnId, ctx: &mut Ctx) {
+        match &mut self.role {
+            Role::Psub(m) => m.on_written(out, id, ctx),
+            Role::TopicSub(t) => {
+                t.on_written(out, ctx);
+                // Room again after a backlog: fetch on (a parked socket waits for a wake-up).
+                if !self.closing && !t.parked {
+                    t.fetch(out, id, ctx);
+                }
+            }
+            _ => {}
         }
     }
 
@@ -374,6 +395,11 @@ impl Ws {
         {
             return WsNext::Idle;
         }
+        if let Role::TopicPub(p) = &self.role
+            && p.is_full()
+        {
+            return WsNext::Idle;
+        }
         let incoming = match self.reader.next(io.rx) {
             Ok(Some(m)) => m,
             Ok(None) => return WsNext::Idle,
@@ -390,6 +416,7 @@ impl Ws {
         };
         self.last_seen = ctx.now;
         self.pinged = false;
+        let is_text = matches!(incoming, Incoming::Text(_));
         match incoming {
             Incoming::Ping(payload) => {
                 io.out.with_bytes(|v| frame::control(v, Control::Pong, &payload))
@@ -398,6 +425,22 @@ impl Ws {
             Incoming::Close(code) => {
                 // Echo the peer's code; a close without one is answered with a plain 1000.
                 self.close(code.unwrap_or(1000), "", io, ctx);
+            }
+            Incoming::Text(data) | Incoming::Binary(data)
+                if matches!(self.role, Role::TopicPub(_) | Role::TopicSub(_)) =>
+            {
+                let text = is_text;
+                let result = match &mut self.role {
+                    Role::TopicPub(p) => {
+                        p.on_frame(text, data, io, ctx).map_err(|e| (e.code(), e.reason()))
+                    }
+                    // Acks come as TEXT frames; other data frames are ignored.
+                    Role::TopicSub(t) if text => t.on_ack(&data, ctx),
+                    _ => Ok(()),
+                };
+                if let Err((code, reason)) = result {
+                    self.close(code, reason, io, ctx);
+                }
             }
             Incoming::Text(data) | Incoming::Binary(data) if matches!(self.role, Role::Psub(_)) => {
                 let _ = data;

@@ -5,6 +5,7 @@
 
 mod client;
 mod json;
+pub mod topics;
 pub mod ws;
 
 pub use client::{Client, Response};

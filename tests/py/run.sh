@@ -2,7 +2,7 @@
 # Compatibility test: the public Python client esub==0.0.6, python requests and curl against the
 # esub binary; then test_prometheus.py: GET /metrics through prometheus_client's parser; then
 # test_websockets.py: /psub and /prep through the client's psub/prep and the websockets library,
-# in keepalive and in receipt mode.
+# in keepalive and in receipt mode; then test_topics.py: the README's topics consumer loop.
 #
 #   tests/py/run.sh                      # tests target/debug/esub of this checkout
 #   ESUB_BIN=/path/to/esub tests/py/run.sh
@@ -107,4 +107,5 @@ rc=0
 run_py "$here/test_client.py" "$bin" || rc=$?
 run_py "$here/test_prometheus.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 run_py "$here/test_websockets.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+run_py "$here/test_topics.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 exit "$rc"

@@ -1,0 +1,318 @@
+//! `Hub`: what every worker shares of the topics half: the topics by raw name (read-mostly),
+//! the auth mode (swapped on SIGHUP), the store thread's queue, counters. Topic creation and
+//! every store answer come back to the asking connection through its worker's mailbox.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
+
+use super::auth::{Auth, parse_apps};
+use super::engine::{EngineConfig, Opened, TReq, TopicEngine, TopicSpec};
+use super::log::PartitionReader;
+use super::meta::MetaRec;
+use super::state::{GroupId, Part, TopicState};
+use crate::config::Config;
+use crate::server::Shared;
+use crate::server::mailbox::{ConnId, Msg, TopicEv};
+use crate::store::StoreFail;
+
+pub struct Topic {
+    pub name: Arc<str>,
+    pub readers: Vec<PartitionReader>,
+    pub state: Mutex<TopicState>,
+}
+
+impl Topic {
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, TopicState> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub fn partitions(&self) -> u32 {
+        self.readers.len() as u32
+    }
+}
+
+pub struct Hub {
+    pub cfg: crate::config::TopicsConfig,
+    auth: RwLock<Arc<Auth>>,
+    pub auth_file: bool,
+    store: Mutex<Sender<TReq>>,
+    topics: RwLock<HashMap<String, Arc<Topic>>>,
+    next_instance: AtomicU64,
+    pub msgs_in: AtomicU64,
+    pub msgs_out: AtomicU64,
+}
+
+/// Reads and parses the apps file.
+pub fn load_apps(path: &std::path::Path) -> Result<Auth, String> {
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    parse_apps(&bytes).map(Auth::File)
+}
+
+impl Hub {
+    /// Opens the topics store (`ESUB_DATA_DIR/topics`) and the apps file; `Err` is the
+    /// start-up error (exit 2). The engine is returned for its thread.
+    pub fn open(
+        config: &Config,
+    ) -> Result<(Hub, TopicEngine, std::sync::mpsc::Receiver<TReq>), String> {
+        let cfg = config.topics.clone().ok_or("topics are off")?;
+        let auth = match &cfg.apps_file {
+            Some(path) => load_apps(path).map_err(|e| format!("ESUB_APPS_FILE: {e}"))?,
+            None => Auth::Open,
+        };
+        let auth_file = cfg.apps_file.is_some();
+        let (engine, opened) = TopicEngine::open(EngineConfig {
+            dir: config.data_dir.join("topics"),
+            fsync: config.fsync,
+            fsync_interval: config.fsync_interval,
+            segment_bytes: cfg.segment_bytes,
+            retention_check: cfg.retention_check,
+        })?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        let hub = Hub {
+            cfg,
+            auth: RwLock::new(Arc::new(auth)),
+            auth_file,
+            store: Mutex::new(tx),
+            topics: RwLock::new(HashMap::new()),
+            next_instance: AtomicU64::new(1),
+            msgs_in: AtomicU64::new(0),
+            msgs_out: AtomicU64::new(0),
+        };
+        hub.restore(opened);
+        Ok((hub, engine, rx))
+    }
+
+    /// Rebuilds topics and commits from what the store found.
+    fn restore(&self, opened: Opened) {
+        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        for t in opened.topics {
+            let topic = new_topic(&t.spec, t.readers);
+            map.insert(t.spec.name.clone(), Arc::new(topic));
+        }
+        for (k, offset) in opened.commits {
+            let Some(t) = map.get(&k.topic) else { continue };
+            let mut st = t.lock();
+            let p = st.partitions() as usize;
+            let gid = GroupId { app: k.app, group: k.group, queue: k.queue };
+            let g = st.groups.entry(gid).or_default();
+            g.committed.resize(p, None);
+            if let Some(c) = g.committed.get_mut(k.partition as usize) {
+                *c = Some(offset);
+            }
+        }
+    }
+
+    /// Counters and gauges for the metrics: (redelivered, reset_skipped, live instances).
+    pub fn tallies(&self) -> (u64, u64, u64) {
+        let topics: Vec<Arc<Topic>> =
+            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
+        let (mut red, mut skip, mut inst) = (0, 0, 0);
+        for t in topics {
+            let st = t.lock();
+            red += st.redelivered;
+            skip += st.skipped;
+            inst += st.groups.values().map(|g| g.instances.len() as u64).sum::<u64>();
+        }
+        (red, skip, inst)
+    }
+
+    pub fn topic_count(&self) -> usize {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).len()
+    }
+
+    pub fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    /// SIGHUP: re-reads the apps file; a bad one is logged and the old one kept.
+    pub fn reload_auth(&self) {
+        let Some(path) = &self.cfg.apps_file else { return };
+        match load_apps(path) {
+            Ok(auth) => {
+                *self.auth.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(auth);
+                crate::info!("apps file reloaded path={}", path.display());
+            }
+            Err(e) => crate::warn!("apps file reload failed, keeping the old one: {e}"),
+        }
+    }
+
+    pub fn get(&self, name: &str) -> Option<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).get(name).cloned()
+    }
+
+    pub fn instance_id(&self) -> u64 {
+        self.next_instance.fetch_add(1, Ordering::Relaxed)
+    }
+
+    pub fn send(&self, req: TReq) {
+        // The store thread outlives the workers; a send can only fail after shutdown.
+        let _ = self.store.lock().unwrap_or_else(PoisonError::into_inner).send(req);
+    }
+
+    /// Stores metadata; `to` hears `Done` once it is stored.
+    pub fn commit_then(&self, shared: &Arc<Shared>, recs: Vec<MetaRec>, to: ConnId) {
+        let shared = shared.clone();
+        self.send(TReq::Meta {
+            recs,
+            done: Box::new(move |result| {
+                shared.mailboxes[to.worker].post(Msg::Topic { to, ev: TopicEv::Done(result) });
+            }),
+        });
+    }
+
+    /// Stores commits; nobody waits on them (auto-commit, piggy-back acks, reset starts).
+    pub fn commit(&self, recs: Vec<MetaRec>) {
+        if !recs.is_empty() {
+            self.send(TReq::Meta { recs, done: Box::new(|_| {}) });
+        }
+    }
+
+    /// Creates (or updates the retention of) a topic; `to` hears `Created` (or `Done`, when
+    /// `done`) with the result.
+    pub fn create(&self, shared: &Arc<Shared>, spec: TopicSpec, to: ConnId, done: bool) {
+        let shared = shared.clone();
+        let spec2 = spec.clone();
+        self.send(TReq::Topic {
+            spec,
+            done: Box::new(move |result: Result<Vec<PartitionReader>, StoreFail>| {
+                let result = result.map(|readers| {
+                    if let Some(hub) = &shared.hub {
+                        hub.insert(&spec2, readers);
+                    }
+                });
+                let ev = if done { TopicEv::Done(result) } else { TopicEv::Created(result) };
+                shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
+            }),
+        });
+    }
+
+    /// Adds a created topic (a topic already there keeps its state; its retention changes).
+    fn insert(&self, spec: &TopicSpec, readers: Vec<PartitionReader>) {
+        let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
+        match map.get(&spec.name) {
+            Some(t) => {
+                let mut st = t.lock();
+                st.retention_hours = spec.retention_hours;
+                st.retention_bytes = spec.retention_bytes;
+            }
+            None => {
+                map.insert(spec.name.clone(), Arc::new(new_topic(spec, readers)));
+            }
+        }
+    }
+
+    /// Retention moved `oldest` of a partition (from the store thread).
+    pub fn retained(&self, topic: &str, partition: u32, oldest: i64) {
+        if let Some(t) = self.get(topic) {
+            t.lock().retained(partition, oldest);
+        }
+    }
+}
+
+/// One message to publish: key, tag, payload (empty key/tag = none).
+pub type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
+
+impl Hub {
+    /// Assigns partitions and offsets to `records` (2: keys hash, keyless ones share one round
+    /// robin step) and hands them to the store in the same critical section, one append per
+    /// partition. Each stored append wakes the partition's waiting consumers and, unless
+    /// `reply` is `None`, posts `Stored { seq, .. }` to `reply.0`. Returns each record's
+    /// (partition, offset) in order and the number of appends.
+    pub fn publish(
+        &self,
+        shared: &Arc<Shared>,
+        topic: &Arc<Topic>,
+        records: Vec<Record>,
+        reply: Option<(ConnId, Option<u64>)>,
+    ) -> (Vec<(u32, i64)>, usize) {
+        let p = topic.partitions();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut st = topic.lock();
+        let keyless = st.rr % p;
+        if records.iter().any(|(k, _, _)| k.is_empty()) {
+            st.rr = st.rr.wrapping_add(1);
+        }
+        let mut per_part: Vec<Vec<Arc<super::Message>>> = vec![Vec::new(); p as usize];
+        let mut placed = Vec::with_capacity(records.len());
+        let mut epochs = vec![0u64; p as usize];
+        for (key, tag, payload) in records {
+            let partition =
+                if key.is_empty() { keyless } else { super::codec::partition_of(&key, p) };
+            let m = super::Message {
+                offset: 0,
+                time_ms,
+                key,
+                tag,
+                msg_id: Vec::new(),
+                payload: Arc::new(payload),
+            };
+            let (m, epoch) = st.assign_offset(partition, m);
+            epochs[partition as usize] = epoch;
+            placed.push((partition, m.offset));
+            per_part[partition as usize].push(m);
+        }
+        let mut appends = 0;
+        for (partition, msgs) in per_part.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            appends += 1;
+            let n = msgs.len() as u64;
+            let (shared, t) = (shared.clone(), topic.clone());
+            let epoch = epochs[partition];
+            let kept = msgs.clone();
+            self.send(TReq::Append {
+                topic: topic.name.clone(),
+                partition: partition as u32,
+                msgs,
+                done: Box::new(move |result| {
+                    let wake = match result {
+                        Ok(()) => t.lock().stored(partition as u32, &kept),
+                        Err(_) => {
+                            let end = t.readers[partition].end();
+                            t.lock().append_failed(partition as u32, epoch, end);
+                            Vec::new()
+                        }
+                    };
+                    if let Some(hub) = &shared.hub
+                        && result.is_ok()
+                    {
+                        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
+                    }
+                    for w in wake {
+                        shared.mailboxes[w.worker].post(Msg::Topic { to: w, ev: TopicEv::Wake });
+                    }
+                    if let Some((to, seq)) = reply {
+                        let ev = TopicEv::Stored { seq, result };
+                        shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
+                    }
+                }),
+            });
+        }
+        drop(st);
+        (placed, appends)
+    }
+}
+
+fn new_topic(spec: &TopicSpec, readers: Vec<PartitionReader>) -> Topic {
+    let parts = readers.iter().map(|r| Part::new(r.oldest(), r.end())).collect();
+    let name: Arc<str> = Arc::from(spec.name.as_str());
+    Topic {
+        name: name.clone(),
+        readers,
+        state: Mutex::new(TopicState {
+            name,
+            retention_hours: spec.retention_hours,
+            retention_bytes: spec.retention_bytes,
+            parts,
+            rr: 0,
+            groups: HashMap::new(),
+            skipped: 0,
+            redelivered: 0,
+        }),
+    }
+}

@@ -1,0 +1,257 @@
+//! Websocket roles of the topics half (API-topics 4.3 and 5.5): a pub socket whose frames are
+//! messages, answered in order (pipelining allowed), and a sub socket that is one consumer
+//! instance receiving each message as a BINARY frame, committing on write or on the client's
+//! TEXT ack frames.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::Io;
+use super::frame::{self, WsError};
+use crate::conn::buffer::OutQueue;
+use crate::server::Ctx;
+use crate::server::mailbox::ConnId;
+use crate::store::StoreFail;
+use crate::topics::codec;
+use crate::topics::hub::Topic;
+use crate::topics::state::{GroupId, Plan};
+
+/// Frames answered out of order wait here; past this many unanswered the socket is not read.
+const MAX_PENDING: u64 = 1024;
+/// A sub socket stops fetching while this much is unsent (a slow reader holds little).
+const SUB_BACKLOG: usize = 256 * 1024;
+/// Messages fetched per step.
+const SUB_STEP: usize = 256;
+
+pub struct TPub {
+    topic: Arc<Topic>,
+    key: Vec<u8>,
+    tag: Vec<u8>,
+    asynch: bool,
+    next_seq: u64,
+    next_answer: u64,
+    /// Answers by frame number; `None` once written... waiting on the store.
+    placed: BTreeMap<u64, (u32, i64)>,
+    ready: BTreeMap<u64, String>,
+}
+
+impl TPub {
+    pub fn new(topic: Arc<Topic>, key: Vec<u8>, tag: Vec<u8>, asynch: bool) -> TPub {
+        TPub {
+            topic,
+            key,
+            tag,
+            asynch,
+            next_seq: 0,
+            next_answer: 0,
+            placed: BTreeMap::new(),
+            ready: BTreeMap::new(),
+        }
+    }
+
+    pub fn is_full(&self) -> bool {
+        self.next_seq - self.next_answer >= MAX_PENDING
+    }
+
+    /// Frames still waiting for their answer.
+    pub fn pending(&self) -> bool {
+        self.next_seq > self.next_answer
+    }
+
+    /// One client data frame: a message (BINARY) or a JSON message (TEXT).
+    pub fn on_frame(
+        &mut self,
+        text: bool,
+        data: Vec<u8>,
+        io: &mut Io,
+        ctx: &mut Ctx,
+    ) -> Result<(), WsError> {
+        let (key, tag, payload) = if text {
+            let s = std::str::from_utf8(&data).map_err(|_| WsError::InvalidData("not UTF-8"))?;
+            let m = codec::parse_ws_pub(s).ok_or(WsError::InvalidData("not a pub message"))?;
+            let key = m.key.map(String::into_bytes).unwrap_or_default();
+            let tag = m.tag.map(String::into_bytes).unwrap_or_default();
+            (key, tag, m.data.into_bytes())
+        } else {
+            (self.key.clone(), self.tag.clone(), data)
+        };
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let shared = ctx.shared.clone();
+        let Some(hub) = shared.hub.as_ref() else { return Ok(()) };
+        let cfg = &hub.cfg;
+        let refused = if payload.len() > cfg.pub_max_bytes {
+            Some("too big message")
+        } else if payload.is_empty() {
+            Some("too small message")
+        } else if key.len() > cfg.max_key_bytes {
+            Some("too big key")
+        } else if tag.len() > cfg.max_tag_bytes {
+            Some("too big tag")
+        } else {
+            None
+        };
+        if let Some(text) = refused {
+            self.answer(seq, format!("{{\"errmsg\":{}}}", serde_json::Value::from(text)), io.out);
+            return Ok(());
+        }
+        let reply = (!self.asynch).then_some((io.id, Some(seq)));
+        let (placed, _) = hub.publish(&shared, &self.topic, vec![(key, tag, payload)], reply);
+        let (p, o) = placed[0];
+        if self.asynch {
+            self.answer(seq, ok_frame(p, o), io.out);
+        } else {
+            self.placed.insert(seq, (p, o));
+        }
+        Ok(())
+    }
+
+    /// The store's answer for frame `seq`.
+    pub fn on_stored(&mut self, seq: u64, result: Result<(), StoreFail>, out: &mut OutQueue) {
+        let Some((p, o)) = self.placed.remove(&seq) else { return };
+        let text = match result {
+            Ok(()) => ok_frame(p, o),
+            Err(StoreFail::Full) => "{\"errmsg\":\"Insufficient Storage\"}".to_string(),
+            Err(StoreFail::Io) => "{\"errmsg\":\"store error\"}".to_string(),
+        };
+        self.answer(seq, text, out);
+    }
+
+    fn answer(&mut self, seq: u64, text: String, out: &mut OutQueue) {
+        self.ready.insert(seq, text);
+        while let Some(text) = self.ready.remove(&self.next_answer) {
+            out.with_bytes(|v| frame::text(v, &text));
+            self.next_answer += 1;
+        }
+    }
+}
+
+fn ok_frame(p: u32, o: i64) -> String {
+    format!("{{\"ok\":1,\"partition\":{p},\"offset\":{o}}}")
+}
+
+pub struct TSub {
+    topic: Arc<Topic>,
+    gid: GroupId,
+    inst: u64,
+    ack: bool,
+    meta: bool,
+    filter: Vec<Vec<u8>>,
+    /// Auto mode: (out-stream offset the frame ends at, partition, offset).
+    written: VecDeque<(u64, u32, i64)>,
+    /// Registered as a waiter of the instance.
+    pub parked: bool,
+}
+
+impl TSub {
+    pub fn new(
+        topic: Arc<Topic>,
+        gid: GroupId,
+        inst: u64,
+        ack: bool,
+        meta: bool,
+        filter: Vec<Vec<u8>>,
+    ) -> TSub {
+        TSub { topic, gid, inst, ack, meta, filter, written: VecDeque::new(), parked: false }
+    }
+
+    /// Sends what the instance's partitions hold, while the socket keeps up; parks when
+    /// there is nothing.
+    pub fn fetch(&mut self, out: &mut OutQueue, id: ConnId, ctx: &mut Ctx) {
+        let shared = ctx.shared.clone();
+        let Some(hub) = shared.hub.as_ref() else { return };
+        for _ in 0..64 {
+            if out.pending() >= SUB_BACKLOG {
+                return;
+            }
+            if let (true, Some(timeout)) = (self.ack, hub.cfg.ack_timeout) {
+                self.topic.lock().expire(&self.gid, self.inst, ctx.now, timeout);
+            }
+            let (plan, recs) = self.topic.lock().fetch(&self.gid, self.inst, SUB_STEP);
+            hub.commit(recs);
+            let msgs = match plan {
+                Plan::Tail(v) => v,
+                Plan::Disk { partition, from, upto } => {
+                    let n = SUB_STEP.min((upto - from) as usize);
+                    let got = self.topic.readers[partition as usize]
+                        .read(from, n, 4 << 20)
+                        .unwrap_or_default();
+                    let got: Vec<_> =
+                        got.into_iter().filter(|m| m.offset >= from && m.offset < upto).collect();
+                    let count = got.last().map_or(0, |m| (m.offset + 1 - from) as usize);
+                    self.topic.lock().finish_read(&self.gid, self.inst, partition, from, count);
+                    got.into_iter().map(|m| (partition, Arc::new(m))).collect()
+                }
+            };
+            if msgs.is_empty() {
+                if self.topic.lock().wait(&self.gid, self.inst, id) {
+                    self.parked = true;
+                    return;
+                }
+                continue;
+            }
+            let filter: Vec<&[u8]> = self.filter.iter().map(Vec::as_slice).collect();
+            let mut sent = 0u64;
+            for (p, m) in msgs {
+                if !filter.is_empty() && !codec::tag_matches(&filter, &m.tag) {
+                    if !self.ack {
+                        self.written.push_back((out.total_queued(), p, m.offset));
+                    }
+                    continue;
+                }
+                if self.meta {
+                    let head = codec::sub_record_head(p as i32, m.offset, m.payload.len() as i32);
+                    out.with_bytes(|v| {
+                        frame::binary_header(v, 16 + m.payload.len());
+                        v.extend_from_slice(&head);
+                    });
+                } else {
+                    out.with_bytes(|v| frame::binary_header(v, m.payload.len()));
+                }
+                out.push_shared(m.payload.clone());
+                sent += 1;
+                if self.ack {
+                    self.topic.lock().mark_sent(&self.gid, self.inst, p, ctx.now);
+                }
+                if !self.ack {
+                    self.written.push_back((out.total_queued(), p, m.offset));
+                }
+            }
+            hub.msgs_out.fetch_add(sent, Ordering::Relaxed);
+        }
+    }
+
+    /// Auto mode: commits what is wholly written.
+    pub fn on_written(&mut self, out: &OutQueue, ctx: &mut Ctx) {
+        if self.written.front().is_none_or(|(end, _, _)| *end > out.total_written()) {
+            return;
+        }
+        let mut st = self.topic.lock();
+        let mut recs = Vec::new();
+        while let Some(&(end, p, o)) = self.written.front() {
+            if end > out.total_written() {
+                break;
+            }
+            self.written.pop_front();
+            recs.extend(st.delivered(&self.gid, p, o));
+        }
+        drop(st);
+        if let Some(hub) = &ctx.shared.hub {
+            hub.commit(recs);
+        }
+    }
+
+    /// A client TEXT frame with `ack=1`: a JSON array of acks (5.3).
+    pub fn on_ack(&mut self, data: &[u8], ctx: &mut Ctx) -> Result<(), (u16, &'static str)> {
+        if !self.ack {
+            return Ok(());
+        }
+        let pairs = codec::parse_ack_json(data).ok_or((1007, "invalid ack json body"))?;
+        let recs = self.topic.lock().ack(&self.gid, &pairs).map_err(|t| (1008, t))?;
+        if let Some(hub) = &ctx.shared.hub {
+            hub.commit(recs);
+        }
+        Ok(())
+    }
+}
