@@ -29,7 +29,7 @@ fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
 # Relay scenarios against nchan (about 3 minutes), the store, the cost of statsd, and topics
-# against Redis Streams (about 3 minutes).
+# against Redis Streams (about 2 minutes).
 bench:
 	bash bench/run.sh
 	bash bench/store.sh

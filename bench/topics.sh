@@ -10,7 +10,7 @@
 #   (a-c with ESUB_FSYNC=interval against appendfsync everysec)
 #   d. fsync always on both (ESUB_FSYNC=always, appendfsync always), single pubs, 64 connections
 #
-#   bench/topics.sh      all of it (`make bench-topics`, part of `make bench`; about 3 minutes
+#   bench/topics.sh      all of it (`make bench-topics`, part of `make bench`; about 2 minutes
 #                        plus builds)
 #
 # Environment: ESUB_WORKERS (default 1), REPEAT (runs of each scenario, default 1; the table
