@@ -452,4 +452,41 @@ mod tests {
         let answer = br#"{"ok":1,"msgs":[{"partition":0,"offset":0},{"partition":0,"offset":1}]}"#;
         assert_eq!(batch_answer_count(answer), 2);
     }
+
+    /// The generator's encoders and decoder against the server's own codec.
+    #[test]
+    fn against_the_servers_codec() {
+        use esub::topics::codec;
+        let mut out = Vec::new();
+        batch_head(&mut out, "t", "v1", 3, 5);
+        let head = out.len();
+        for p in [b"aaaaa", b"bbbbb", b"ccccc"] {
+            batch_record(&mut out, |o| o.extend_from_slice(p));
+        }
+        let limits =
+            codec::Limits { max_payload: 512, max_key: 256, max_tag: 1024, max_records: 1000 };
+        let records = codec::decode_batch(&out[head..], &limits).unwrap();
+        let payloads: Vec<&[u8]> = records.iter().map(|r| r.payload).collect();
+        assert_eq!(payloads, [b"aaaaa", b"bbbbb", b"ccccc"]);
+        assert!(records.iter().all(|r| r.key.is_empty() && r.tag.is_empty()));
+
+        out.clear();
+        sub_request(&mut out, "t", "v1", "g", 100, &[(0, 41), (3, -1), (2, 7)]);
+        let value = |name: &str| {
+            let text = std::str::from_utf8(&out).unwrap();
+            let line = text.lines().find(|l| l.starts_with(name)).unwrap();
+            line[name.len()..].trim().as_bytes().to_vec()
+        };
+        let (ps, os) = (value("X-Partition:"), value("X-Offset:"));
+        assert_eq!(codec::parse_ack_lists(&[&ps], &[&os]), Ok(vec![(0, 41), (2, 7)]));
+
+        let mut body = Vec::new();
+        for (p, o, d) in [(1, 5, b"x".as_slice()), (3, 9, b"yz")] {
+            body.extend_from_slice(&codec::sub_record_head(p, o, d.len() as i32));
+            body.extend_from_slice(d);
+        }
+        let (recs, ends) = feed(&chunked(&body, 3), 4).unwrap();
+        assert_eq!(recs, vec![(1, 5, b"x".to_vec()), (3, 9, b"yz".to_vec())]);
+        assert_eq!(ends, vec![Ended::Batch { close: false }]);
+    }
 }
