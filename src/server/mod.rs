@@ -171,7 +171,7 @@ pub struct Server {
 pub type TopicsOpened = (
     crate::topics::hub::Hub,
     crate::topics::engine::TopicEngine,
-    std::sync::mpsc::Receiver<crate::topics::engine::TReq>,
+    Arc<crate::topics::engine::Inbox>,
 );
 
 impl Server {
@@ -288,7 +288,7 @@ impl Server {
         }
         // Pubs and acks already read were answered; the topics store syncs and stops.
         if let (Some(hub), Some(t)) = (&self.shared.hub, self.topics) {
-            hub.send(crate::topics::engine::TReq::Shutdown);
+            hub.send_now(crate::topics::engine::TReq::Shutdown);
             let _ = t.join();
         }
         // The workers' senders are gone with them: the metrics thread flushes once more and ends.

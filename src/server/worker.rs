@@ -103,6 +103,10 @@ impl Worker {
                 self.on_timer(token, generation);
             }
             self.run_local();
+            // One wake-up of the topics store for everything this iteration queued.
+            if let Some(hub) = &self.ctx.shared.hub {
+                hub.wake();
+            }
             self.ctx.metrics.maybe_flush(self.ctx.now);
             if let Some(deadline) = self.drain_deadline
                 && (self.conns.is_empty() || self.ctx.now >= deadline)

@@ -4,12 +4,11 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
 use super::auth::{Auth, parse_apps};
-use super::engine::{EngineConfig, Opened, TReq, TopicEngine, TopicSpec};
+use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
 use super::state::{GroupId, Part, Plan, TopicState};
@@ -74,7 +73,7 @@ pub struct Hub {
     pub cfg: crate::config::TopicsConfig,
     auth: RwLock<Arc<Auth>>,
     pub auth_file: bool,
-    store: Mutex<Sender<TReq>>,
+    store: Arc<Inbox>,
     topics: RwLock<HashMap<String, Arc<Topic>>>,
     next_instance: AtomicU64,
     pub msgs_in: AtomicU64,
@@ -90,9 +89,7 @@ pub fn load_apps(path: &std::path::Path) -> Result<Auth, String> {
 impl Hub {
     /// Opens the topics store (`ESUB_DATA_DIR/topics`) and the apps file; `Err` is the
     /// start-up error (exit 2). The engine is returned for its thread.
-    pub fn open(
-        config: &Config,
-    ) -> Result<(Hub, TopicEngine, std::sync::mpsc::Receiver<TReq>), String> {
+    pub fn open(config: &Config) -> Result<(Hub, TopicEngine, Arc<Inbox>), String> {
         let cfg = config.topics.clone().ok_or("topics are off")?;
         let auth = match &cfg.apps_file {
             Some(path) => load_apps(path).map_err(|e| format!("ESUB_APPS_FILE: {e}"))?,
@@ -106,19 +103,19 @@ impl Hub {
             segment_bytes: cfg.segment_bytes,
             retention_check: cfg.retention_check,
         })?;
-        let (tx, rx) = std::sync::mpsc::channel();
+        let inbox = Arc::new(Inbox::default());
         let hub = Hub {
             cfg,
             auth: RwLock::new(Arc::new(auth)),
             auth_file,
-            store: Mutex::new(tx),
+            store: inbox.clone(),
             topics: RwLock::new(HashMap::new()),
             next_instance: AtomicU64::new(1),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
         };
         hub.restore(opened);
-        Ok((hub, engine, rx))
+        Ok((hub, engine, inbox))
     }
 
     /// Rebuilds topics and commits from what the store found.
@@ -183,9 +180,20 @@ impl Hub {
         self.next_instance.fetch_add(1, Ordering::Relaxed)
     }
 
+    /// Queues a request for the store thread; a worker announces its requests once per loop
+    /// iteration (`wake`).
     pub fn send(&self, req: TReq) {
-        // The store thread outlives the workers; a send can only fail after shutdown.
-        let _ = self.store.lock().unwrap_or_else(PoisonError::into_inner).send(req);
+        self.store.push(req);
+    }
+
+    /// Wakes the store thread for what this thread queued (the end of a worker's iteration).
+    pub fn wake(&self) {
+        self.store.wake();
+    }
+
+    /// Queues a request and wakes the store thread at once (from outside a worker loop).
+    pub fn send_now(&self, req: TReq) {
+        self.store.push_now(req);
     }
 
     /// Stores metadata; `to` hears `Done` once it is stored.
