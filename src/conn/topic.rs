@@ -569,12 +569,9 @@ impl<S: Stream> Conn<S> {
                     if !closing {
                         p.on_stored(seq, result, &mut self.out);
                     }
-                    let done = !p.pending();
-                    if done && ws.drain_close {
-                        let mut io =
-                            crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
-                        ws.close(1001, "going away", &mut io, ctx);
-                    }
+                    let mut io =
+                        crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                    ws.close_if_answered(&mut io, ctx);
                 }
                 (Role::TopicSub(t), TopicEv::Wake) if !closing => {
                     t.parked = false;
@@ -639,17 +636,12 @@ impl<S: Stream> Conn<S> {
     /// SIGTERM on a topics websocket: frames already received are answered, then 1001.
     pub fn topic_ws_drain(&mut self, ctx: &mut Ctx) -> bool {
         let State::Ws(ws) = &mut self.state else { return false };
-        let pending = match &ws.role {
-            Role::TopicPub(p) => p.pending(),
-            Role::TopicSub(_) => false,
-            _ => return false,
-        };
-        if pending {
-            ws.drain_close = true;
-        } else {
-            let mut io = crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
-            ws.close(1001, "going away", &mut io, ctx);
+        if !matches!(ws.role, Role::TopicPub(_) | Role::TopicSub(_)) {
+            return false;
         }
+        // A pub with frames unanswered closes once they are (`Ws::close` waits for them).
+        let mut io = crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+        ws.close(1001, "going away", &mut io, ctx);
         true
     }
 }

@@ -74,6 +74,63 @@ pub enum TReq {
     Shutdown,
 }
 
+/// One batch's appends to one partition: topic, partition, messages.
+type AppendGroup = (Arc<str>, u32, Vec<Arc<Message>>);
+
+/// The interval-mode fsyncs, off the store thread: one round of files at a time.
+struct Syncer {
+    tx: Option<std::sync::mpsc::SyncSender<Vec<Arc<File>>>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Syncer {
+    fn start() -> Syncer {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<File>>>(1);
+        let thread = std::thread::Builder::new()
+            .name("esub-topics-sync".into())
+            .spawn(move || {
+                for files in rx {
+                    for f in files {
+                        if let Err(e) = f.sync_data() {
+                            crate::warn!("topics fsync failed error={e}");
+                        }
+                    }
+                }
+            })
+            .ok();
+        if thread.is_none() {
+            crate::warn!("topics syncer thread did not start; syncing on the store thread");
+        }
+        Syncer { tx: thread.as_ref().map(|_| tx), thread }
+    }
+
+    /// `false` when the last round is still running (or there is no syncer thread).
+    fn offer(&self, files: Vec<Arc<File>>) -> bool {
+        match &self.tx {
+            Some(tx) => tx.try_send(files).is_ok(),
+            None => false,
+        }
+    }
+
+    fn available(&self) -> bool {
+        self.tx.is_some()
+    }
+
+    /// Waits for the rounds handed over so far; the syncer is gone after.
+    fn finish(&mut self) {
+        self.tx.take();
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.finish();
+    }
+}
+
 /// Where the store thread takes its requests from: a channel (tests), or the workers' `Inbox`.
 pub trait Source {
     /// Moves up to `max` requests into `into`, waiting at most `wait` for the first one;
@@ -273,6 +330,7 @@ impl TopicEngine {
     /// partition's oldest offset.
     pub fn run(mut self, rx: impl Source, on_retention: OnRetention) {
         let mut batch = Vec::with_capacity(BATCH);
+        let mut syncer = Syncer::start();
         let mut next_sync = Instant::now() + self.cfg.fsync_interval;
         let mut next_retention = Instant::now() + self.cfg.retention_check;
         loop {
@@ -285,8 +343,12 @@ impl TopicEngine {
                 self.commit(&mut batch);
             }
             let now = Instant::now();
-            if self.is_dirty() && (now >= next_sync || stop) {
+            if stop {
+                // Everything answered so far reaches the disk before the thread ends.
+                syncer.finish();
                 self.sync_dirty();
+            } else if self.is_dirty() && now >= next_sync {
+                self.sync_in_background(&syncer);
             }
             if now >= next_sync {
                 next_sync = now + self.cfg.fsync_interval;
@@ -305,11 +367,7 @@ impl TopicEngine {
     /// `ESUB_FSYNC=always`: syncs every log this batch appended to, all at once (one thread
     /// per log past the first): concurrent fdatasyncs share the file system's journal commit,
     /// so a batch over four partitions costs about one sync, not four in a row.
-    fn sync_appended(
-        &mut self,
-        groups: &[(Arc<str>, u32, Vec<Arc<Message>>)],
-        results: &mut [Result<(), StoreFail>],
-    ) {
+    fn sync_appended(&mut self, groups: &[AppendGroup], results: &mut [Result<(), StoreFail>]) {
         let wanted: HashMap<(&str, u32), usize> = groups
             .iter()
             .enumerate()
@@ -330,9 +388,8 @@ impl TopicEngine {
             _ => std::thread::scope(|scope| {
                 let mut logs = logs.into_iter();
                 let (first_i, first) = logs.next().expect("two or more");
-                let others: Vec<_> = logs
-                    .map(|(i, log)| (i, scope.spawn(move || log.sync())))
-                    .collect();
+                let others: Vec<_> =
+                    logs.map(|(i, log)| (i, scope.spawn(move || log.sync()))).collect();
                 let mut out = vec![(first_i, first.sync())];
                 for (i, h) in others {
                     let r = h.join().unwrap_or_else(|_| Err(io::Error::other("sync panicked")));
@@ -347,6 +404,34 @@ impl TopicEngine {
                 crate::warn!("topics fsync failed topic={topic} partition={p} error={e}");
                 results[i] = Err(fail_of(&e));
             }
+        }
+    }
+
+    /// `ESUB_FSYNC=interval`: hands the dirty files to the syncer thread, so appends never
+    /// wait behind a periodic fsync (they would, for milliseconds, on this thread). Files stay
+    /// dirty when the syncer is still busy with the last round.
+    fn sync_in_background(&mut self, syncer: &Syncer) {
+        if !syncer.available() {
+            return self.sync_dirty();
+        }
+        let mut files: Vec<Arc<File>> = Vec::new();
+        for t in self.topics.values() {
+            for (p, log) in t.logs.iter().enumerate() {
+                if t.dirty[p] {
+                    files.push(log.sync_handle());
+                }
+            }
+        }
+        if self.meta_dirty
+            && let Some(Ok(f)) = self.meta.as_ref().map(MetaLog::sync_handle)
+        {
+            files.push(Arc::new(f));
+        }
+        if syncer.offer(files) {
+            for t in self.topics.values_mut() {
+                t.dirty.iter_mut().for_each(|d| *d = false);
+            }
+            self.meta_dirty = false;
         }
     }
 
@@ -430,7 +515,7 @@ impl TopicEngine {
     /// once each, metadata written once, syncs as `ESUB_FSYNC` says, then every answer in order.
     fn commit(&mut self, batch: &mut Vec<TReq>) {
         let mut waiting = Vec::with_capacity(batch.len());
-        let mut groups: Vec<(Arc<str>, u32, Vec<Arc<Message>>)> = Vec::new();
+        let mut groups: Vec<AppendGroup> = Vec::new();
         let mut group_of: HashMap<(Arc<str>, u32), usize> = HashMap::new();
         let mut recs = Vec::new();
         // Topics whose meta record is in `recs`, with the spec to restore if it fails.

@@ -288,6 +288,13 @@ impl PartitionLog {
         self.active.sync_data()
     }
 
+    /// The active segment, for a background sync (`ESUB_FSYNC=interval`): what was appended
+    /// before this call reaches the disk with that file's `sync_data`, later rolls sync the
+    /// segments they seal themselves.
+    pub fn sync_handle(&self) -> Arc<File> {
+        self.active.clone()
+    }
+
     /// Starts a fresh, empty active segment at `latest` (the current one is sealed).
     fn roll_empty(&mut self) -> io::Result<()> {
         self.active.sync_data()?;

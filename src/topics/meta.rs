@@ -293,6 +293,11 @@ impl MetaLog {
         self.file.sync_data()
     }
 
+    /// A second handle on the log file, for a background sync.
+    pub fn sync_handle(&self) -> io::Result<File> {
+        self.file.try_clone()
+    }
+
     /// Rewrites the log as its state (which also syncs everything appended so far).
     fn compact(&mut self) {
         match write_compacted(&self.dir, &self.state) {

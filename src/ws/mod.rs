@@ -75,8 +75,10 @@ pub struct Ws {
     reader: Reader,
     /// A close frame is queued: flush it, then close the socket.
     pub closing: bool,
-    /// Shutting down: close once the frames already received are answered (topics pub).
-    pub drain_close: bool,
+    /// A topics pub socket with frames still unanswered: the close (code, reason) waits for
+    /// their answers, and nothing more is read meanwhile (API-topics 4.3: every frame is
+    /// answered, in order).
+    pub deferred_close: Option<(u16, String)>,
     last_seen: Instant,
     pinged: bool,
 }
@@ -270,7 +272,7 @@ impl Ws {
             role,
             reader: Reader::new(max),
             closing: false,
-            drain_close: false,
+            deferred_close: None,
             last_seen: ctx.now,
             pinged: false,
         }
@@ -300,7 +302,13 @@ impl Ws {
 
     /// Queues a close frame and leaves the pool; the socket closes once it is flushed.
     pub fn close(&mut self, code: u16, reason: &str, io: &mut Io, ctx: &mut Ctx) {
-        if self.closing {
+        if self.closing || self.deferred_close.is_some() {
+            return;
+        }
+        if let Role::TopicPub(p) = &self.role
+            && p.pending()
+        {
+            self.deferred_close = Some((code, reason.to_string()));
             return;
         }
         self.closing = true;
@@ -380,6 +388,16 @@ impl Ws {
         }
     }
 
+    /// A topics pub's answers are all out: a close that waited for them goes now.
+    pub fn close_if_answered(&mut self, io: &mut Io, ctx: &mut Ctx) {
+        if let Role::TopicPub(p) = &self.role
+            && !p.pending()
+            && let Some((code, reason)) = self.deferred_close.take()
+        {
+            self.close(code, &reason, io, ctx);
+        }
+    }
+
     /// Handles frames waiting in the receive buffer.
     pub fn step(&mut self, io: &mut Io, ctx: &mut Ctx) -> WsNext {
         if self.closing {
@@ -396,7 +414,7 @@ impl Ws {
             return WsNext::Idle;
         }
         if let Role::TopicPub(p) = &self.role
-            && p.is_full()
+            && (p.is_full() || self.deferred_close.is_some())
         {
             return WsNext::Idle;
         }
