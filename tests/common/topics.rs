@@ -161,6 +161,27 @@ impl Topics {
         r.body_str()
     }
 
+    /// `GET /v1/partitions/...` decoded as `(oldest, latest)` per partition; the body must be
+    /// exactly [`partitions_json`] of the result.
+    #[track_caller]
+    pub fn offsets(&self, owner: &str, topic: &str, ver: &str) -> Vec<(i64, i64)> {
+        use super::json::{Json, parse_json};
+        let body = self.partitions(owner, topic, ver);
+        let j = parse_json(&body).unwrap_or_else(|e| panic!("partitions body {body:?}: {e}"));
+        let num = match j.get("num") {
+            Some(Json::Num(n)) => *n as usize,
+            other => panic!("no num in {body:?}: {other:?}"),
+        };
+        let offs = j.get("offsets").unwrap_or_else(|| panic!("no offsets in {body:?}"));
+        let int = |p: usize, k: &str| match offs.get(&p.to_string()).and_then(|o| o.get(k)) {
+            Some(Json::Num(n)) => *n as i64,
+            other => panic!("partition {p} {k} in {body:?}: {other:?}"),
+        };
+        let v: Vec<(i64, i64)> = (0..num).map(|p| (int(p, "oldest"), int(p, "latest"))).collect();
+        assert_eq!(body, partitions_json(&v), "partitions body is not in its exact form");
+        v
+    }
+
     /// Poll stderr until a line satisfies `pred`; fails after the poll deadline.
     #[track_caller]
     pub fn wait_stderr(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
