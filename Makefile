@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store docker-build docker-run docker-lint
+.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -28,11 +28,16 @@ FUZZ_SECONDS ?= 60
 fuzz:
 	bash fuzz/run.sh $(FUZZ_SECONDS)
 
-# Relay scenarios against nchan (about 3 minutes), the store, and the cost of statsd.
+# Relay scenarios against nchan (about 3 minutes), the store, the cost of statsd, and topics
+# against Redis Streams (about 2 minutes).
 bench:
 	bash bench/run.sh
 	bash bench/store.sh
 	bash bench/statsd.sh
+	bash bench/topics.sh
+
+bench-topics:
+	bash bench/topics.sh
 
 bench-store:
 	bash bench/store.sh

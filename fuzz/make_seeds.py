@@ -320,6 +320,7 @@ def statsd():
     write("statsd", "unicode", metric("é:ü|", ["k:ñ,\u2028"], value_kind=2, value=0x7FF8000000000000))
     write("statsd", "long_lines", metric("n" * 200, ["t:" + "v" * 100], repeat=255) * 3 + raw(1431) + raw(1432) + raw(1433))
     write("statsd", "many_small", b"".join(metric(f"m{i}", ["a:b"], value=i) for i in range(120)))
+    write("statsd", "empty_lines", raw(0) + metric("a", []) + raw(0) + raw(0) + metric("b", []) + raw(0))
 
 
 # --- store -------------------------------------------------------------------------------------

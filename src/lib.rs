@@ -7,6 +7,9 @@
 //!   |
 //!   +-- worker 0 .. N-1   one per core (ESUB_WORKERS); each owns a mio::Poll, its own
 //!                         SO_REUSEPORT listener, a Slab<Conn>, a timer wheel and a mailbox
+//!   +-- esub-store        (ESUB_STORE) the relay's stored reps, group commit
+//!   +-- esub-topics       (ESUB_TOPICS) topic partition logs and the metadata log, group
+//!                         commit; answers come back through the workers' mailboxes
 //! ```
 //! A rep claims its sub in the sharded `Registry` and posts the body (an `Arc`, never copied)
 //! to the sub's worker, which writes head and body with one vectored write and answers back.

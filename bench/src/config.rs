@@ -236,7 +236,7 @@ impl Config {
 
 /// `127.0.0.1:PORT`, optionally as `http://127.0.0.1:PORT/`. Loopback only: the generator is
 /// meant to load a server on the same machine, never someone else's.
-fn parse_addr(s: &str) -> Result<SocketAddr, String> {
+pub(crate) fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     let bare = s.strip_prefix("http://").unwrap_or(s).trim_end_matches('/');
     let addr = bare
         .to_socket_addrs()
@@ -249,7 +249,7 @@ fn parse_addr(s: &str) -> Result<SocketAddr, String> {
     Ok(addr)
 }
 
-fn number(flag: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
+pub(crate) fn number(flag: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
     let n: u64 = value.parse().map_err(|_| format!("{flag}: not a number: {value:?}"))?;
     if n < min || n > max {
         return Err(format!("{flag}: {n} is outside {min}..={max}"));
@@ -257,7 +257,7 @@ fn number(flag: &str, value: &str, min: u64, max: u64) -> Result<u64, String> {
     Ok(n)
 }
 
-fn seconds(flag: &str, value: &str, zero_ok: bool) -> Result<Duration, String> {
+pub(crate) fn seconds(flag: &str, value: &str, zero_ok: bool) -> Result<Duration, String> {
     let s: f64 =
         value.parse().map_err(|_| format!("{flag}: not a number of seconds: {value:?}"))?;
     if !s.is_finite() || s < 0.0 || (!zero_ok && s == 0.0) || s > MAX_PHASE.as_secs_f64() {

@@ -5,8 +5,11 @@ use std::io::{self, Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 
+use std::time::Duration;
+
+use mio::event::Event;
 use mio::net::TcpStream;
-use mio::{Interest, Registry, Token};
+use mio::{Events, Interest, Poll, Registry, Token};
 
 /// What one socket call did.
 pub enum Io {
@@ -37,6 +40,23 @@ pub enum Link {
 /// The connection is unusable; the caller counts it and reconnects.
 #[derive(Debug)]
 pub struct Broken(pub String);
+
+/// What one poll event did to a connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Step {
+    /// It became open with this event.
+    pub connected: bool,
+    /// New bytes are in `rbuf`.
+    pub read: bool,
+}
+
+/// Waits for events up to `wait`; a signal is no error, only an empty wake-up.
+pub fn poll_events(poll: &mut Poll, events: &mut Events, wait: Duration) -> Result<(), String> {
+    match poll.poll(events, Some(wait)) {
+        Err(e) if e.kind() != io::ErrorKind::Interrupted => Err(format!("poll: {e}")),
+        _ => Ok(()),
+    }
+}
 
 pub struct Conn {
     stream: TcpStream,
@@ -87,6 +107,24 @@ impl Conn {
             Err(e) if e.kind() == io::ErrorKind::NotConnected => Ok(false),
             Err(e) => Err(Broken(format!("connect: {e}"))),
         }
+    }
+
+    /// One poll event for a request/response connection: finishes connecting, sends what is
+    /// pending and reads what arrived. The caller then parses `rbuf` when `read` is set.
+    pub fn step(&mut self, ev: &Event, scratch: &mut [u8]) -> Result<Step, Broken> {
+        let mut step = Step { connected: false, read: false };
+        if self.link == Link::Connecting {
+            if !self.check_connected()? {
+                return Ok(step);
+            }
+            step.connected = true;
+        }
+        if self.writing() {
+            self.flush()?;
+        }
+        let closing = ev.is_read_closed() || ev.is_error();
+        step.read = (ev.is_readable() || closing) && self.fill(scratch, closing)?;
+        Ok(step)
     }
 
     /// The buffer to append a message to: emptied first unless a write is still going out, so
@@ -239,5 +277,59 @@ mod tests {
             }
             c.deregister(poll.registry());
         }
+    }
+
+    /// Polls until `c` reports a step with `read` set, collecting every step seen.
+    fn steps_until_read(poll: &mut Poll, c: &mut Conn) -> Vec<Step> {
+        let mut events = Events::with_capacity(8);
+        let mut scratch = [0u8; 16];
+        let mut seen = Vec::new();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !seen.last().is_some_and(|s: &Step| s.read) {
+            assert!(Instant::now() < deadline, "no read after {seen:?}");
+            poll_events(poll, &mut events, Duration::from_millis(50)).unwrap();
+            for ev in events.iter() {
+                seen.push(c.step(ev, &mut scratch).unwrap());
+            }
+        }
+        seen
+    }
+
+    #[test]
+    fn step_connects_once_writes_and_reads() {
+        use std::io::{Read, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut poll = Poll::new().unwrap();
+        let mut c =
+            Conn::connect(listener.local_addr().unwrap(), None, poll.registry(), Token(0)).unwrap();
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        c.wbuf.extend_from_slice(b"ping");
+        c.begin_write();
+        peer.write_all(b"0123456789abcdefXYZ").unwrap();
+        let seen = steps_until_read(&mut poll, &mut c);
+        assert_eq!(seen.iter().filter(|s| s.connected).count(), 1, "{seen:?}");
+        assert!(seen[0].connected, "the first step connects: {seen:?}");
+        let mut got = [0u8; 4];
+        peer.read_exact(&mut got).unwrap();
+        assert_eq!(&got, b"ping");
+        // Reads past the 16-byte scratch: the whole burst arrives in one step or the next.
+        while c.rbuf.len() < 19 {
+            steps_until_read(&mut poll, &mut c);
+        }
+        assert_eq!(c.rbuf, b"0123456789abcdefXYZ");
+        // The peer closing is an error, not a silent end.
+        drop(peer);
+        let mut events = Events::with_capacity(8);
+        let mut scratch = [0u8; 16];
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let err = loop {
+            assert!(Instant::now() < deadline, "the close never showed");
+            poll_events(&mut poll, &mut events, Duration::from_millis(50)).unwrap();
+            if let Some(e) = events.iter().find_map(|ev| c.step(ev, &mut scratch).err()) {
+                break e;
+            }
+        };
+        assert_eq!(err.0, "server closed the connection");
     }
 }

@@ -9,8 +9,7 @@ use mio::event::Event;
 use mio::{Events, Poll, Token};
 
 use crate::config::Config;
-use crate::conn::{Broken, Conn, Link};
-use crate::control::Parked;
+use crate::conn::{Broken, Conn, Link, poll_events};
 use crate::cpu::{Mark, ServerProbe};
 use crate::hist::Histogram;
 use crate::http;
@@ -133,32 +132,17 @@ impl<'a> Floor<'a> {
 
     pub fn outcome(self, measured: Measured, probe: Option<&ServerProbe>) -> Outcome {
         Outcome {
-            prefix: String::new(),
-            parked: Parked::All,
-            window: measured.window,
             delivered: self.answered,
             hist: self.hist,
             slowest: self.slowest,
             counts: self.counts,
-            lost: 0,
             unanswered: self.inflight as u64,
-            errors: self.errors,
-            aborted: self.aborted,
-            server_pids: probe.map(|p| p.pids().to_vec()).unwrap_or_default(),
-            server_cpu: measured.server_cpu,
-            gen_cpu: measured.gen_cpu,
-            server_preempted: measured.server_preempted,
-            gen_preempted: measured.gen_preempted,
-            capacity: None,
+            ..Outcome::of_window(measured, probe, self.errors, self.aborted)
         }
     }
 
     fn poll_once(&mut self, events: &mut Events, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(events, Some(wait))
-            && e.kind() != std::io::ErrorKind::Interrupted
-        {
-            return Err(format!("poll: {e}"));
-        }
+        poll_events(&mut self.poll, events, wait)?;
         for ev in events.iter() {
             let c = ev.token().0;
             if let Err(b) = self.event(c, ev) {
@@ -178,21 +162,12 @@ impl<'a> Floor<'a> {
         let Some(conn) = self.clients[c].conn.as_mut() else {
             return Ok(());
         };
-        if conn.link == Link::Connecting {
-            if !conn.check_connected()? {
-                return Ok(());
-            }
+        let step = conn.step(ev, &mut self.scratch)?;
+        if step.connected {
             self.open += 1;
             self.send(c);
         }
-        let Some(conn) = self.clients[c].conn.as_mut() else {
-            return Ok(());
-        };
-        if conn.writing() {
-            conn.flush()?;
-        }
-        let closing = ev.is_read_closed() || ev.is_error();
-        if !(ev.is_readable() || closing) || !conn.fill(&mut self.scratch, closing)? {
+        if !step.read {
             return Ok(());
         }
         let now = Instant::now();

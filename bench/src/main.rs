@@ -1,33 +1,16 @@
 //! esub-bench: event-driven load generator for esub's relay (`/sub`, `/psub` + `/rep`) and its
 //! peer nchan (`/sub`, `/ws` + `/pub`) in four scenarios, and the table and chart comparing them.
 
-mod config;
-mod conn;
-mod control;
-mod cpu;
-mod digest;
-mod floor;
-mod hist;
-mod http;
-mod json;
-mod ledger;
-mod outcome;
-mod report;
-mod run;
-mod sub;
-mod svg;
-mod table;
-mod ws;
-
 use std::process::ExitCode;
 use std::thread::sleep;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use config::{Config, Scenario, Target};
-use cpu::ServerProbe;
-use floor::Floor;
-use outcome::{Capacity, Outcome};
-use run::Run;
+use esub_bench::config::{Config, Scenario, Target};
+use esub_bench::cpu::ServerProbe;
+use esub_bench::floor::Floor;
+use esub_bench::outcome::{Capacity, Outcome};
+use esub_bench::run::Run;
+use esub_bench::{report, svg, table};
 
 /// nginx forks its workers after writing its pid file: how long to wait for them to show up
 /// before a probe that must see them from the start (parked capacity).

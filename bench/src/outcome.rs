@@ -119,3 +119,34 @@ pub struct Outcome {
     pub gen_preempted: Option<u64>,
     pub capacity: Option<Capacity>,
 }
+
+impl Outcome {
+    /// A run's outcome with the window, the CPU figures and the server's pids filled in from
+    /// `measured` and `probe`, and nothing counted yet: the run sets its counts over this.
+    pub fn of_window(
+        measured: Measured,
+        probe: Option<&ServerProbe>,
+        errors: Errors,
+        aborted: Option<String>,
+    ) -> Outcome {
+        Outcome {
+            prefix: String::new(),
+            parked: Parked::All,
+            window: measured.window,
+            delivered: 0,
+            hist: Histogram::new(),
+            slowest: Slowest::default(),
+            counts: Counts::default(),
+            lost: 0,
+            unanswered: 0,
+            errors,
+            aborted,
+            server_pids: probe.map(|p| p.pids().to_vec()).unwrap_or_default(),
+            server_cpu: measured.server_cpu,
+            gen_cpu: measured.gen_cpu,
+            server_preempted: measured.server_preempted,
+            gen_preempted: measured.gen_preempted,
+            capacity: None,
+        }
+    }
+}

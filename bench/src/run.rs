@@ -11,7 +11,7 @@ use mio::event::Event;
 use mio::{Events, Poll, Token};
 
 use crate::config::Config;
-use crate::conn::{Broken, Conn, Link};
+use crate::conn::{Broken, Conn, Link, poll_events};
 use crate::control::{self, Parked};
 use crate::cpu::{Mark, ServerProbe};
 use crate::http;
@@ -204,30 +204,18 @@ impl<'a> Run<'a> {
         Outcome {
             prefix: String::from_utf8_lossy(self.ledger.prefix()).into_owned(),
             parked,
-            window: measured.window,
             delivered: self.tally.delivered,
             hist: self.tally.hist,
             slowest: self.tally.slowest,
             counts: self.ledger.counts,
             lost: self.ledger.lost(),
             unanswered: self.inflight_reps as u64,
-            errors: self.errors,
-            aborted: self.aborted,
-            server_pids: probe.map(|p| p.pids().to_vec()).unwrap_or_default(),
-            server_cpu: measured.server_cpu,
-            gen_cpu: measured.gen_cpu,
-            server_preempted: measured.server_preempted,
-            gen_preempted: measured.gen_preempted,
-            capacity: None,
+            ..Outcome::of_window(measured, probe, self.errors, self.aborted)
         }
     }
 
     fn poll_once(&mut self, events: &mut Events, wait: Duration) -> Result<(), String> {
-        if let Err(e) = self.poll.poll(events, Some(wait))
-            && e.kind() != std::io::ErrorKind::Interrupted
-        {
-            return Err(format!("poll: {e}"));
-        }
+        poll_events(&mut self.poll, events, wait)?;
         for ev in events.iter() {
             let t = ev.token().0;
             if t < self.subs.len() {
@@ -305,18 +293,12 @@ impl<'a> Run<'a> {
         let Some(conn) = self.reps[r].conn.as_mut() else {
             return Ok(());
         };
-        if conn.link == Link::Connecting {
-            if !conn.check_connected()? {
-                return Ok(());
-            }
+        let step = conn.step(ev, &mut self.scratch)?;
+        if step.connected {
             self.open_reps += 1;
             self.idle.push(r);
         }
-        if conn.writing() {
-            conn.flush()?;
-        }
-        let closing = ev.is_read_closed() || ev.is_error();
-        if !(ev.is_readable() || closing) || !conn.fill(&mut self.scratch, closing)? {
+        if !step.read {
             return Ok(());
         }
         let now = Instant::now();

@@ -70,9 +70,6 @@ fn geometry(s: &[u8], at: usize) -> Option<(usize, u64, Option<usize>)> {
 /// RFC 6455 section 5, read directly: what a server must make of a client's byte stream.
 /// The checks run in the order esub runs them, so that when a frame breaks two rules the same
 /// code comes out; every rule but the limit and UTF-8 gives 1002 anyway.
-///
-/// One rule follows esub rather than the RFC: a control frame inside a fragmented message is
-/// counted against what is left of the message's limit (see QUIRK below).
 fn reference(s: &[u8], max: usize) -> (Outcome, Vec<usize>) {
     let mut messages = Vec::new();
     let mut boundaries = vec![0];
@@ -100,9 +97,12 @@ fn reference(s: &[u8], max: usize) -> (Outcome, Vec<usize>) {
         if control && (!fin || len > 125) {
             break Some(1002);
         }
-        // QUIRK: by the RFC a control frame is not part of the message it interrupts, so only
-        // a continuation should count `so_far`. esub counts it for every frame.
-        let so_far = partial.as_ref().map_or(0, |(_, p): &(bool, Vec<u8>)| p.len());
+        // Section 5.4: a control frame between fragments is no part of the message, and a new
+        // data frame there is an error of its own; only a continuation adds to `so_far`.
+        let so_far = match &partial {
+            Some((_, p)) if opcode == 0 => p.len(),
+            _ => 0,
+        };
         if len > max.saturating_sub(so_far) as u64 {
             break Some(1009);
         }

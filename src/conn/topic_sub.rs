@@ -17,16 +17,12 @@ use crate::http::request::TopicHeaders;
 use crate::http::response::{self, Persist};
 use crate::server::Ctx;
 use crate::server::mailbox::{Msg, TopicEv};
-use crate::topics::Message;
 use crate::topics::codec;
 use crate::topics::engine::TopicSpec;
 use crate::topics::route::Params;
-use crate::topics::state::{GroupId, Plan};
+use crate::topics::state::GroupId;
 use crate::ws::topic::TSub;
 use crate::ws::{Role, Ws};
-
-/// Bytes read from disk per fetch step: bounds a worker's pause on a cold read.
-const DISK_READ_BYTES: usize = 4 << 20;
 
 /// Header-safe: bytes a header value cannot carry become `%XX` (tags from batch records may
 /// hold anything).
@@ -173,30 +169,8 @@ impl<S: Stream> Conn<S> {
                 break;
             }
             let left = f.want - f.sent;
-            let (plan, recs) = f.topic.lock().fetch(&f.gid, f.inst, left);
+            let (msgs, recs) = f.topic.take(&f.gid, f.inst, left);
             hub.commit(recs);
-            let msgs: Vec<(u32, Arc<Message>)> = match plan {
-                Plan::Tail(v) => v,
-                Plan::Disk { partition, from, upto } => {
-                    let n = left.min((upto - from) as usize);
-                    let read = f.topic.readers[partition as usize].read(from, n, DISK_READ_BYTES);
-                    let got: Vec<Message> = match read {
-                        Ok(v) => {
-                            v.into_iter().filter(|m| m.offset >= from && m.offset < upto).collect()
-                        }
-                        Err(e) => {
-                            crate::warn!(
-                                "topic read failed topic={} partition={partition} offset={from} error={e}",
-                                f.topic.name
-                            );
-                            Vec::new()
-                        }
-                    };
-                    let count = got.last().map_or(0, |m| (m.offset + 1 - from) as usize);
-                    f.topic.lock().finish_read(&f.gid, f.inst, partition, from, count);
-                    got.into_iter().map(|m| (partition, Arc::new(m))).collect()
-                }
-            };
             if msgs.is_empty() {
                 // Nothing now: wait, unless a message slipped in since the fetch.
                 if f.topic.lock().wait(&f.gid, f.inst, id) {

@@ -36,7 +36,8 @@ pub fn line(out: &mut Vec<u8>, name: &str, value: impl Display, kind: &str, tags
     }
 }
 
-/// Packs lines into datagrams, newline-separated, each at most `MAX_DATAGRAM` bytes.
+/// Packs lines into datagrams, newline-separated, each at most `MAX_DATAGRAM` bytes. An empty
+/// line is no metric and is dropped wherever it comes, so a datagram never holds a blank line.
 #[derive(Default)]
 pub struct Packer {
     current: Vec<u8>,
@@ -47,6 +48,9 @@ pub struct Packer {
 
 impl Packer {
     pub fn push(&mut self, line: &[u8]) {
+        if line.is_empty() {
+            return;
+        }
         if line.len() > MAX_DATAGRAM {
             self.oversized += 1;
             return;
@@ -106,5 +110,31 @@ mod tests {
         p.push(&[b'b'; MAX_DATAGRAM]);
         let (d, _) = p.finish();
         assert_eq!(d.iter().map(Vec::len).collect::<Vec<_>>(), vec![10, MAX_DATAGRAM]);
+    }
+
+    #[test]
+    fn empty_lines_are_dropped_wherever_they_come() {
+        let rows: &[(&str, &[&str], &[&str])] = &[
+            ("alone", &[""], &[]),
+            ("first", &["", "a"], &["a"]),
+            ("between", &["a", "", "b"], &["a\nb"]),
+            ("last", &["a", ""], &["a"]),
+            ("several", &["", "a", "", "", "b", ""], &["a\nb"]),
+        ];
+        for (name, lines, want) in rows {
+            let mut p = Packer::default();
+            for l in *lines {
+                p.push(l.as_bytes());
+            }
+            let want: Vec<Vec<u8>> = want.iter().map(|d| d.as_bytes().to_vec()).collect();
+            assert_eq!(p.finish(), (want, 0), "{name}");
+        }
+        // After a full datagram, an empty line starts no new one.
+        let mut p = Packer::default();
+        p.push(&[b'a'; MAX_DATAGRAM]);
+        p.push(b"");
+        p.push(b"b");
+        let (d, _) = p.finish();
+        assert_eq!(d, vec![vec![b'a'; MAX_DATAGRAM], b"b".to_vec()]);
     }
 }

@@ -90,9 +90,14 @@ pub fn scan(file: &mut File, mut each: impl FnMut(&Record, u64, usize)) -> io::R
         buf.drain(..pos);
         buf_offset += pos as u64;
         pos = 0;
-        let want = match record::frame_len(&buf) {
-            Ok(Some(total)) if total > buf.len() => (total - buf.len()).max(SCAN_CHUNK),
-            _ => SCAN_CHUNK,
+        let left = file_len.saturating_sub(buf_offset + buf.len() as u64);
+        let want = match next_read(&buf, left) {
+            NextRead::Bytes(want) => want,
+            NextRead::Eof => {
+                eof = true;
+                continue;
+            }
+            NextRead::TornTail => return Ok(Scanned { good_end: buf_offset, file_len }),
         };
         let start = buf.len();
         buf.resize(start + want, 0);
@@ -109,6 +114,36 @@ pub fn scan(file: &mut File, mut each: impl FnMut(&Record, u64, usize)) -> io::R
             }
         }
         buf.truncate(start + got);
+    }
+}
+
+/// What a scan reads next, given the partial record `buf` and the file bytes `left` past it.
+#[derive(Debug, PartialEq, Eq)]
+enum NextRead {
+    /// Read this many bytes: a chunk, or the rest of one larger record; never past the file end.
+    Bytes(usize),
+    /// Nothing is left to read.
+    Eof,
+    /// The record announces more bytes than the file holds: a torn tail, nothing to read.
+    TornTail,
+}
+
+/// Sizes the next read. The announced length is only trusted up to the file's end, so a torn
+/// header never makes the buffer grow towards `MAX_PAYLOAD`.
+fn next_read(buf: &[u8], left: u64) -> NextRead {
+    let want = match record::frame_len(buf) {
+        Ok(Some(total)) if total > buf.len() => {
+            let missing = total - buf.len();
+            if missing as u64 > left {
+                return NextRead::TornTail;
+            }
+            missing.max(SCAN_CHUNK)
+        }
+        _ => SCAN_CHUNK,
+    };
+    match usize::try_from(left).map_or(want, |left| want.min(left)) {
+        0 => NextRead::Eof,
+        n => NextRead::Bytes(n),
     }
 }
 
@@ -143,6 +178,61 @@ mod tests {
         assert_eq!(list(&dir).unwrap(), vec![1]);
         std::fs::write(path(&dir, 2), b"garbage-header!!").unwrap();
         assert!(scan(&mut File::open(path(&dir, 2)).unwrap(), |_, _, _| {}).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A record head announcing `len` payload bytes.
+    fn head(len: u32) -> Vec<u8> {
+        let mut h = len.to_le_bytes().to_vec();
+        h.extend_from_slice(&[0; 4]);
+        h
+    }
+
+    #[test]
+    fn next_read_never_passes_the_file_end() {
+        let big = (record::MAX_PAYLOAD - 1) as u32;
+        let rows: &[(&str, Vec<u8>, u64, NextRead)] = &[
+            ("empty, plenty left", vec![], 1 << 40, NextRead::Bytes(SCAN_CHUNK)),
+            ("empty, a little left", vec![], 10, NextRead::Bytes(10)),
+            ("empty, nothing left", vec![], 0, NextRead::Eof),
+            ("partial head", vec![1, 0], 3, NextRead::Bytes(3)),
+            ("huge record, torn", head(big), SCAN_CHUNK as u64, NextRead::TornTail),
+            ("huge record, whole", head(big), big as u64, NextRead::Bytes(big as usize)),
+            ("small record, rest of file", head(100), 200, NextRead::Bytes(200)),
+            ("small record, exactly", head(100), 100, NextRead::Bytes(100)),
+            ("small record, one byte short", head(100), 99, NextRead::TornTail),
+            ("corrupt length", head(u32::MAX), 7, NextRead::Bytes(7)),
+        ];
+        for (name, buf, left, expect) in rows {
+            assert_eq!(&next_read(buf, *left), expect, "{name}");
+        }
+    }
+
+    #[test]
+    fn scan_stops_at_a_huge_torn_head_across_the_chunk_boundary() {
+        let dir = std::env::temp_dir().join(format!("esub-seg-huge-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut f = create(&dir, 1).unwrap();
+        let mut bytes = Vec::new();
+        // One record filling the first chunk to 4 bytes short of its end.
+        let empty = Record { kind: Kind::Rep, id: 1, time_ms: 1, key: b"k", token: b"", body: b"" };
+        let body = vec![7u8; SCAN_CHUNK - 4 - empty.encoded_len()];
+        Record { body: &body, ..empty }.encode(&mut bytes);
+        assert_eq!(bytes.len(), SCAN_CHUNK - 4);
+        let whole = bytes.len();
+        // A head announcing ~1 GiB straddles the boundary; the file ends 100 bytes later.
+        bytes.extend_from_slice(&head((record::MAX_PAYLOAD - 1) as u32));
+        bytes.extend_from_slice(&[0; 100]);
+        f.write_all(&bytes).unwrap();
+        let mut f = File::open(path(&dir, 1)).unwrap();
+        let mut ids = Vec::new();
+        let s = scan(&mut f, |r, _, _| ids.push(r.id)).unwrap();
+        assert_eq!(ids, vec![1]);
+        assert_eq!(
+            s,
+            Scanned { good_end: HEADER + whole as u64, file_len: HEADER + bytes.len() as u64 }
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -7,11 +7,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
+use super::Message;
 use super::auth::{Auth, parse_apps};
 use super::engine::{EngineConfig, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
-use super::state::{GroupId, Part, TopicState};
+use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
 use crate::server::mailbox::{ConnId, Msg, TopicEv};
@@ -31,7 +32,43 @@ impl Topic {
     pub fn partitions(&self) -> u32 {
         self.readers.len() as u32
     }
+
+    /// Takes up to `max` messages the way `TopicState::fetch` planned them: from the tail, or
+    /// read from disk (outside the lock) for a cursor behind it, which is released after.
+    pub fn take(
+        &self,
+        gid: &GroupId,
+        inst: u64,
+        max: usize,
+    ) -> (Vec<(u32, Arc<Message>)>, Vec<MetaRec>) {
+        let (plan, recs) = self.lock().fetch(gid, inst, max);
+        let msgs = match plan {
+            Plan::Tail(v) => v,
+            Plan::Disk { partition, from, upto } => {
+                let n = max.min((upto - from) as usize);
+                let got = match self.readers[partition as usize].read(from, n, DISK_READ_BYTES) {
+                    Ok(v) => v,
+                    Err(e) => {
+                        crate::warn!(
+                            "topic read failed topic={} partition={partition} offset={from} error={e}",
+                            self.name
+                        );
+                        Vec::new()
+                    }
+                };
+                let got: Vec<Message> =
+                    got.into_iter().filter(|m| m.offset >= from && m.offset < upto).collect();
+                let count = got.last().map_or(0, |m| (m.offset + 1 - from) as usize);
+                self.lock().finish_read(gid, inst, partition, from, count);
+                got.into_iter().map(|m| (partition, Arc::new(m))).collect()
+            }
+        };
+        (msgs, recs)
+    }
 }
+
+/// Bytes read from disk per fetch step: bounds a worker's pause on a cold read.
+const DISK_READ_BYTES: usize = 4 << 20;
 
 pub struct Hub {
     pub cfg: crate::config::TopicsConfig,

@@ -88,7 +88,12 @@ impl Reader {
             if matches!(header.opcode, OpCode::Control(_)) && (!header.is_final || len > 125) {
                 return Err(WsError::Protocol("bad control frame"));
             }
-            let so_far = self.partial.as_ref().map_or(0, |(_, p)| p.len());
+            // Only a continuation adds to the message in progress: control frames between
+            // fragments are no part of it (RFC 6455 section 5.4), so they meet the limit alone.
+            let so_far = match (&self.partial, header.opcode) {
+                (Some((_, p)), OpCode::Data(Data::Continue)) => p.len(),
+                _ => 0,
+            };
             if len > (self.max.saturating_sub(so_far)) as u64 {
                 return Err(WsError::TooBig);
             }
@@ -295,6 +300,38 @@ mod tests {
                 other => panic!("{bytes:?}: {other:?}"),
             }
         }
+    }
+
+    #[test]
+    fn controls_between_fragments_do_not_count_against_the_message() {
+        // Limit 104: 60 bytes of text, a 50-byte ping and a close, then the last byte.
+        let mut bytes = client(0x01, &[b'a'; 60]);
+        bytes.extend(client(0x89, &[b'p'; 50]));
+        bytes.extend(client(0x8A, &[b'q'; 50]));
+        bytes.extend(client(0x00, &[b'b'; 44]));
+        bytes.extend(client(0x88, &[0x03, 0xE8, b'b', b'y', b'e']));
+        bytes.extend(client(0x80, b""));
+        let mut text = vec![b'a'; 60];
+        text.extend_from_slice(&[b'b'; 44]);
+        assert_eq!(
+            read_all(&bytes, 104),
+            vec![
+                Ok(Incoming::Ping(vec![b'p'; 50])),
+                Ok(Incoming::Pong),
+                Ok(Incoming::Close(Some(1000))),
+                Ok(Incoming::Text(text)),
+            ]
+        );
+        // The continuations still count: one byte more is too big.
+        let mut bytes = client(0x01, &[b'a'; 60]);
+        bytes.extend(client(0x89, &[b'p'; 50]));
+        bytes.extend(client(0x80, &[b'b'; 45]));
+        assert_eq!(
+            read_all(&bytes, 104),
+            vec![Ok(Incoming::Ping(vec![b'p'; 50])), Err(WsError::TooBig)]
+        );
+        // A control frame alone still meets the limit.
+        assert_eq!(read_all(&client(0x89, &[b'p'; 11]), 10), vec![Err(WsError::TooBig)]);
     }
 
     #[test]

@@ -15,7 +15,7 @@ use crate::server::mailbox::ConnId;
 use crate::store::StoreFail;
 use crate::topics::codec;
 use crate::topics::hub::Topic;
-use crate::topics::state::{GroupId, Plan};
+use crate::topics::state::GroupId;
 
 /// Frames answered out of order wait here; past this many unanswered the socket is not read.
 const MAX_PENDING: u64 = 1024;
@@ -169,22 +169,8 @@ impl TSub {
             if let (true, Some(timeout)) = (self.ack, hub.cfg.ack_timeout) {
                 self.topic.lock().expire(&self.gid, self.inst, ctx.now, timeout);
             }
-            let (plan, recs) = self.topic.lock().fetch(&self.gid, self.inst, SUB_STEP);
+            let (msgs, recs) = self.topic.take(&self.gid, self.inst, SUB_STEP);
             hub.commit(recs);
-            let msgs = match plan {
-                Plan::Tail(v) => v,
-                Plan::Disk { partition, from, upto } => {
-                    let n = SUB_STEP.min((upto - from) as usize);
-                    let got = self.topic.readers[partition as usize]
-                        .read(from, n, 4 << 20)
-                        .unwrap_or_default();
-                    let got: Vec<_> =
-                        got.into_iter().filter(|m| m.offset >= from && m.offset < upto).collect();
-                    let count = got.last().map_or(0, |m| (m.offset + 1 - from) as usize);
-                    self.topic.lock().finish_read(&self.gid, self.inst, partition, from, count);
-                    got.into_iter().map(|m| (partition, Arc::new(m))).collect()
-                }
-            };
             if msgs.is_empty() {
                 if self.topic.lock().wait(&self.gid, self.inst, id) {
                     self.parked = true;
