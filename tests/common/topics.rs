@@ -2,6 +2,7 @@
 //! HTTP connection that also reads chunked responses, batch pub/sub record codecs, and JSON
 //! assertions for `{"ok":1}` / `{"errmsg":...}`.
 
+use super::ws::{Raw, Ws};
 use super::{IO_TIMEOUT, POLL_DEADLINE, Server};
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -158,6 +159,27 @@ impl Topics {
         assert_eq!(r.status, 200, "partitions: {r:?}");
         assert_eq!(r.header("content-type"), Some(JSON_CT), "{r:?}");
         r.body_str()
+    }
+
+    /// `GET /v1/partitions/...` decoded as `(oldest, latest)` per partition; the body must be
+    /// exactly [`partitions_json`] of the result.
+    #[track_caller]
+    pub fn offsets(&self, owner: &str, topic: &str, ver: &str) -> Vec<(i64, i64)> {
+        use super::json::{Json, parse_json};
+        let body = self.partitions(owner, topic, ver);
+        let j = parse_json(&body).unwrap_or_else(|e| panic!("partitions body {body:?}: {e}"));
+        let num = match j.get("num") {
+            Some(Json::Num(n)) => *n as usize,
+            other => panic!("no num in {body:?}: {other:?}"),
+        };
+        let offs = j.get("offsets").unwrap_or_else(|| panic!("no offsets in {body:?}"));
+        let int = |p: usize, k: &str| match offs.get(&p.to_string()).and_then(|o| o.get(k)) {
+            Some(Json::Num(n)) => *n as i64,
+            other => panic!("partition {p} {k} in {body:?}: {other:?}"),
+        };
+        let v: Vec<(i64, i64)> = (0..num).map(|p| (int(p, "oldest"), int(p, "latest"))).collect();
+        assert_eq!(body, partitions_json(&v), "partitions body is not in its exact form");
+        v
     }
 
     /// Poll stderr until a line satisfies `pred`; fails after the poll deadline.
@@ -752,4 +774,205 @@ pub fn partitions_json(offsets: &[(i64, i64)]) -> String {
         .map(|(i, (o, l))| format!(r#""{i}":{{"oldest":{o},"latest":{l}}}"#))
         .collect();
     format!(r#"{{"num":{},"offsets":{{{}}}}}"#, offsets.len(), parts.join(","))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Websockets (sections 4.3 and 5.5)
+// ---------------------------------------------------------------------------------------------
+
+/// The answer frame of a stored (or, with `async=1`, placed) ws pub frame.
+pub fn ws_ok(partition: u32, offset: i64) -> String {
+    format!(r#"{{"ok":1,"partition":{partition},"offset":{offset}}}"#)
+}
+
+/// The error frame of a refused ws pub frame.
+pub fn ws_err(text: &str) -> String {
+    format!(r#"{{"errmsg":"{text}"}}"#)
+}
+
+/// A websocket upgrade request for `path` with extra `headers` (RFC 6455's sample key).
+pub fn ws_upgrade_request(path: &str, headers: &[(&str, &str)]) -> Vec<u8> {
+    let mut req = format!(
+        "GET {path} HTTP/1.1\r\nHost: esub\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: {}\r\n",
+        super::ws::WS_KEY
+    );
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    req.push_str("\r\n");
+    req.into_bytes()
+}
+
+/// A masked client data frame: TEXT (`0x81`) or BINARY (`0x82`).
+pub fn ws_frame(text: bool, payload: &[u8]) -> Vec<u8> {
+    super::ws::masked(if text { 0x81 } else { 0x82 }, payload)
+}
+
+/// The next server data frame must be TEXT; its text.
+#[track_caller]
+pub fn ws_text(raw: &mut Raw) -> String {
+    match raw.data() {
+        (0x81, p) => String::from_utf8(p).expect("server TEXT frame is UTF-8"),
+        (op, p) => panic!("expected a TEXT frame, got opcode {op:#x} with {p:?}"),
+    }
+}
+
+/// The next server data frame must be BINARY; its payload.
+#[track_caller]
+pub fn ws_binary(raw: &mut Raw) -> Vec<u8> {
+    match raw.data() {
+        (0x82, p) => p,
+        (op, p) => {
+            panic!(
+                "expected a BINARY frame, got opcode {op:#x} with {:?}",
+                String::from_utf8_lossy(&p)
+            )
+        }
+    }
+}
+
+/// The next server data frame must be one `meta=1` record (5.2's batch record); decoded.
+#[track_caller]
+pub fn ws_meta(raw: &mut Raw) -> Rec {
+    let recs = decode_records(&ws_binary(raw));
+    assert_eq!(recs.len(), 1, "a meta frame holds exactly one record: {recs:?}");
+    recs.into_iter().next().unwrap()
+}
+
+/// Whether `r` is the refusal of a join to a (group, queue) that has P live instances.
+fn no_room(r: &Resp) -> bool {
+    r.status == 400 && r.body_str() == r#"{"errmsg":"consumers more than available partitions"}"#
+}
+
+impl Topics {
+    /// A websocket upgrade that must be answered with an HTTP error: no `101`, no upgrade
+    /// headers. Returns the whole response.
+    #[track_caller]
+    pub fn ws_refused(&self, path: &str, headers: &[(&str, &str)]) -> Resp {
+        let mut c = self.conn();
+        c.send(&ws_upgrade_request(path, headers));
+        let r = c.read_resp();
+        assert_ne!(r.status, 101, "{path} {headers:?}: upgraded, expected an HTTP error");
+        for h in ["upgrade", "sec-websocket-accept"] {
+            assert!(!r.has_header(h), "{path}: refusal carries {h}: {r:?}");
+        }
+        r
+    }
+
+    /// A websocket on `path` with `headers`, spoken by hand: the `101` and its accept value are
+    /// checked; bytes after the head stay buffered as the first frames.
+    #[track_caller]
+    pub fn ws_raw(&self, path: &str, headers: &[(&str, &str)]) -> Raw {
+        let mut c = self.conn();
+        c.send(&ws_upgrade_request(path, headers));
+        let r = c.read_head();
+        assert_eq!(r.status, 101, "{path} {headers:?}: not upgraded: {r:?}");
+        assert_eq!(
+            r.header("sec-websocket-accept"),
+            Some(super::ws::WS_ACCEPT),
+            "accept value of {r:?}"
+        );
+        Raw { s: c.stream, buf: c.buf }
+    }
+
+    /// [`Topics::ws_raw`] for a consumer: retries while the group still counts an instance that
+    /// was just closed (400 `consumers more than available partitions`).
+    #[track_caller]
+    pub fn ws_join(&self, path: &str, headers: &[(&str, &str)]) -> Raw {
+        let deadline = Instant::now() + POLL_DEADLINE;
+        loop {
+            let mut c = self.conn();
+            c.send(&ws_upgrade_request(path, headers));
+            let r = c.read_head();
+            if r.status == 101 {
+                return Raw { s: c.stream, buf: c.buf };
+            }
+            let mut r = r;
+            c.read_body(&mut r);
+            assert!(no_room(&r), "{path} {headers:?}: not upgraded: {r:?}");
+            assert!(
+                Instant::now() < deadline,
+                "still no room in the group after {POLL_DEADLINE:?}"
+            );
+            thread::sleep(POLL_INTERVAL);
+        }
+    }
+
+    /// A websocket on `path` with `headers`, through tungstenite (answers pings by itself).
+    #[track_caller]
+    pub fn ws(&self, path: &str, headers: &[(&str, &str)]) -> Ws {
+        use tungstenite::client::IntoClientRequest;
+        use tungstenite::http::{HeaderName, HeaderValue};
+        let mut req = format!("ws://{}{path}", self.addr).into_client_request().expect("ws url");
+        for (k, v) in headers {
+            req.headers_mut().append(
+                HeaderName::from_bytes(k.as_bytes()).expect("header name"),
+                HeaderValue::from_str(v).expect("header value"),
+            );
+        }
+        match tungstenite::client(req, super::ws::tcp(&self.server)) {
+            Ok((ws, resp)) => {
+                assert_eq!(resp.status().as_u16(), 101, "{path}: {resp:?}");
+                ws
+            }
+            Err(e) => panic!("websocket handshake for {path} failed: {e}"),
+        }
+    }
+}
+
+/// Nothing but pings arrives on `raw` for `quiet`, and the socket stays open.
+#[track_caller]
+pub fn ws_quiet(raw: &mut Raw, quiet: Duration) {
+    let deadline = Instant::now() + quiet;
+    loop {
+        while let Some((first, payload, used)) = super::ws::parse_server_frame(&raw.buf) {
+            raw.buf.drain(..used);
+            assert_eq!(
+                first, 0x89,
+                "expected nothing for {quiet:?}, got frame {first:#x} {payload:?}"
+            );
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            break;
+        }
+        raw.s.set_read_timeout(Some(left)).unwrap();
+        let mut chunk = [0u8; 65536];
+        let r = raw.s.read(&mut chunk);
+        raw.s.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        match r {
+            Ok(0) => panic!("socket closed while it should stay quiet"),
+            Ok(n) => raw.buf.extend_from_slice(&chunk[..n]),
+            Err(e) if is_timeout(&e) || e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => panic!("read error while it should stay quiet: {e}"),
+        }
+    }
+}
+
+/// Data frames (already sent before the server saw what closes the socket) are skipped; then
+/// the close must have `code` and `reason` (when given), then the TCP close. Returns the number
+/// of data frames skipped.
+#[track_caller]
+pub fn ws_close_after_data(raw: &mut Raw, code: u16, reason: Option<&str>) -> usize {
+    let mut skipped = 0;
+    loop {
+        match raw.frame_skip_control() {
+            super::ws::RawFrame::Frame(0x81 | 0x82, _) => skipped += 1,
+            super::ws::RawFrame::Frame(0x88, p) => {
+                raw.buf.splice(0..0, close_bytes(&p));
+                raw.expect_close(code, reason);
+                return skipped;
+            }
+            other => panic!("expected data frames then close {code}, got {other:?}"),
+        }
+    }
+}
+
+/// A server close frame with payload `p`, as it came on the wire (put back for re-parsing).
+fn close_bytes(p: &[u8]) -> Vec<u8> {
+    let mut v = vec![0x88];
+    super::ws::push_len(&mut v, 0, p.len());
+    v.extend_from_slice(p);
+    v
 }
