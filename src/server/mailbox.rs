@@ -125,9 +125,68 @@ impl Mailbox {
         }
     }
 
+    /// Posts several messages with one lock and at most one wake-up.
+    pub fn post_many(&self, msgs: impl IntoIterator<Item = Msg>) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            let before = q.len();
+            q.extend(msgs);
+            before == 0 && !q.is_empty()
+        };
+        if was_empty {
+            let _ = self.waker.wake();
+        }
+    }
+
     /// Moves every queued message into `into` (which the worker keeps to reuse its capacity).
     pub fn drain(&self, into: &mut Vec<Msg>) {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *q, into);
+    }
+}
+
+thread_local! {
+    /// Posts held back on this thread (`hold`) until `release`: the topics store thread answers
+    /// a whole group commit with one post, and one wake-up, per worker.
+    static HELD: std::cell::RefCell<Option<Held>> = const { std::cell::RefCell::new(None) };
+}
+
+struct Held {
+    shared: Option<std::sync::Arc<crate::server::Shared>>,
+    msgs: Vec<(usize, Msg)>,
+}
+
+/// From now on, `post_or_hold` on this thread keeps its messages until `release`.
+pub fn hold() {
+    HELD.with(|h| *h.borrow_mut() = Some(Held { shared: None, msgs: Vec::new() }));
+}
+
+/// Posts what was held, grouped by worker (in order per worker), and stops holding.
+pub fn release() {
+    let Some(held) = HELD.with(|h| h.borrow_mut().take()) else { return };
+    let Some(shared) = held.shared else { return };
+    let mut by_worker: Vec<Vec<Msg>> = (0..shared.mailboxes.len()).map(|_| Vec::new()).collect();
+    for (w, msg) in held.msgs {
+        by_worker[w].push(msg);
+    }
+    for (w, msgs) in by_worker.into_iter().enumerate() {
+        if !msgs.is_empty() {
+            shared.mailboxes[w].post_many(msgs);
+        }
+    }
+}
+
+/// Posts `msg` to `worker`'s mailbox, or holds it when this thread is holding (see `hold`).
+pub fn post_or_hold(shared: &std::sync::Arc<crate::server::Shared>, worker: usize, msg: Msg) {
+    let msg = HELD.with(|h| match h.borrow_mut().as_mut() {
+        Some(held) => {
+            held.shared.get_or_insert_with(|| shared.clone());
+            held.msgs.push((worker, msg));
+            None
+        }
+        None => Some(msg),
+    });
+    if let Some(msg) = msg {
+        shared.mailboxes[worker].post(msg);
     }
 }

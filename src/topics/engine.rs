@@ -588,6 +588,8 @@ impl TopicEngine {
                 }
             }
         }
+        // One post (and one wake-up) per worker for the whole batch's answers.
+        crate::server::mailbox::hold();
         for w in waiting {
             match w {
                 Waiting::Answered(done, r) => done(r),
@@ -596,6 +598,7 @@ impl TopicEngine {
                 Waiting::Topic(done, r) => done(r.and_then(|readers| meta_result.map(|_| readers))),
             }
         }
+        crate::server::mailbox::release();
     }
 
     fn write_meta(&mut self, recs: &[MetaRec], sync: bool) -> Result<(), StoreFail> {

@@ -14,7 +14,7 @@ use super::meta::MetaRec;
 use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
-use crate::server::mailbox::{ConnId, Msg, TopicEv};
+use crate::server::mailbox::{ConnId, Msg, TopicEv, post_or_hold};
 use crate::store::StoreFail;
 
 pub struct Topic {
@@ -202,7 +202,7 @@ impl Hub {
         self.send(TReq::Meta {
             recs,
             done: Box::new(move |result| {
-                shared.mailboxes[to.worker].post(Msg::Topic { to, ev: TopicEv::Done(result) });
+                post_or_hold(&shared, to.worker, Msg::Topic { to, ev: TopicEv::Done(result) });
             }),
         });
     }
@@ -228,7 +228,7 @@ impl Hub {
                     }
                 });
                 let ev = if done { TopicEv::Done(result) } else { TopicEv::Created(result) };
-                shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
+                post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
             }),
         });
     }
@@ -329,11 +329,11 @@ impl Hub {
                         hub.msgs_in.fetch_add(n, Ordering::Relaxed);
                     }
                     for w in wake {
-                        shared.mailboxes[w.worker].post(Msg::Topic { to: w, ev: TopicEv::Wake });
+                        post_or_hold(&shared, w.worker, Msg::Topic { to: w, ev: TopicEv::Wake });
                     }
                     if let Some((to, seq)) = reply {
                         let ev = TopicEv::Stored { seq, result };
-                        shared.mailboxes[to.worker].post(Msg::Topic { to, ev });
+                        post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
                     }
                 }),
             });
