@@ -6,6 +6,9 @@ pub mod buffer;
 mod deliver;
 mod request;
 mod topic;
+mod topic_jobs;
+mod topic_shadow;
+mod topic_status;
 mod topic_sub;
 
 pub use deliver::{record_reply, undeliverable};
@@ -151,6 +154,8 @@ pub struct Conn<S = TcpStream> {
     pub v1: bool,
     /// `Allow` of a `/v1/` 405.
     topic_allow: Option<&'static str>,
+    /// The client's address (`None` off a socket, in the fuzz target).
+    pub peer: Option<std::net::IpAddr>,
 }
 
 impl<S: Stream> Conn<S> {
@@ -173,6 +178,7 @@ impl<S: Stream> Conn<S> {
             topic: None,
             v1: false,
             topic_allow: None,
+            peer: None,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.
         conn.set_deadline(Some(ctx.now + ctx.shared.config.header_timeout), ctx);

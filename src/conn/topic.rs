@@ -173,10 +173,19 @@ impl<S: Stream> Conn<S> {
             TRoute::Pub { .. } if params.get("batch") == Some(b"1") => Some(RouteTag::PubBatch),
             TRoute::Pub { .. } => Some(RouteTag::Pub),
             TRoute::WsPub { .. } => Some(RouteTag::WsPub),
-            TRoute::Sub { .. } | TRoute::Bury { .. } => Some(RouteTag::Sub),
+            TRoute::Sub { .. } => Some(RouteTag::Sub),
+            TRoute::Bury { .. } => Some(RouteTag::Bury),
             TRoute::WsSub { .. } => Some(RouteTag::WsSub),
             TRoute::Offsets { .. } | TRoute::Seek { .. } => Some(RouteTag::Ack),
             TRoute::CreateTopic { .. } | TRoute::Partitions { .. } => Some(RouteTag::Man),
+            TRoute::Shadow { .. } | TRoute::JobQueue { .. } => Some(RouteTag::Man),
+            TRoute::JobAdd { .. } | TRoute::JobCancel { .. } => Some(RouteTag::Job),
+            TRoute::Status
+            | TRoute::TopicStatus { .. }
+            | TRoute::SubStatus
+            | TRoute::Subd { .. }
+            | TRoute::GroupDelete { .. }
+            | TRoute::Peek { .. } => Some(RouteTag::Man),
         };
         if self.req.is_none() {
             let auth = headers.appid.is_some();
@@ -237,7 +246,23 @@ impl<S: Stream> Conn<S> {
                 self.subscribe(ctx, &raw, &params, &headers, true)
             }
             // Part 2: shadows and bury.
-            TRoute::Bury { .. } => Err(Fail::Refused(refuse(404, "Not Found"))),
+            TRoute::Bury { appid, topic, ver } => {
+                let raw = format!("{appid}.{topic}.{ver}");
+                self.bury(ctx, &raw, &params, &headers, &mut body)
+            }
+            TRoute::Shadow { appid, topic, ver, group } => {
+                let raw = format!("{appid}.{topic}.{ver}");
+                self.create_shadow(ctx, &raw, group, &params, &headers)
+            }
+            TRoute::JobAdd { .. } | TRoute::JobCancel { .. } | TRoute::JobQueue { .. } => {
+                self.jobs(ctx, &r, &params, &headers, &mut body)
+            }
+            TRoute::Status
+            | TRoute::TopicStatus { .. }
+            | TRoute::SubStatus
+            | TRoute::Subd { .. }
+            | TRoute::GroupDelete { .. }
+            | TRoute::Peek { .. } => self.status(ctx, &r, &params, &headers),
         };
         match result {
             Ok(()) => {}
@@ -414,7 +439,18 @@ fn head_checks(
             names(Some(owner), topic, ver)?;
             auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))
         }
-        TRoute::Bury { .. } => Ok(()),
+        TRoute::Bury { .. } | TRoute::Shadow { .. } => {
+            super::topic_shadow::head_checks(hub, r, params, h, &auth)
+        }
+        TRoute::JobAdd { .. } | TRoute::JobCancel { .. } | TRoute::JobQueue { .. } => {
+            super::topic_jobs::head_checks(hub, r, params, h, &auth)
+        }
+        TRoute::Status
+        | TRoute::TopicStatus { .. }
+        | TRoute::SubStatus
+        | TRoute::Subd { .. }
+        | TRoute::GroupDelete { .. }
+        | TRoute::Peek { .. } => super::topic_status::head_checks(hub, r, params, h, &auth),
     }
 }
 

@@ -33,10 +33,12 @@ pub enum RouteTag {
     WsSub,
     Ack,
     Man,
+    Job,
+    Bury,
 }
 
 impl RouteTag {
-    pub const ALL: [RouteTag; 13] = [
+    pub const ALL: [RouteTag; 15] = [
         RouteTag::Info,
         RouteTag::Keys,
         RouteTag::Sub,
@@ -50,6 +52,8 @@ impl RouteTag {
         RouteTag::WsSub,
         RouteTag::Ack,
         RouteTag::Man,
+        RouteTag::Job,
+        RouteTag::Bury,
     ];
 
     pub fn name(self) -> &'static str {
@@ -67,6 +71,8 @@ impl RouteTag {
             RouteTag::WsSub => "ws_sub",
             RouteTag::Ack => "ack",
             RouteTag::Man => "man",
+            RouteTag::Job => "job",
+            RouteTag::Bury => "bury",
         }
     }
 

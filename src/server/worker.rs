@@ -148,7 +148,7 @@ impl Worker {
                 return;
             }
             match listener.accept() {
-                Ok((stream, _)) => self.add(stream),
+                Ok((stream, peer)) => self.add(stream, peer.ip()),
                 Err(e) => {
                     self.ctx.shared.open.fetch_sub(1, Ordering::Relaxed);
                     match e.kind() {
@@ -172,7 +172,7 @@ impl Worker {
         self.accept_at = Some(self.ctx.now);
     }
 
-    fn add(&mut self, mut stream: mio::net::TcpStream) {
+    fn add(&mut self, mut stream: mio::net::TcpStream, peer: std::net::IpAddr) {
         // Replies are small and latency is the product: never wait for Nagle.
         let _ = stream.set_nodelay(true);
         let entry = self.conns.vacant_entry();
@@ -186,7 +186,9 @@ impl Worker {
         let id = ConnId { worker: self.ctx.worker, token, generation: self.next_generation };
         self.next_generation += 1;
         crate::verbose!("accept conn={token}");
-        entry.insert(Conn::new(stream, id, &mut self.ctx));
+        let mut conn = Conn::new(stream, id, &mut self.ctx);
+        conn.peer = Some(peer);
+        entry.insert(conn);
     }
 
     fn drive(&mut self, token: usize) {

@@ -16,6 +16,20 @@ pub enum TRoute {
     Seek { appid: String, topic: String, ver: String, group: String, partition: String },
     CreateTopic { appid: String, topic: String, ver: String },
     Partitions { appid: String, topic: String, ver: String },
+    /// 6: create a group's retry and dead queues.
+    Shadow { appid: String, topic: String, ver: String, group: String },
+    /// 7: schedule (`POST`) or cancel (`DELETE`) a job.
+    JobAdd { topic: String, ver: String },
+    JobCancel { topic: String, ver: String },
+    /// 7: kateway's job-queue creation (admin).
+    JobQueue { appid: String, topic: String, ver: String },
+    /// 8: status and lag.
+    Status,
+    TopicStatus { appid: String, topic: String, ver: String },
+    SubStatus,
+    Subd { topic: String, ver: String },
+    GroupDelete { appid: String, topic: String, ver: String, group: String },
+    Peek { appid: String, topic: String, ver: String },
 }
 
 /// Why a `/v1/` request has no route: 404 or 405 with `Allow`.
@@ -114,6 +128,49 @@ pub fn route(method: &str, target: &[u8]) -> Result<(TRoute, Params), TRouteErro
         ),
         ["v1", "partitions", _, _, _] => (
             (method == "GET").then(|| TRoute::Partitions { appid: s(2), topic: s(3), ver: s(4) }),
+            "GET",
+        ),
+        ["v1", "shadow", _, _, _, _] => (
+            (method == "POST").then(|| TRoute::Shadow {
+                appid: s(2),
+                topic: s(3),
+                ver: s(4),
+                group: s(5),
+            }),
+            "POST",
+        ),
+        ["v1", "jobs", _, _] => (
+            match method {
+                "POST" => Some(TRoute::JobAdd { topic: s(2), ver: s(3) }),
+                "DELETE" => Some(TRoute::JobCancel { topic: s(2), ver: s(3) }),
+                _ => None,
+            },
+            "POST, DELETE",
+        ),
+        ["v1", "jobs", _, _, _] => (
+            (method == "POST").then(|| TRoute::JobQueue { appid: s(2), topic: s(3), ver: s(4) }),
+            "POST",
+        ),
+        ["v1", "status"] => ((method == "GET").then_some(TRoute::Status), "GET"),
+        ["v1", "status", _, _, _] => (
+            (method == "GET").then(|| TRoute::TopicStatus { appid: s(2), topic: s(3), ver: s(4) }),
+            "GET",
+        ),
+        ["v1", "sub", "status"] => ((method == "GET").then_some(TRoute::SubStatus), "GET"),
+        ["v1", "subd", _, _] => {
+            ((method == "GET").then(|| TRoute::Subd { topic: s(2), ver: s(3) }), "GET")
+        }
+        ["v1", "groups", _, _, _, _] => (
+            (method == "DELETE").then(|| TRoute::GroupDelete {
+                appid: s(2),
+                topic: s(3),
+                ver: s(4),
+                group: s(5),
+            }),
+            "DELETE",
+        ),
+        ["v1", "peek", _, _, _] => (
+            (method == "GET").then(|| TRoute::Peek { appid: s(2), topic: s(3), ver: s(4) }),
             "GET",
         ),
         _ => return Err(TRouteError::NotFound),
