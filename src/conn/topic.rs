@@ -90,6 +90,22 @@ fn text_of(v: &Option<Vec<u8>>) -> &[u8] {
 }
 
 impl<S: Stream> Conn<S> {
+    /// The client's IP (1): the socket peer, or the first `X-Forwarded-For` entry with
+    /// `ESUB_TRUST_XFF`.
+    pub(super) fn client_ip(&self, h: &TopicHeaders, trust_xff: bool) -> String {
+        if trust_xff
+            && let Some(first) = h
+                .forwarded_for
+                .as_deref()
+                .and_then(|v| v.split(|&b| b == b',').next())
+                .map(<[u8]>::trim_ascii)
+                .filter(|v| !v.is_empty())
+        {
+            return String::from_utf8_lossy(first).into_owned();
+        }
+        self.peer.map(|ip| ip.to_string()).unwrap_or_default()
+    }
+
     /// A `/v1/` error: JSON `errmsg`, the connection kept unless the response already says
     /// otherwise.
     pub fn topic_error(&mut self, ctx: &mut Ctx, status: u16, text: &str) {

@@ -77,7 +77,8 @@ impl<S: Stream> Conn<S> {
             self.topic_unbind(ctx);
             let id = hub.instance_id();
             let mux = params.flag("mux");
-            let joined = topic.lock().join(&gid, self.id, mux, reset, String::new(), id);
+            let ip = self.client_ip(h, hub.cfg.trust_xff);
+            let joined = topic.lock().join(&gid, self.id, mux, reset, ip, id);
             match joined {
                 Err(_) => {
                     return Err(refuse(400, "consumers more than available partitions").into());

@@ -7,29 +7,97 @@ use crate::http::query::percent_decode;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TRoute {
     Alive,
-    Pub { topic: String, ver: String },
-    WsPub { topic: String, ver: String },
-    Sub { appid: String, topic: String, ver: String },
-    Bury { appid: String, topic: String, ver: String },
-    WsSub { appid: String, topic: String, ver: String },
-    Offsets { appid: String, topic: String, ver: String, group: String },
-    Seek { appid: String, topic: String, ver: String, group: String, partition: String },
-    CreateTopic { appid: String, topic: String, ver: String },
-    Partitions { appid: String, topic: String, ver: String },
+    Pub {
+        topic: String,
+        ver: String,
+    },
+    WsPub {
+        topic: String,
+        ver: String,
+    },
+    Sub {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
+    Bury {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
+    WsSub {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
+    Offsets {
+        appid: String,
+        topic: String,
+        ver: String,
+        group: String,
+    },
+    Seek {
+        appid: String,
+        topic: String,
+        ver: String,
+        group: String,
+        partition: String,
+    },
+    CreateTopic {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
+    Partitions {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
     /// 6: create a group's retry and dead queues.
-    Shadow { appid: String, topic: String, ver: String, group: String },
+    Shadow {
+        appid: String,
+        topic: String,
+        ver: String,
+        group: String,
+    },
     /// 7: schedule (`POST`) or cancel (`DELETE`) a job.
-    JobAdd { topic: String, ver: String },
-    JobCancel { topic: String, ver: String },
+    JobAdd {
+        topic: String,
+        ver: String,
+    },
+    JobCancel {
+        topic: String,
+        ver: String,
+    },
     /// 7: kateway's job-queue creation (admin).
-    JobQueue { appid: String, topic: String, ver: String },
+    JobQueue {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
     /// 8: status and lag.
     Status,
-    TopicStatus { appid: String, topic: String, ver: String },
+    TopicStatus {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
     SubStatus,
-    Subd { topic: String, ver: String },
-    GroupDelete { appid: String, topic: String, ver: String, group: String },
-    Peek { appid: String, topic: String, ver: String },
+    Subd {
+        topic: String,
+        ver: String,
+    },
+    GroupDelete {
+        appid: String,
+        topic: String,
+        ver: String,
+        group: String,
+    },
+    Peek {
+        appid: String,
+        topic: String,
+        ver: String,
+    },
 }
 
 /// Why a `/v1/` request has no route: 404 or 405 with `Allow`.
@@ -169,10 +237,9 @@ pub fn route(method: &str, target: &[u8]) -> Result<(TRoute, Params), TRouteErro
             }),
             "DELETE",
         ),
-        ["v1", "peek", _, _, _] => (
-            (method == "GET").then(|| TRoute::Peek { appid: s(2), topic: s(3), ver: s(4) }),
-            "GET",
-        ),
+        ["v1", "peek", _, _, _] => {
+            ((method == "GET").then(|| TRoute::Peek { appid: s(2), topic: s(3), ver: s(4) }), "GET")
+        }
         _ => return Err(TRouteError::NotFound),
     };
     let route = route.ok_or(TRouteError::MethodNotAllowed(allow))?;
