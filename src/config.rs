@@ -80,6 +80,13 @@ pub struct TopicsConfig {
     pub ack_timeout: Option<Duration>,
     /// `ESUB_MAX_BODY_BYTES`: batch pubs and ack bodies.
     pub max_body: usize,
+    /// `ESUB_RATE_IP`, `ESUB_RATE_IP_BURST`: (per second, burst); `None`: off.
+    pub rate_ip: Option<(u32, u32)>,
+    /// `ESUB_RATE_APPID`, `ESUB_RATE_APPID_BURST`: (per second, burst); `None`: off.
+    pub rate_appid: Option<(u32, u32)>,
+    /// `ESUB_PUNISH_MS`: 400, 401, 404 and 405 are sent this late (429 twice), then the
+    /// connection closes; `None`: off.
+    pub punish: Option<Duration>,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -140,6 +147,11 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_SUB_BATCH_IDLE_MS", "1000", "a batch GET ends after this long without a message"),
     ("ESUB_SUB_MAX_BATCH", "4000", "sub batch clamp"),
     ("ESUB_ACK_TIMEOUT_MS", "0", "redelivery to a live ack=1 instance (0 = off)"),
+    ("ESUB_RATE_IP", "0", "/v1/ requests per second per client IP (0 = off)"),
+    ("ESUB_RATE_IP_BURST", "= ESUB_RATE_IP", "requests a client IP may make at once"),
+    ("ESUB_RATE_APPID", "0", "/v1/ requests and messages per second per appid (0 = off)"),
+    ("ESUB_RATE_APPID_BURST", "= ESUB_RATE_APPID", "what an appid may spend at once"),
+    ("ESUB_PUNISH_MS", "0", "delay of 400/401/404/405 (429: twice), then close (0 = off)"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -277,6 +289,15 @@ impl Config {
                     });
                 }
                 let ack_ms = num("ESUB_ACK_TIMEOUT_MS", 0, 0, u64::MAX / 4)?;
+                // A million a second per key is past what one node serves at all.
+                let bucket = |rate: &'static str, burst: &'static str| {
+                    let r = num(rate, 0, 0, 1_000_000)? as u32;
+                    let b = num(burst, u64::from(r.max(1)), 1, 1_000_000)? as u32;
+                    Ok::<_, ConfigError>((r > 0).then_some((r, b)))
+                };
+                // A punished connection is held this long: past a minute, clients have long
+                // given up and we would only pile up sockets.
+                let punish_ms = num("ESUB_PUNISH_MS", 0, 0, 60_000)?;
                 Some(TopicsConfig {
                     apps_file: get("ESUB_APPS_FILE")
                         .filter(|v| !v.trim().is_empty())
@@ -296,6 +317,9 @@ impl Config {
                     sub_max_batch: num("ESUB_SUB_MAX_BATCH", 4000, 1, 1 << 20)? as usize,
                     ack_timeout: (ack_ms > 0).then(|| Duration::from_millis(ack_ms)),
                     max_body: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
+                    rate_ip: bucket("ESUB_RATE_IP", "ESUB_RATE_IP_BURST")?,
+                    rate_appid: bucket("ESUB_RATE_APPID", "ESUB_RATE_APPID_BURST")?,
+                    punish: (punish_ms > 0).then(|| Duration::from_millis(punish_ms)),
                 })
             }
         };
@@ -396,6 +420,33 @@ mod tests {
             let err = parse(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, *var, "{var}={value}");
             assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn rate_limits_and_punishment() {
+        let t = |pairs: &[(&str, &str)]| parse(pairs).unwrap().topics.unwrap();
+        let c = t(&[]);
+        assert_eq!((c.rate_ip, c.rate_appid, c.punish), (None, None, None));
+        let c = t(&[("ESUB_RATE_IP", "5"), ("ESUB_RATE_APPID", "100")]);
+        assert_eq!((c.rate_ip, c.rate_appid), (Some((5, 5)), Some((100, 100))));
+        let c =
+            t(&[("ESUB_RATE_IP", "2"), ("ESUB_RATE_IP_BURST", "10"), ("ESUB_PUNISH_MS", "300")]);
+        assert_eq!((c.rate_ip, c.punish), (Some((2, 10)), Some(Duration::from_millis(300))));
+        assert_eq!(t(&[("ESUB_RATE_IP", "0"), ("ESUB_RATE_IP_BURST", "3")]).rate_ip, None);
+        let rows: &[(&str, &str)] = &[
+            ("ESUB_RATE_IP", "-1"),
+            ("ESUB_RATE_IP", "1.5"),
+            ("ESUB_RATE_IP_BURST", "0"),
+            ("ESUB_RATE_APPID", "x"),
+            ("ESUB_RATE_APPID", "2000000"),
+            ("ESUB_RATE_APPID_BURST", "0"),
+            ("ESUB_PUNISH_MS", "-5"),
+            ("ESUB_PUNISH_MS", "60001"),
+        ];
+        for (var, value) in rows {
+            let err = parse(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, *var, "{var}={value}");
         }
     }
 

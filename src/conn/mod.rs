@@ -154,6 +154,9 @@ pub struct Conn<S = TcpStream> {
     pub v1: bool,
     /// `Allow` of a `/v1/` 405.
     topic_allow: Option<&'static str>,
+    /// The current `/v1/` request passed its head checks and was charged to its buckets: a
+    /// second pass (after the body, after its topic's creation) does neither again.
+    topic_checked: bool,
     /// The client's address (`None` off a socket, in the fuzz target).
     pub peer: Option<std::net::IpAddr>,
 }
@@ -178,6 +181,7 @@ impl<S: Stream> Conn<S> {
             topic: None,
             v1: false,
             topic_allow: None,
+            topic_checked: false,
             peer: None,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.

@@ -23,11 +23,30 @@ use crate::ws::handshake;
 use crate::ws::topic::TPub;
 use crate::ws::{Role, Ws};
 
-/// A refusal: status and `errmsg` text.
+/// A refusal: status and `errmsg` text. A 429's errmsg is always `quota exceeded`, so its text
+/// carries the `Retry-After` seconds instead (made by `quota`).
 pub(super) type Refuse = (u16, Cow<'static, str>);
 
 pub(super) fn refuse(status: u16, text: &'static str) -> Refuse {
     (status, Cow::Borrowed(text))
+}
+
+/// 429 `quota exceeded`, to be retried after `secs` seconds (1.3).
+fn quota(secs: u64) -> Refuse {
+    (429, Cow::Owned(secs.to_string()))
+}
+
+/// Charges an authenticated appid one request against its bucket (1.3). Every route calls it
+/// right after its auth succeeds, in its head checks, so a stranger whose auth fails never
+/// spends an app's budget; a request is head-checked once, so it is charged once.
+pub(super) fn charge_appid(hub: &Hub, appid: &[u8]) -> Result<(), Refuse> {
+    charge_appid_cost(hub, appid, 1)
+}
+
+/// `charge_appid` for `cost` units: a batch pub's record count (the bucket caps it at the burst).
+pub(super) fn charge_appid_cost(hub: &Hub, appid: &[u8], cost: usize) -> Result<(), Refuse> {
+    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
+    hub.rates.charge_appid(appid, cost, Instant::now()).map_err(quota)
 }
 
 /// What a topics request waits for.
@@ -38,6 +57,9 @@ pub enum TopicWait {
     Create { method: String, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
     /// Metadata being stored; then `status` with `{"ok":1}`.
     Done { status: u16 },
+    /// An error held back by `ESUB_PUNISH_MS`: the whole response (it closes the connection),
+    /// queued when the deadline fires.
+    Punished { response: Vec<u8> },
     /// A consumer's GET, parked or streaming a batch.
     Fetch(Box<Fetch>),
 }
@@ -109,9 +131,46 @@ impl<S: Stream> Conn<S> {
     /// A `/v1/` error: JSON `errmsg`, the connection kept unless the response already says
     /// otherwise.
     pub fn topic_error(&mut self, ctx: &mut Ctx, status: u16, text: &str) {
-        let body = json_err(text);
         let extra = if status == 405 { "Allow: GET\r\n" } else { "" };
-        self.respond(ctx, status, response::JSON, body.as_bytes(), extra);
+        self.error_out(ctx, status, text, extra);
+    }
+
+    /// Sends a `/v1/` error, or with `ESUB_PUNISH_MS` holds back a 400, 401, 404 or 405 that
+    /// long (a 429 twice that) on the worker's timer, then sends it and closes (1).
+    fn error_out(&mut self, ctx: &mut Ctx, status: u16, text: &str, extra: &str) {
+        let body = json_err(text);
+        let punish = ctx.shared.hub.as_ref().and_then(|h| h.cfg.punish);
+        let delay = match (punish, status) {
+            (Some(d), 400 | 401 | 404 | 405) => d,
+            (Some(d), 429) => d * 2,
+            _ => return self.respond(ctx, status, response::JSON, body.as_bytes(), extra),
+        };
+        self.persist = Persist::Close;
+        let mut bytes = Vec::new();
+        response::full(&mut bytes, status, response::JSON, body.as_bytes(), Persist::Close, extra);
+        self.state = State::Topic(Box::new(TopicWait::Punished { response: bytes }));
+        self.set_deadline(Some(ctx.now + delay), ctx);
+    }
+
+    /// A punished error's time is up (or the server drains): send it; the connection closes.
+    pub(super) fn punish_over(&mut self, ctx: &mut Ctx) {
+        let State::Topic(w) = &mut self.state else { return };
+        let TopicWait::Punished { response } = w.as_mut() else { return };
+        let bytes = std::mem::take(response);
+        self.state = State::Head;
+        self.record(ctx, false);
+        self.out.with_bytes(|v| v.extend_from_slice(&bytes));
+        self.after_response(ctx);
+    }
+
+    /// Charges the client IP's bucket (1.3): every `/v1/` request, first; `/alive` never.
+    fn charge_ip(&self, hub: &Hub, target: &[u8], h: &TopicHeaders) -> Result<(), Refuse> {
+        let path = target.split(|&b| b == b'?').next().unwrap_or_default();
+        if hub.rates.ip.is_none() || path == b"/alive" {
+            return Ok(());
+        }
+        let ip = self.client_ip(h, hub.cfg.trust_xff);
+        hub.rates.charge_ip(&ip, Instant::now()).map_err(quota)
     }
 
     fn topic_ok(&mut self, ctx: &mut Ctx, status: u16, extra: &str) {
@@ -128,17 +187,22 @@ impl<S: Stream> Conn<S> {
         headers: &TopicHeaders,
     ) -> bool {
         let Some(hub) = &ctx.shared.hub else { return false };
-        let result = match route(method, target) {
-            Err(e) => {
-                if let TRouteError::MethodNotAllowed(allow) = e {
-                    self.topic_allow = Some(allow);
+        let result =
+            self.charge_ip(hub, target, headers).and_then(|()| match route(method, target) {
+                Err(e) => {
+                    if let TRouteError::MethodNotAllowed(allow) = e {
+                        self.topic_allow = Some(allow);
+                    }
+                    Err(route_refusal(e))
                 }
-                Err(route_refusal(e))
-            }
-            Ok((r, params)) => head_checks(hub, &r, &params, headers, ctx.draining),
-        };
+                Ok((r, params)) => head_checks(hub, &r, &params, headers, ctx.draining),
+            });
         match result {
-            Ok(()) => false,
+            Ok(()) => {
+                // Checked and charged: the dispatch after the body does not do either again.
+                self.topic_checked = true;
+                false
+            }
             Err((status, text)) => {
                 self.persist = Persist::Close;
                 self.topic_refuse(ctx, status, &text);
@@ -148,16 +212,18 @@ impl<S: Stream> Conn<S> {
     }
 
     fn topic_refuse(&mut self, ctx: &mut Ctx, status: u16, text: &str) {
-        if status == 405 {
-            let body = json_err(text);
-            let allow = self.topic_allow.take().unwrap_or("GET");
-            let extra = format!("Allow: {allow}\r\n");
-            self.respond(ctx, 405, response::JSON, body.as_bytes(), &extra);
-        } else {
-            if status == 503 {
-                self.persist = Persist::Close;
+        match status {
+            405 => {
+                let allow = self.topic_allow.take().unwrap_or("GET");
+                self.error_out(ctx, 405, text, &format!("Allow: {allow}\r\n"));
             }
-            self.topic_error(ctx, status, text);
+            429 => self.error_out(ctx, 429, "quota exceeded", &format!("Retry-After: {text}\r\n")),
+            _ => {
+                if status == 503 {
+                    self.persist = Persist::Close;
+                }
+                self.topic_error(ctx, status, text);
+            }
         }
     }
 
@@ -174,6 +240,11 @@ impl<S: Stream> Conn<S> {
         let Some(hub) = shared.hub.as_ref() else {
             return self.respond_text(ctx, 404, "Not Found");
         };
+        if !self.topic_checked
+            && let Err((status, text)) = self.charge_ip(hub, &target, &headers)
+        {
+            return self.topic_refuse(ctx, status, &text);
+        }
         let (r, params) = match route(&method, &target) {
             Ok(x) => x,
             Err(e) => {
@@ -219,9 +290,17 @@ impl<S: Stream> Conn<S> {
                 }
             }
         }
-        if let Err((status, text)) = head_checks(hub, &r, &params, &headers, ctx.draining) {
+        // Head-checked (and charged) before the body, or on a first run before a topic's
+        // creation: only the drain may have changed since.
+        let checked = if self.topic_checked {
+            draining_check(&r, ctx.draining)
+        } else {
+            head_checks(hub, &r, &params, &headers, ctx.draining)
+        };
+        if let Err((status, text)) = checked {
             return self.topic_refuse(ctx, status, &text);
         }
+        self.topic_checked = true;
         let result = match &r {
             TRoute::Alive => {
                 self.respond(ctx, 200, response::JSON, b"{\"ok\":1}", "");
@@ -392,7 +471,16 @@ pub(super) fn reset_of(params: &Params) -> Result<Reset, Refuse> {
     }
 }
 
-/// Every check that needs only the head, in the contract's order (up to the body size).
+/// 503 while the server drains (`/alive` still answers).
+fn draining_check(r: &TRoute, draining: bool) -> Result<(), Refuse> {
+    if draining && !matches!(r, TRoute::Alive) {
+        return Err(refuse(503, "server is shutting down"));
+    }
+    Ok(())
+}
+
+/// Every check that needs only the head, in the contract's order (up to the body size), with
+/// the appid's charge right after its auth. Runs once per request: it charges.
 fn head_checks(
     hub: &Hub,
     r: &TRoute,
@@ -400,9 +488,7 @@ fn head_checks(
     h: &TopicHeaders,
     draining: bool,
 ) -> Result<(), Refuse> {
-    if draining && !matches!(r, TRoute::Alive) {
-        return Err(refuse(503, "server is shutting down"));
-    }
+    draining_check(r, draining)?;
     let auth = hub.auth();
     let (appid, pubkey, subkey) = (text_of(&h.appid), text_of(&h.pubkey), text_of(&h.subkey));
     let cfg = &hub.cfg;
@@ -412,6 +498,7 @@ fn head_checks(
         TRoute::WsPub { topic, ver } => {
             names(None, topic, ver)?;
             auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)?;
             key_tag(hub, params, h)
         }
         TRoute::Pub { topic, ver } => {
@@ -422,6 +509,10 @@ fn head_checks(
                 Some(_) => return Err(refuse(400, "illegal batch")),
             };
             auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
+            if !batch {
+                // A batch is charged its record count once its body is read (`publish`).
+                charge_appid(hub, appid)?;
+            }
             let limit = if batch { hub_max_body(hub) } else { cfg.pub_max_bytes };
             if length > limit {
                 return Err(refuse(413, "too big message"));
@@ -436,7 +527,8 @@ fn head_checks(
             sub_batch(params)?;
             reset_of(params)?;
             let group = (group != "__smoketest__").then_some(group);
-            auth.check_sub(appid, subkey, owner, topic, group).map_err(|t| refuse(401, t))
+            auth.check_sub(appid, subkey, owner, topic, group).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)
         }
         TRoute::Offsets { appid: owner, topic, ver, group }
         | TRoute::Seek { appid: owner, topic, ver, group, .. } => {
@@ -445,6 +537,7 @@ fn head_checks(
                 return Err(refuse(400, "illegal group"));
             }
             auth.check_sub(appid, subkey, owner, topic, Some(group)).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)?;
             if length > hub_max_body(hub) {
                 return Err(refuse(413, "too big message"));
             }
@@ -453,7 +546,8 @@ fn head_checks(
         TRoute::CreateTopic { appid: owner, topic, ver }
         | TRoute::Partitions { appid: owner, topic, ver } => {
             names(Some(owner), topic, ver)?;
-            auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))
+            auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)
         }
         TRoute::Bury { .. } | TRoute::Shadow { .. } => {
             super::topic_shadow::head_checks(hub, r, params, h, &auth)
@@ -541,6 +635,10 @@ impl<S: Stream> Conn<S> {
             None
         };
         let topic = hub.get(raw).ok_or(Missing)?;
+        if let Some(recs) = &batch_recs {
+            // Here, once: a missing topic comes back through the dispatch after its creation.
+            charge_appid_cost(hub, text_of(&h.appid), recs.len())?;
+        }
         let records = match batch_recs {
             Some(r) => r,
             // The body becomes the message's payload: moved, not copied.
@@ -588,8 +686,14 @@ impl<S: Stream> Conn<S> {
         }
         let topic = hub.get(raw).ok_or(Missing)?;
         let accept = self.check_upgrade(h)?;
-        let role =
-            Role::TopicPub(TPub::new(topic, key.to_vec(), tag.to_vec(), params.flag("async")));
+        let appid = text_of(&h.appid).to_vec();
+        let role = Role::TopicPub(TPub::new(
+            topic,
+            appid,
+            key.to_vec(),
+            tag.to_vec(),
+            params.flag("async"),
+        ));
         let ws = Ws::with_limit(role, hub.cfg.pub_max_bytes + 4096, ctx);
         self.upgrade(ws, &accept, ctx);
         Ok(())

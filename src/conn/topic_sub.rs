@@ -304,10 +304,14 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// The fetch's deadline passed (long poll or batch idle), or the server drains.
+    /// The fetch's deadline passed (long poll or batch idle), or the server drains; or a
+    /// punished error's delay is over.
     pub fn topic_deadline(&mut self, ctx: &mut Ctx) {
         let id = self.id;
         let State::Topic(w) = &mut self.state else { return };
+        if let TopicWait::Punished { .. } = w.as_ref() {
+            return self.punish_over(ctx);
+        }
         let TopicWait::Fetch(f) = w.as_mut() else { return };
         f.topic.lock().unwait(&f.gid, f.inst, id);
         f.parked = false;
@@ -352,8 +356,9 @@ impl<S: Stream> Conn<S> {
     /// SIGTERM: a parked GET answers 204 and closes; a streaming batch ends its body.
     pub fn topic_drain(&mut self, ctx: &mut Ctx) {
         if let State::Topic(w) = &self.state
-            && let TopicWait::Fetch(_) = w.as_ref()
+            && let TopicWait::Fetch(_) | TopicWait::Punished { .. } = w.as_ref()
         {
+            // A punished error goes now: the drain does not wait out a punishment.
             self.persist = Persist::Close;
             self.topic_deadline(ctx);
         }

@@ -11,6 +11,7 @@ use super::auth::{Auth, parse_apps};
 use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
+use super::rate::Rates;
 use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
@@ -78,6 +79,8 @@ pub struct Hub {
     next_instance: AtomicU64,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
+    /// The IP and appid buckets (1.3).
+    pub rates: Rates,
 }
 
 /// Reads and parses the apps file.
@@ -104,6 +107,7 @@ impl Hub {
             retention_check: cfg.retention_check,
         })?;
         let inbox = Arc::new(Inbox::default());
+        let rates = Rates::new(&cfg);
         let hub = Hub {
             cfg,
             auth: RwLock::new(Arc::new(auth)),
@@ -113,6 +117,7 @@ impl Hub {
             next_instance: AtomicU64::new(1),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
+            rates,
         };
         hub.restore(opened);
         Ok((hub, engine, inbox))

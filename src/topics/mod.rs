@@ -1,7 +1,7 @@
 //! Topics: the Kafka-style half (`API-topics.md`). Partitioned logs on disk (`log`), a metadata
 //! log for topics and commits (`meta`), one store thread that owns both and commits in groups
-//! (`engine`), pure codecs (`codec`), the apps file (`auth`), and the in-memory state workers
-//! share (`state`) behind the `/v1/` routes (`routes`).
+//! (`engine`), pure codecs (`codec`), the apps file (`auth`), the rate limits (`rate`), and the
+//! in-memory state workers share (`state`) behind the `/v1/` routes (`routes`).
 
 pub mod auth;
 pub mod codec;
@@ -9,6 +9,7 @@ pub mod engine;
 pub mod hub;
 pub mod log;
 pub mod meta;
+pub mod rate;
 pub mod route;
 pub mod state;
 

@@ -26,6 +26,8 @@ const SUB_STEP: usize = 256;
 
 pub struct TPub {
     topic: Arc<Topic>,
+    /// The authenticated appid: each frame is charged to its bucket (1.3).
+    appid: Vec<u8>,
     key: Vec<u8>,
     tag: Vec<u8>,
     asynch: bool,
@@ -37,9 +39,16 @@ pub struct TPub {
 }
 
 impl TPub {
-    pub fn new(topic: Arc<Topic>, key: Vec<u8>, tag: Vec<u8>, asynch: bool) -> TPub {
+    pub fn new(
+        topic: Arc<Topic>,
+        appid: Vec<u8>,
+        key: Vec<u8>,
+        tag: Vec<u8>,
+        asynch: bool,
+    ) -> TPub {
         TPub {
             topic,
+            appid,
             key,
             tag,
             asynch,
@@ -81,7 +90,10 @@ impl TPub {
         let shared = ctx.shared.clone();
         let Some(hub) = shared.hub.as_ref() else { return Ok(()) };
         let cfg = &hub.cfg;
-        let refused = if payload.len() > cfg.pub_max_bytes {
+        let quota = hub.rates.charge_appid(&self.appid, 1, ctx.now).is_err();
+        let refused = if quota {
+            Some("quota exceeded")
+        } else if payload.len() > cfg.pub_max_bytes {
             Some("too big message")
         } else if payload.is_empty() {
             Some("too small message")
