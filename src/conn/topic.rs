@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use crate::conn::{Conn, ReqMetric, State, Stream};
@@ -15,6 +15,7 @@ use crate::server::Ctx;
 use crate::server::mailbox::TopicEv;
 use crate::store::StoreFail;
 use crate::topics::codec::{self, Limits};
+use crate::topics::dedupe::{self, Claim};
 use crate::topics::engine::TopicSpec;
 use crate::topics::hub::{Hub, Topic};
 use crate::topics::route::{Params, TRoute, TRouteError, route, valid_name};
@@ -36,6 +37,8 @@ pub enum TopicWait {
     Pub { left: usize, fail: Option<StoreFail>, answer: PubAnswer },
     /// Its topic is being created; the request runs again once it exists.
     Create { method: String, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
+    /// A pub whose `X-Msg-Id` is in flight on another pub: answered with that one's outcome.
+    Duplicate,
     /// Metadata being stored; then `status` with `{"ok":1}`.
     Done { status: u16 },
     /// A consumer's GET, parked or streaming a batch.
@@ -478,7 +481,22 @@ fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
     if h.tag.as_ref().is_some_and(|t| t.len() > hub.cfg.max_tag_bytes) {
         return Err(refuse(400, "too big tag"));
     }
-    Ok(())
+    msg_id_check(params, h)
+}
+
+/// 4.4: `X-Msg-Id` is 1..128 printable ASCII bytes, and neither async nor on a batch.
+fn msg_id_check(params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
+    match h.msg_id.as_deref() {
+        None => Ok(()),
+        Some(id)
+            if dedupe::valid_id(id)
+                && !params.flag("async")
+                && params.get("batch") != Some(b"1") =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(refuse(400, "illegal msg id")),
+    }
 }
 
 fn hub_max_body(hub: &Hub) -> usize {
@@ -516,6 +534,7 @@ impl<S: Stream> Conn<S> {
         if tag.len() > cfg.max_tag_bytes {
             return Err(refuse(400, "too big tag").into());
         }
+        msg_id_check(params, h)?;
         let batch_recs = if batch {
             if body.len() > cfg.max_body {
                 return Err(refuse(413, "too big message").into());
@@ -546,8 +565,30 @@ impl<S: Stream> Conn<S> {
             // The body becomes the message's payload: moved, not copied.
             None => vec![(key.to_vec(), tag.to_vec(), std::mem::take(body))],
         };
+        let id: Option<Box<[u8]>> = h.msg_id.as_deref().map(Into::into);
+        if let Some(id) = &id {
+            let now = now_ms();
+            let claim = hub.dedupe.lock().unwrap_or_else(PoisonError::into_inner).claim(
+                &topic.name,
+                id,
+                now,
+                (self.id, None),
+            );
+            match claim {
+                Claim::First => {}
+                Claim::Stored(p, o) => {
+                    self.answer_pub(ctx, 201, PubAnswer::Single { partition: p, offset: o }, true);
+                    return Ok(());
+                }
+                Claim::Waiting => {
+                    self.state = State::Topic(Box::new(TopicWait::Duplicate));
+                    self.set_deadline(None, ctx);
+                    return Ok(());
+                }
+            }
+        }
         let reply = (!asynch).then_some((self.id, None));
-        let (placed, left) = hub.publish(&shared, &topic, records, reply);
+        let (placed, left) = hub.publish(&shared, &topic, records, reply, id);
         let answer = if batch {
             let mut json = String::from("{\"ok\":1,\"msgs\":[");
             for (i, (p, o)) in placed.iter().enumerate() {
@@ -560,7 +601,7 @@ impl<S: Stream> Conn<S> {
             PubAnswer::Single { partition: placed[0].0, offset: placed[0].1 }
         };
         if asynch {
-            self.answer_pub(ctx, 202, answer);
+            self.answer_pub(ctx, 202, answer, false);
         } else {
             self.state = State::Topic(Box::new(TopicWait::Pub { left, fail: None, answer }));
             self.set_deadline(None, ctx);
@@ -600,10 +641,11 @@ impl<S: Stream> Conn<S> {
         handshake::check(&h.upgrade).map_err(|why| Fail::Refused((400, Cow::Borrowed(why))))
     }
 
-    fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer) {
+    fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer, duplicate: bool) {
         match answer {
             PubAnswer::Single { partition, offset } => {
-                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n");
+                let dup = if duplicate { "X-Duplicate: 1\r\n" } else { "" };
+                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
                 self.topic_ok(ctx, status, &extra);
             }
             PubAnswer::Batch { json } => {
@@ -620,6 +662,14 @@ impl<S: Stream> Conn<S> {
                 (Role::TopicPub(p), TopicEv::Stored { seq: Some(seq), result }) => {
                     if !closing {
                         p.on_stored(seq, result, &mut self.out);
+                    }
+                    let mut io =
+                        crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                    ws.close_if_answered(&mut io, ctx);
+                }
+                (Role::TopicPub(p), TopicEv::Duplicate { seq: Some(seq), result }) => {
+                    if !closing {
+                        p.on_duplicate(seq, result, &mut self.out);
                     }
                     let mut io =
                         crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
@@ -648,7 +698,7 @@ impl<S: Stream> Conn<S> {
                 };
                 let TopicWait::Pub { fail, answer, .. } = *wait else { return };
                 match fail {
-                    None => self.answer_pub(ctx, 201, answer),
+                    None => self.answer_pub(ctx, 201, answer, false),
                     Some(f) => self.store_failed(ctx, f),
                 }
             }
@@ -659,6 +709,16 @@ impl<S: Stream> Conn<S> {
                 let TopicWait::Create { method, target, headers, body } = *wait else { return };
                 match result {
                     Ok(()) => self.topic_dispatch(ctx, method, target, headers, body),
+                    Err(f) => self.store_failed(ctx, f),
+                }
+            }
+            (TopicWait::Duplicate, TopicEv::Duplicate { result, .. }) => {
+                self.state = State::Head;
+                match result {
+                    Ok((partition, offset)) => {
+                        let answer = PubAnswer::Single { partition, offset };
+                        self.answer_pub(ctx, 201, answer, true);
+                    }
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
@@ -696,4 +756,10 @@ impl<S: Stream> Conn<S> {
         ws.close(1001, "going away", &mut io, ctx);
         true
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
