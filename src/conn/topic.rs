@@ -39,8 +39,12 @@ pub enum TopicWait {
     Create { method: String, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
     /// A pub whose `X-Msg-Id` is in flight on another pub: answered with that one's outcome.
     Duplicate,
-    /// Metadata being stored; then `status` with `{"ok":1}`.
-    Done { status: u16 },
+    /// Metadata being stored (`left` answers to come); then `status` with `{"ok":1}`, or the
+    /// first failure's status.
+    Done { status: u16, left: usize, fail: Option<StoreFail> },
+    /// A bury's copy is being stored; then `offset` of `partition` is committed for the group
+    /// on the source, and the bury answers once that is stored.
+    Bury { source: Arc<Topic>, gid: GroupId, partition: u32, offset: i64 },
     /// A consumer's GET, parked or streaming a batch.
     Fetch(Box<Fetch>),
 }
@@ -722,11 +726,32 @@ impl<S: Stream> Conn<S> {
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
-            (TopicWait::Done { status }, TopicEv::Done(result)) => {
-                let status = *status;
+            (TopicWait::Done { status, left, fail }, TopicEv::Done(result)) => {
+                if let Err(f) = result {
+                    fail.get_or_insert(f);
+                }
+                *left -= 1;
+                if *left > 0 {
+                    return;
+                }
+                let (status, fail) = (*status, *fail);
                 self.state = State::Head;
+                match fail {
+                    None => self.topic_ok(ctx, status, ""),
+                    Some(f) => self.store_failed(ctx, f),
+                }
+            }
+            (TopicWait::Bury { .. }, TopicEv::Stored { result, .. }) => {
+                let State::Topic(wait) = std::mem::replace(&mut self.state, State::Head) else {
+                    return;
+                };
+                let TopicWait::Bury { source, gid, partition, offset } = *wait else { return };
                 match result {
-                    Ok(()) => self.topic_ok(ctx, status, ""),
+                    // Forward only, as every commit (5.3).
+                    Ok(()) => match source.lock().ack(&gid, &[(i64::from(partition), offset)]) {
+                        Ok(recs) => self.store_then_ok(ctx, recs, 200),
+                        Err(t) => self.topic_error(ctx, 400, t),
+                    },
                     Err(f) => self.store_failed(ctx, f),
                 }
             }

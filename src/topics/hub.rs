@@ -32,6 +32,22 @@ impl Topic {
         self.readers.len() as u32
     }
 
+    /// The stored message at `offset` of `partition` (from the tail, else from disk).
+    pub fn message_at(&self, partition: u32, offset: i64) -> Option<Message> {
+        {
+            let st = self.lock();
+            let part = st.parts.get(partition as usize)?;
+            if offset >= part.stored {
+                return None;
+            }
+            if let Some(m) = part.get(offset) {
+                return Some((**m).clone());
+            }
+        }
+        let got = self.readers.get(partition as usize)?.read(offset, 1, DISK_READ_BYTES).ok()?;
+        got.into_iter().find(|m| m.offset == offset)
+    }
+
     /// Takes up to `max` messages the way `TopicState::fetch` planned them: from the tail, or
     /// read from disk (outside the lock) for a cursor behind it, which is released after.
     pub fn take(
