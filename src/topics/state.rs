@@ -656,6 +656,123 @@ mod tests {
         assert_eq!((owned(&s, 3), owned(&s, 4)), (vec![0, 1], vec![2, 3]));
     }
 
+    /// Random joins, leaves, pubs, fetches and acks: after every step each partition has
+    /// exactly one owner when any instance lives, owners hold contiguous runs in join order,
+    /// and only a join or a leave changes who owns what (a kept partition keeps its cursor).
+    #[test]
+    fn ownership_moves_only_on_join_and_leave() {
+        let mut seed = 0x9E37_79B9_7F4A_7C15u64;
+        let mut rnd = |n: u64| {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed % n
+        };
+        for p in 1..=8u32 {
+            let mut s = state(p);
+            let g = gid();
+            let mut live: Vec<(u64, ConnId)> = Vec::new();
+            let mut next_id = 1;
+            for _ in 0..300 {
+                let before = owners(&s, p);
+                let cursors_before = cursors(&s);
+                let membership = match rnd(5) {
+                    0 if live.len() < p as usize => {
+                        let c = conn(next_id as usize);
+                        let joined = s.join(&g, c, false, Reset::Oldest, String::new(), next_id);
+                        assert!(joined.is_ok());
+                        live.push((next_id, c));
+                        next_id += 1;
+                        true
+                    }
+                    1 if !live.is_empty() => {
+                        let (id, c) = live.remove(rnd(live.len() as u64) as usize);
+                        s.leave(&g, id, c);
+                        true
+                    }
+                    2 => {
+                        let part = rnd(u64::from(p)) as u32;
+                        let m = Message {
+                            offset: 0,
+                            time_ms: 0,
+                            key: vec![],
+                            tag: vec![],
+                            msg_id: vec![],
+                            payload: Arc::new(b"m".to_vec()),
+                        };
+                        let (m, _) = s.assign_offset(part, m);
+                        s.stored(part, &[m]);
+                        false
+                    }
+                    3 if !live.is_empty() => {
+                        let (id, _) = live[rnd(live.len() as u64) as usize];
+                        let _ = s.fetch(&g, id, 1 + rnd(4) as usize);
+                        false
+                    }
+                    _ => {
+                        let part = rnd(u64::from(p)) as i64;
+                        let latest = s.parts[part as usize].stored;
+                        if latest > 0 {
+                            let _ = s.ack(&g, &[(part, rnd(latest as u64) as i64)]);
+                        }
+                        false
+                    }
+                };
+                let after = owners(&s, p);
+                if !membership {
+                    assert_eq!(before, after, "ownership moved without a join or leave");
+                }
+                if live.is_empty() {
+                    assert!(after.iter().all(Option::is_none));
+                    continue;
+                }
+                assert!(after.iter().all(Option::is_some), "a partition without an owner");
+                // Contiguous runs, in join order.
+                let order: Vec<u64> = s.groups[&g].instances.iter().map(|i| i.id).collect();
+                let mut last = 0;
+                for o in after.iter().flatten() {
+                    let pos = order.iter().position(|x| x == o).unwrap();
+                    assert!(pos >= last, "runs out of join order: {after:?} {order:?}");
+                    last = pos;
+                }
+                // A partition kept by its instance keeps its cursor (unless acks moved it).
+                if membership {
+                    for (part, (owner, cur)) in cursors_before {
+                        if after[part as usize] == Some(owner) {
+                            let now = cursors(&s)[&part].1;
+                            assert!(now >= cur, "kept partition {part} lost its cursor");
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn owners(s: &TopicState, p: u32) -> Vec<Option<u64>> {
+        let mut o = vec![None; p as usize];
+        if let Some(g) = s.groups.get(&gid()) {
+            for inst in &g.instances {
+                for c in &inst.cursors {
+                    assert!(o[c.partition as usize].is_none(), "partition owned twice");
+                    o[c.partition as usize] = Some(inst.id);
+                }
+            }
+        }
+        o
+    }
+
+    fn cursors(s: &TopicState) -> HashMap<u32, (u64, i64)> {
+        let mut m = HashMap::new();
+        if let Some(g) = s.groups.get(&gid()) {
+            for inst in &g.instances {
+                for c in &inst.cursors {
+                    m.insert(c.partition, (inst.id, c.next));
+                }
+            }
+        }
+        m
+    }
+
     #[test]
     fn acks_validate_then_apply() {
         let mut s = state(2);
