@@ -87,6 +87,9 @@ pub struct TopicsConfig {
     /// `ESUB_PUNISH_MS`: 400, 401, 404 and 405 are sent this late (429 twice), then the
     /// connection closes; `None`: off.
     pub punish: Option<Duration>,
+    /// The idempotent-pub window (4.4); 0 turns it off.
+    pub dedupe_ms: u64,
+    pub dedupe_max_ids: usize,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -152,6 +155,8 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_RATE_APPID", "0", "/v1/ requests and messages per second per appid (0 = off)"),
     ("ESUB_RATE_APPID_BURST", "= ESUB_RATE_APPID", "what an appid may spend at once"),
     ("ESUB_PUNISH_MS", "0", "delay of 400/401/404/405 (429: twice), then close (0 = off)"),
+    ("ESUB_DEDUPE_MS", "120000", "idempotent pub window for X-Msg-Id (0 = off)"),
+    ("ESUB_DEDUPE_MAX_IDS", "1000000", "ids the window keeps; the oldest go first"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -320,6 +325,8 @@ impl Config {
                     rate_ip: bucket("ESUB_RATE_IP", "ESUB_RATE_IP_BURST")?,
                     rate_appid: bucket("ESUB_RATE_APPID", "ESUB_RATE_APPID_BURST")?,
                     punish: (punish_ms > 0).then(|| Duration::from_millis(punish_ms)),
+                    dedupe_ms: num("ESUB_DEDUPE_MS", 120_000, 0, u64::MAX / 4)?,
+                    dedupe_max_ids: num("ESUB_DEDUPE_MAX_IDS", 1_000_000, 0, 1 << 32)? as usize,
                 })
             }
         };
