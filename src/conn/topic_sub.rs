@@ -426,7 +426,7 @@ impl<S: Stream> Conn<S> {
         Ok(())
     }
 
-    fn store_then_ok(
+    pub(super) fn store_then_ok(
         &mut self,
         ctx: &mut Ctx,
         recs: Vec<crate::topics::meta::MetaRec>,

@@ -3,7 +3,7 @@
 //! every store answer come back to the asking connection through its worker's mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
@@ -78,6 +78,9 @@ pub struct Hub {
     next_instance: AtomicU64,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
+    /// Open topics websockets (pub and sub), for `GET /v1/status`: counted at the upgrade,
+    /// uncounted when the connection goes (`Conn::fail`).
+    pub ws: AtomicUsize,
 }
 
 /// Reads and parses the apps file.
@@ -113,6 +116,7 @@ impl Hub {
             next_instance: AtomicU64::new(1),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
+            ws: AtomicUsize::new(0),
         };
         hub.restore(opened);
         Ok((hub, engine, inbox))
@@ -140,16 +144,25 @@ impl Hub {
 
     /// Counters and gauges for the metrics: (redelivered, reset_skipped, live instances).
     pub fn tallies(&self) -> (u64, u64, u64) {
-        let topics: Vec<Arc<Topic>> =
-            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         let (mut red, mut skip, mut inst) = (0, 0, 0);
-        for t in topics {
+        for t in self.all() {
             let st = t.lock();
             red += st.redelivered;
             skip += st.skipped;
             inst += st.groups.values().map(|g| g.instances.len() as u64).sum::<u64>();
         }
         (red, skip, inst)
+    }
+
+    /// Every topic (shadows included), in no order; the map's lock is held only to copy.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Jobs scheduled and not yet fired (`GET /v1/status`, the `topic.jobs` gauge).
+    pub fn pending_jobs(&self) -> u64 {
+        // jobs land with the jobs work: until then none is ever pending.
+        0
     }
 
     pub fn topic_count(&self) -> usize {

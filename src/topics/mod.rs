@@ -11,6 +11,7 @@ pub mod log;
 pub mod meta;
 pub mod route;
 pub mod state;
+pub mod status;
 
 use crate::conn::buffer::Body;
 
