@@ -80,6 +80,9 @@ pub struct TopicsConfig {
     pub ack_timeout: Option<Duration>,
     /// `ESUB_MAX_BODY_BYTES`: batch pubs and ack bodies.
     pub max_body: usize,
+    /// The idempotent-pub window (4.4); 0 turns it off.
+    pub dedupe_ms: u64,
+    pub dedupe_max_ids: usize,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -140,6 +143,8 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_SUB_BATCH_IDLE_MS", "1000", "a batch GET ends after this long without a message"),
     ("ESUB_SUB_MAX_BATCH", "4000", "sub batch clamp"),
     ("ESUB_ACK_TIMEOUT_MS", "0", "redelivery to a live ack=1 instance (0 = off)"),
+    ("ESUB_DEDUPE_MS", "120000", "idempotent pub window for X-Msg-Id (0 = off)"),
+    ("ESUB_DEDUPE_MAX_IDS", "1000000", "ids the window keeps; the oldest go first"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -296,6 +301,8 @@ impl Config {
                     sub_max_batch: num("ESUB_SUB_MAX_BATCH", 4000, 1, 1 << 20)? as usize,
                     ack_timeout: (ack_ms > 0).then(|| Duration::from_millis(ack_ms)),
                     max_body: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
+                    dedupe_ms: num("ESUB_DEDUPE_MS", 120_000, 0, u64::MAX / 4)?,
+                    dedupe_max_ids: num("ESUB_DEDUPE_MAX_IDS", 1_000_000, 0, 1 << 32)? as usize,
                 })
             }
         };

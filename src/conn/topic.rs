@@ -4,7 +4,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 use std::time::Instant;
 
 use crate::conn::{Conn, ReqMetric, State, Stream};
@@ -15,6 +15,7 @@ use crate::server::Ctx;
 use crate::server::mailbox::TopicEv;
 use crate::store::StoreFail;
 use crate::topics::codec::{self, Limits};
+use crate::topics::dedupe::{self, Claim};
 use crate::topics::engine::TopicSpec;
 use crate::topics::hub::{Hub, Topic};
 use crate::topics::route::{Params, TRoute, TRouteError, route, valid_name};
@@ -36,8 +37,14 @@ pub enum TopicWait {
     Pub { left: usize, fail: Option<StoreFail>, answer: PubAnswer },
     /// Its topic is being created; the request runs again once it exists.
     Create { method: String, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
-    /// Metadata being stored; then `status` with `{"ok":1}`.
-    Done { status: u16 },
+    /// A pub whose `X-Msg-Id` is in flight on another pub: answered with that one's outcome.
+    Duplicate,
+    /// Metadata being stored (`left` answers to come); then `status` with `{"ok":1}`, or the
+    /// first failure's status.
+    Done { status: u16, left: usize, fail: Option<StoreFail> },
+    /// A bury's copy is being stored; then `offset` of `partition` is committed for the group
+    /// on the source, and the bury answers once that is stored.
+    Bury { source: Arc<Topic>, gid: GroupId, partition: u32, offset: i64 },
     /// A consumer's GET, parked or streaming a batch.
     Fetch(Box<Fetch>),
 }
@@ -478,7 +485,22 @@ fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
     if h.tag.as_ref().is_some_and(|t| t.len() > hub.cfg.max_tag_bytes) {
         return Err(refuse(400, "too big tag"));
     }
-    Ok(())
+    msg_id_check(params, h)
+}
+
+/// 4.4: `X-Msg-Id` is 1..128 printable ASCII bytes, and neither async nor on a batch.
+fn msg_id_check(params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
+    match h.msg_id.as_deref() {
+        None => Ok(()),
+        Some(id)
+            if dedupe::valid_id(id)
+                && !params.flag("async")
+                && params.get("batch") != Some(b"1") =>
+        {
+            Ok(())
+        }
+        Some(_) => Err(refuse(400, "illegal msg id")),
+    }
 }
 
 fn hub_max_body(hub: &Hub) -> usize {
@@ -516,6 +538,7 @@ impl<S: Stream> Conn<S> {
         if tag.len() > cfg.max_tag_bytes {
             return Err(refuse(400, "too big tag").into());
         }
+        msg_id_check(params, h)?;
         let batch_recs = if batch {
             if body.len() > cfg.max_body {
                 return Err(refuse(413, "too big message").into());
@@ -546,8 +569,30 @@ impl<S: Stream> Conn<S> {
             // The body becomes the message's payload: moved, not copied.
             None => vec![(key.to_vec(), tag.to_vec(), std::mem::take(body))],
         };
+        let id: Option<Box<[u8]>> = h.msg_id.as_deref().map(Into::into);
+        if let Some(id) = &id {
+            let now = now_ms();
+            let claim = hub.dedupe.lock().unwrap_or_else(PoisonError::into_inner).claim(
+                &topic.name,
+                id,
+                now,
+                (self.id, None),
+            );
+            match claim {
+                Claim::First => {}
+                Claim::Stored(p, o) => {
+                    self.answer_pub(ctx, 201, PubAnswer::Single { partition: p, offset: o }, true);
+                    return Ok(());
+                }
+                Claim::Waiting => {
+                    self.state = State::Topic(Box::new(TopicWait::Duplicate));
+                    self.set_deadline(None, ctx);
+                    return Ok(());
+                }
+            }
+        }
         let reply = (!asynch).then_some((self.id, None));
-        let (placed, left) = hub.publish(&shared, &topic, records, reply);
+        let (placed, left) = hub.publish(&shared, &topic, records, reply, id);
         let answer = if batch {
             let mut json = String::from("{\"ok\":1,\"msgs\":[");
             for (i, (p, o)) in placed.iter().enumerate() {
@@ -560,7 +605,7 @@ impl<S: Stream> Conn<S> {
             PubAnswer::Single { partition: placed[0].0, offset: placed[0].1 }
         };
         if asynch {
-            self.answer_pub(ctx, 202, answer);
+            self.answer_pub(ctx, 202, answer, false);
         } else {
             self.state = State::Topic(Box::new(TopicWait::Pub { left, fail: None, answer }));
             self.set_deadline(None, ctx);
@@ -600,10 +645,11 @@ impl<S: Stream> Conn<S> {
         handshake::check(&h.upgrade).map_err(|why| Fail::Refused((400, Cow::Borrowed(why))))
     }
 
-    fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer) {
+    fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer, duplicate: bool) {
         match answer {
             PubAnswer::Single { partition, offset } => {
-                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n");
+                let dup = if duplicate { "X-Duplicate: 1\r\n" } else { "" };
+                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
                 self.topic_ok(ctx, status, &extra);
             }
             PubAnswer::Batch { json } => {
@@ -620,6 +666,14 @@ impl<S: Stream> Conn<S> {
                 (Role::TopicPub(p), TopicEv::Stored { seq: Some(seq), result }) => {
                     if !closing {
                         p.on_stored(seq, result, &mut self.out);
+                    }
+                    let mut io =
+                        crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
+                    ws.close_if_answered(&mut io, ctx);
+                }
+                (Role::TopicPub(p), TopicEv::Duplicate { seq: Some(seq), result }) => {
+                    if !closing {
+                        p.on_duplicate(seq, result, &mut self.out);
                     }
                     let mut io =
                         crate::ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
@@ -648,7 +702,7 @@ impl<S: Stream> Conn<S> {
                 };
                 let TopicWait::Pub { fail, answer, .. } = *wait else { return };
                 match fail {
-                    None => self.answer_pub(ctx, 201, answer),
+                    None => self.answer_pub(ctx, 201, answer, false),
                     Some(f) => self.store_failed(ctx, f),
                 }
             }
@@ -662,11 +716,42 @@ impl<S: Stream> Conn<S> {
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
-            (TopicWait::Done { status }, TopicEv::Done(result)) => {
-                let status = *status;
+            (TopicWait::Duplicate, TopicEv::Duplicate { result, .. }) => {
                 self.state = State::Head;
                 match result {
-                    Ok(()) => self.topic_ok(ctx, status, ""),
+                    Ok((partition, offset)) => {
+                        let answer = PubAnswer::Single { partition, offset };
+                        self.answer_pub(ctx, 201, answer, true);
+                    }
+                    Err(f) => self.store_failed(ctx, f),
+                }
+            }
+            (TopicWait::Done { status, left, fail }, TopicEv::Done(result)) => {
+                if let Err(f) = result {
+                    fail.get_or_insert(f);
+                }
+                *left -= 1;
+                if *left > 0 {
+                    return;
+                }
+                let (status, fail) = (*status, *fail);
+                self.state = State::Head;
+                match fail {
+                    None => self.topic_ok(ctx, status, ""),
+                    Some(f) => self.store_failed(ctx, f),
+                }
+            }
+            (TopicWait::Bury { .. }, TopicEv::Stored { result, .. }) => {
+                let State::Topic(wait) = std::mem::replace(&mut self.state, State::Head) else {
+                    return;
+                };
+                let TopicWait::Bury { source, gid, partition, offset } = *wait else { return };
+                match result {
+                    // Forward only, as every commit (5.3).
+                    Ok(()) => match source.lock().ack(&gid, &[(i64::from(partition), offset)]) {
+                        Ok(recs) => self.store_then_ok(ctx, recs, 200),
+                        Err(t) => self.topic_error(ctx, 400, t),
+                    },
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
@@ -696,4 +781,10 @@ impl<S: Stream> Conn<S> {
         ws.close(1001, "going away", &mut io, ctx);
         true
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

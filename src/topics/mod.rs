@@ -5,6 +5,7 @@
 
 pub mod auth;
 pub mod codec;
+pub mod dedupe;
 pub mod engine;
 pub mod hub;
 pub mod log;
