@@ -293,6 +293,47 @@ fn peek_reads_without_moving_offsets() {
     assert_eq!(peek(&t, "n=2&partition=0&offset=1"), want[..2]);
 }
 
+/// A group's retry queue: its rows (`q` = `retry`), peek with `q=`, and a delete that forgets
+/// the shadow's commits too (its log stays).
+#[test]
+fn shadow_queues_in_rows_peek_and_delete() {
+    let t = Topics::start("st-shadow", &[FAST]);
+    t.create("app1", "orders", "v1", 1);
+    fill(&t, 0, 1, 3);
+    t.conn().req("POST", "/v1/shadow/app1/orders/v1/g", &subh("app2"), b"").assert_ok(201);
+    let bury = [("X-Bury", "retry"), ("X-Partition", "0"), ("X-Offset", "1")];
+    let h: Vec<_> = subh("app2").into_iter().chain(bury).collect();
+    t.conn().req("PUT", &format!("{SUB}?group=g"), &h, b"").assert_ok(200);
+    let retry = format!("{SUB}?group=g&q=retry");
+    let (c, r) = join(&t, "app2", &retry, &[]);
+    assert_eq!(pos(&[r.msg()]), [(0, 0)]);
+    let ip = "127.0.0.1";
+    let want = rows(&[row("g", "", 0, 0, 3, 1, "", ""), row("g", "retry", 0, 0, 1, 0, ip, "")]);
+    until("the retry commit", || ok_json(&get(&t, STATUS, &subh("app2"))) == want);
+    let o = r#","topic":"app1.orders.v1""#;
+    let want = rows(&[row("g", "", 0, 0, 3, 1, "", o), row("g", "retry", 0, 0, 1, 0, ip, o)]);
+    assert_eq!(ok_json(&get(&t, "/v1/sub/status", &subh("app2"))), want);
+    let x = r#","appid":"app2""#;
+    let want = rows(&[row("g", "", 0, 0, 3, 1, "", x), row("g", "retry", 0, 0, 1, 0, ip, x)]);
+    assert_eq!(ok_json(&get(&t, "/v1/subd/orders/v1", &pubh("app1"))), want);
+    // Peek the shadow: the buried copy (p0m1), at offset 0 of its own log.
+    let peek = "/v1/peek/app1/orders/v1?n=5&q=retry&group=g";
+    let body = ok_json(&get(&t, peek, &subh("app2")));
+    assert!(body.starts_with(r#"[{"partition":0,"offset":0,"#), "{body}");
+    assert!(body.ends_with(r#","data":"cDBtMQ=="}]"#), "{body}");
+    // Online on the shadow is online.
+    let del = "/v1/groups/app1/orders/v1/g";
+    t.conn()
+        .req("DELETE", del, &subh("app2"), b"")
+        .assert_err(400, "delete a online group not allowed");
+    c.close();
+    until("the instance ends", || t.conn().req("DELETE", del, &subh("app2"), b"").status == 200);
+    assert_eq!(ok_json(&get(&t, STATUS, &subh("app2"))), "[]");
+    let t = t.restart(&[FAST]);
+    assert_eq!(ok_json(&get(&t, STATUS, &subh("app2"))), "[]");
+    assert_eq!(ok_json(&get(&t, peek, &subh("app2"))), body, "the shadow's log stays");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Refusals, in order (file mode)
 // ---------------------------------------------------------------------------------------------

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use super::topic::{Fail, Refuse, group_name, names, refuse};
+use super::topic_shadow::shadow_queue;
 use crate::conn::{Conn, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response;
@@ -256,18 +257,13 @@ fn peek(
     h: &TopicHeaders,
 ) -> Result<String, Refuse> {
     let want = peek_params(params)?;
-    let topic = match params.get("q") {
-        None | Some(b"") => None,
-        Some(q @ (b"retry" | b"dead")) => {
-            let group = group_name(params, h)?;
-            let q = std::str::from_utf8(q).unwrap_or_default();
-            let shadow = hub.get(&format!("{raw}.{caller}.{group}.{q}"));
-            Some(shadow.ok_or(refuse(400, "register shadow first"))?)
-        }
-        Some(_) => return Err(refuse(400, "invalid shadow name")),
+    // The group matters only to name a shadow queue (checked with the head).
+    let group = match params.get("q") {
+        None | Some(b"") => "",
+        Some(_) => group_name(params, h)?,
     };
-    let topic = match topic {
-        Some(t) => t,
+    let topic = match shadow_queue(hub, raw, caller, group, params.get("q"))? {
+        Some((shadow, _)) => shadow,
         None => hub.get(raw).ok_or(refuse(400, "invalid topic"))?,
     };
     // Where each partition's read starts.
