@@ -277,6 +277,11 @@ impl<S: Stream> Conn<S> {
                 if ws.is_prep() {
                     ctx.shared.prep_sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                if ws.is_topic()
+                    && let Some(hub) = &ctx.shared.hub
+                {
+                    hub.ws.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 ws.fail(self.id, ctx);
             }
             _ => {}
@@ -344,6 +349,11 @@ impl<S: Stream> Conn<S> {
     /// behind the upgrade request are already in the buffer and become its first frames.
     pub fn upgrade(&mut self, ws: Ws, accept: &str, ctx: &mut Ctx) {
         self.record(ctx, true);
+        if ws.is_topic()
+            && let Some(hub) = &ctx.shared.hub
+        {
+            hub.ws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.out.with_bytes(|v| handshake::response(v, accept));
         self.state = State::Ws(Box::new(ws));
         self.sync_ws_deadline(ctx);

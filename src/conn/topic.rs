@@ -432,7 +432,7 @@ fn default_spec(hub: &Hub, r: &TRoute, headers: &TopicHeaders) -> TopicSpec {
     }
 }
 
-fn names(appid: Option<&str>, topic: &str, ver: &str) -> Result<(), Refuse> {
+pub(super) fn names(appid: Option<&str>, topic: &str, ver: &str) -> Result<(), Refuse> {
     if appid.is_some_and(|a| !valid_name(a, 64)) {
         return Err(refuse(400, "invalid appid"));
     }

@@ -3,7 +3,7 @@
 //! every store answer come back to the asking connection through its worker's mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
@@ -97,6 +97,9 @@ pub struct Hub {
     pub msgs_out: AtomicU64,
     /// The IP and appid buckets (1.3).
     pub rates: Rates,
+    /// Open topics websockets (pub and sub), for `GET /v1/status`: counted at the upgrade,
+    /// uncounted when the connection goes (`Conn::fail`).
+    pub ws: AtomicUsize,
     /// The `X-Msg-Id` window (4.4).
     pub dedupe: Mutex<super::dedupe::Dedupe>,
 }
@@ -136,6 +139,7 @@ impl Hub {
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
             rates,
+            ws: AtomicUsize::new(0),
             dedupe: Mutex::new(super::dedupe::Dedupe::new(
                 config.topics.as_ref().map_or(0, |t| t.dedupe_ms),
                 config.topics.as_ref().map_or(0, |t| t.dedupe_max_ids),
@@ -168,16 +172,25 @@ impl Hub {
 
     /// Counters and gauges for the metrics: (redelivered, reset_skipped, live instances).
     pub fn tallies(&self) -> (u64, u64, u64) {
-        let topics: Vec<Arc<Topic>> =
-            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         let (mut red, mut skip, mut inst) = (0, 0, 0);
-        for t in topics {
+        for t in self.all() {
             let st = t.lock();
             red += st.redelivered;
             skip += st.skipped;
             inst += st.groups.values().map(|g| g.instances.len() as u64).sum::<u64>();
         }
         (red, skip, inst)
+    }
+
+    /// Every topic (shadows included), in no order; the map's lock is held only to copy.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Jobs scheduled and not yet fired (`GET /v1/status`, the `topic.jobs` gauge).
+    pub fn pending_jobs(&self) -> u64 {
+        // jobs land with the jobs work: until then none is ever pending.
+        0
     }
 
     /// Rebuilds the `X-Msg-Id` window from the newest messages of every partition (at most
@@ -190,9 +203,7 @@ impl Hub {
         let now = now_ms();
         let cutoff = now.saturating_sub(self.cfg.dedupe_ms);
         let started = std::time::Instant::now();
-        let topics: Vec<Arc<Topic>> =
-            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
-        for t in topics {
+        for t in self.all() {
             for (p, r) in t.readers.iter().enumerate() {
                 let mut at = r.oldest().max(r.end() - self.cfg.dedupe_max_ids as i64);
                 while at < r.end() {

@@ -13,6 +13,7 @@ pub mod meta;
 pub mod rate;
 pub mod route;
 pub mod state;
+pub mod status;
 
 use crate::conn::buffer::Body;
 
