@@ -2,11 +2,10 @@
 //! wait for the store, fetches that park until their partitions get a message and stream
 //! batches, acks and commits. Topic bookkeeping lives in `topics::state`; this is the HTTP side.
 
-use std::borrow::Cow;
-use std::fmt::Write as _;
-use std::sync::{Arc, PoisonError};
+use std::sync::Arc;
 use std::time::Instant;
 
+pub(super) use super::topic_checks::*;
 use crate::conn::{Conn, ReqMetric, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response::{self, Persist};
@@ -14,41 +13,10 @@ use crate::metrics::RouteTag;
 use crate::server::Ctx;
 use crate::server::mailbox::TopicEv;
 use crate::store::StoreFail;
-use crate::topics::codec::{self, Limits};
-use crate::topics::dedupe::{self, Claim};
-use crate::topics::engine::TopicSpec;
 use crate::topics::hub::{Hub, Topic};
-use crate::topics::route::{Params, TRoute, TRouteError, route, valid_name};
-use crate::topics::state::{GroupId, Reset};
-use crate::ws::handshake;
-use crate::ws::topic::TPub;
-use crate::ws::{Role, Ws};
-
-/// A refusal: status and `errmsg` text. A 429's errmsg is always `quota exceeded`, so its text
-/// carries the `Retry-After` seconds instead (made by `quota`).
-pub(super) type Refuse = (u16, Cow<'static, str>);
-
-pub(super) fn refuse(status: u16, text: &'static str) -> Refuse {
-    (status, Cow::Borrowed(text))
-}
-
-/// 429 `quota exceeded`, to be retried after `secs` seconds (1.3).
-fn quota(secs: u64) -> Refuse {
-    (429, Cow::Owned(secs.to_string()))
-}
-
-/// Charges an authenticated appid one request against its bucket (1.3). Every route calls it
-/// right after its auth succeeds, in its head checks, so a stranger whose auth fails never
-/// spends an app's budget; a request is head-checked once, so it is charged once.
-pub(super) fn charge_appid(hub: &Hub, appid: &[u8]) -> Result<(), Refuse> {
-    charge_appid_cost(hub, appid, 1)
-}
-
-/// `charge_appid` for `cost` units: a batch pub's record count (the bucket caps it at the burst).
-pub(super) fn charge_appid_cost(hub: &Hub, appid: &[u8], cost: usize) -> Result<(), Refuse> {
-    let cost = u32::try_from(cost).unwrap_or(u32::MAX);
-    hub.rates.charge_appid(appid, cost, Instant::now()).map_err(quota)
-}
+use crate::topics::route::{TRoute, TRouteError, route};
+use crate::topics::state::GroupId;
+use crate::ws::Role;
 
 /// What a topics request waits for.
 pub enum TopicWait {
@@ -180,7 +148,7 @@ impl<S: Stream> Conn<S> {
         hub.rates.charge_ip(&ip, Instant::now()).map_err(quota)
     }
 
-    fn topic_ok(&mut self, ctx: &mut Ctx, status: u16, extra: &str) {
+    pub(super) fn topic_ok(&mut self, ctx: &mut Ctx, status: u16, extra: &str) {
         self.respond(ctx, status, response::JSON, b"{\"ok\":1}", extra);
     }
 
@@ -368,7 +336,7 @@ impl<S: Stream> Conn<S> {
         };
         match result {
             Ok(()) => {}
-            Err(Missing) if matches!(self.state, State::Head) && !hub.auth_file => {
+            Err(Fail::Missing) if matches!(self.state, State::Head) && !hub.auth_file => {
                 // Open mode creates the topic, then the request runs again.
                 let spec = default_spec(hub, &r, &headers);
                 hub.create(&ctx.shared, spec, self.id, false);
@@ -384,384 +352,7 @@ impl<S: Stream> Conn<S> {
     }
 }
 
-/// A route's failure: a refusal, or "the topic does not exist" (open mode creates it).
-pub(super) enum Fail {
-    Refused(Refuse),
-    Missing,
-}
-use Fail::Missing;
-
-impl Fail {
-    fn refusal(self) -> Refuse {
-        match self {
-            Fail::Refused(r) => r,
-            Fail::Missing => refuse(400, "invalid topic"),
-        }
-    }
-}
-
-impl From<Refuse> for Fail {
-    fn from(r: Refuse) -> Fail {
-        Fail::Refused(r)
-    }
-}
-
-fn route_refusal(e: TRouteError) -> Refuse {
-    match e {
-        TRouteError::NotFound => refuse(404, "Not Found"),
-        TRouteError::MethodNotAllowed(_) => refuse(405, "Method Not Allowed"),
-    }
-}
-
-/// The spec of a topic created on first use in open mode.
-fn default_spec(hub: &Hub, r: &TRoute, headers: &TopicHeaders) -> TopicSpec {
-    let name = match r {
-        TRoute::Pub { topic, ver } | TRoute::WsPub { topic, ver } => {
-            format!("{}.{topic}.{ver}", String::from_utf8_lossy(text_of(&headers.appid)))
-        }
-        TRoute::Sub { appid, topic, ver } | TRoute::WsSub { appid, topic, ver } => {
-            format!("{appid}.{topic}.{ver}")
-        }
-        _ => String::new(),
-    };
-    TopicSpec {
-        name,
-        partitions: hub.cfg.default_partitions,
-        retention_hours: hub.cfg.retention_hours,
-        retention_bytes: -1,
-    }
-}
-
-pub(super) fn names(appid: Option<&str>, topic: &str, ver: &str) -> Result<(), Refuse> {
-    if appid.is_some_and(|a| !valid_name(a, 64)) {
-        return Err(refuse(400, "invalid appid"));
-    }
-    if !valid_name(topic, 64) {
-        return Err(refuse(400, "illegal topic"));
-    }
-    if !valid_name(ver, 16) {
-        return Err(refuse(400, "illegal version"));
-    }
-    Ok(())
-}
-
-pub(super) fn group_name<'a>(
-    params: &'a Params,
-    headers: &TopicHeaders,
-) -> Result<&'a str, Refuse> {
-    let g = params.text("group").unwrap_or("");
-    if !valid_name(g, 64) {
-        return Err(refuse(400, "illegal group"));
-    }
-    if g == "__smoketest__" && headers.origin.as_deref() != Some(b"smoketest") {
-        return Err(refuse(400, "illegal group"));
-    }
-    Ok(g)
-}
-
-/// `batch` for a sub: absent = 1; else an integer >= 1.
-pub(super) fn sub_batch(params: &Params) -> Result<usize, Refuse> {
-    match params.text("batch") {
-        None => Ok(1),
-        Some(t) => match t.parse::<u64>() {
-            Ok(n) if n >= 1 => Ok(n.min(usize::MAX as u64) as usize),
-            _ => Err(refuse(400, "illegal batch")),
-        },
-    }
-}
-
-pub(super) fn reset_of(params: &Params) -> Result<Reset, Refuse> {
-    match params.get("reset") {
-        None | Some(b"oldest") => Ok(Reset::Oldest),
-        Some(b"newest") => Ok(Reset::Newest),
-        Some(_) => Err(refuse(400, "illegal reset")),
-    }
-}
-
-/// 503 while the server drains (`/alive` still answers).
-fn draining_check(r: &TRoute, draining: bool) -> Result<(), Refuse> {
-    if draining && !matches!(r, TRoute::Alive) {
-        return Err(refuse(503, "server is shutting down"));
-    }
-    Ok(())
-}
-
-/// Every check that needs only the head, in the contract's order (up to the body size), with
-/// the appid's charge right after its auth. Runs once per request: it charges.
-fn head_checks(
-    hub: &Hub,
-    r: &TRoute,
-    params: &Params,
-    h: &TopicHeaders,
-    draining: bool,
-) -> Result<(), Refuse> {
-    draining_check(r, draining)?;
-    let auth = hub.auth();
-    let (appid, pubkey, subkey) = (text_of(&h.appid), text_of(&h.pubkey), text_of(&h.subkey));
-    let cfg = &hub.cfg;
-    let length = h.length.unwrap_or(0);
-    match r {
-        TRoute::Alive => Ok(()),
-        TRoute::WsPub { topic, ver } => {
-            names(None, topic, ver)?;
-            auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
-            charge_appid(hub, appid)?;
-            key_tag(hub, params, h)
-        }
-        TRoute::Pub { topic, ver } => {
-            names(None, topic, ver)?;
-            let batch = match params.get("batch") {
-                None | Some(b"") | Some(b"0") => false,
-                Some(b"1") => true,
-                Some(_) => return Err(refuse(400, "illegal batch")),
-            };
-            auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
-            if !batch {
-                // A batch is charged its record count once its body is read (`publish`).
-                charge_appid(hub, appid)?;
-            }
-            let limit = if batch { hub_max_body(hub) } else { cfg.pub_max_bytes };
-            if length > limit {
-                return Err(refuse(413, "too big message"));
-            }
-            // With a body still to read; an empty one is `too small message` first (4.1's order),
-            // and a chunked one is judged once read.
-            if length > 0 { key_tag(hub, params, h) } else { Ok(()) }
-        }
-        TRoute::Sub { appid: owner, topic, ver } | TRoute::WsSub { appid: owner, topic, ver } => {
-            names(Some(owner), topic, ver)?;
-            let group = group_name(params, h)?;
-            sub_batch(params)?;
-            reset_of(params)?;
-            let group = (group != "__smoketest__").then_some(group);
-            auth.check_sub(appid, subkey, owner, topic, group).map_err(|t| refuse(401, t))?;
-            charge_appid(hub, appid)
-        }
-        TRoute::Offsets { appid: owner, topic, ver, group }
-        | TRoute::Seek { appid: owner, topic, ver, group, .. } => {
-            names(Some(owner), topic, ver)?;
-            if !valid_name(group, 64) {
-                return Err(refuse(400, "illegal group"));
-            }
-            auth.check_sub(appid, subkey, owner, topic, Some(group)).map_err(|t| refuse(401, t))?;
-            charge_appid(hub, appid)?;
-            if length > hub_max_body(hub) {
-                return Err(refuse(413, "too big message"));
-            }
-            Ok(())
-        }
-        TRoute::CreateTopic { appid: owner, topic, ver }
-        | TRoute::Partitions { appid: owner, topic, ver } => {
-            names(Some(owner), topic, ver)?;
-            auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))?;
-            charge_appid(hub, appid)
-        }
-        TRoute::Bury { .. } | TRoute::Shadow { .. } => {
-            super::topic_shadow::head_checks(hub, r, params, h, &auth)
-        }
-        TRoute::JobAdd { .. } | TRoute::JobCancel { .. } | TRoute::JobQueue { .. } => {
-            super::topic_jobs::head_checks(hub, r, params, h, &auth)
-        }
-        TRoute::Status
-        | TRoute::TopicStatus { .. }
-        | TRoute::SubStatus
-        | TRoute::Subd { .. }
-        | TRoute::GroupDelete { .. }
-        | TRoute::Peek { .. } => super::topic_status::head_checks(hub, r, params, h, &auth),
-    }
-}
-
-/// 4.1's key and tag limits (the query's `key`, the `X-Tag` header): known from the head.
-fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
-    if params.get("key").is_some_and(|k| k.len() > hub.cfg.max_key_bytes) {
-        return Err(refuse(400, "too big key"));
-    }
-    if h.tag.as_ref().is_some_and(|t| t.len() > hub.cfg.max_tag_bytes) {
-        return Err(refuse(400, "too big tag"));
-    }
-    msg_id_check(params, h)
-}
-
-/// 4.4: `X-Msg-Id` is 1..128 printable ASCII bytes, and neither async nor on a batch.
-fn msg_id_check(params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
-    match h.msg_id.as_deref() {
-        None => Ok(()),
-        Some(id)
-            if dedupe::valid_id(id)
-                && !params.flag("async")
-                && params.get("batch") != Some(b"1") =>
-        {
-            Ok(())
-        }
-        Some(_) => Err(refuse(400, "illegal msg id")),
-    }
-}
-
-fn hub_max_body(hub: &Hub) -> usize {
-    hub.cfg.max_body
-}
-
 impl<S: Stream> Conn<S> {
-    /// 4.1 and 4.2 after the head checks.
-    fn publish(
-        &mut self,
-        ctx: &mut Ctx,
-        raw: &str,
-        params: &Params,
-        h: &TopicHeaders,
-        body: &mut Vec<u8>,
-    ) -> Result<(), Fail> {
-        let shared = ctx.shared.clone();
-        let hub = shared.hub.as_ref().expect("topics on");
-        let cfg = &hub.cfg;
-        let batch = params.get("batch") == Some(b"1");
-        let asynch = params.flag("async");
-        let key = params.get("key").unwrap_or_default();
-        let tag = h.tag.as_deref().unwrap_or_default();
-        if !batch {
-            if body.len() > cfg.pub_max_bytes {
-                return Err(refuse(413, "too big message").into());
-            }
-            if body.is_empty() {
-                return Err(refuse(400, "too small message").into());
-            }
-        }
-        if key.len() > cfg.max_key_bytes {
-            return Err(refuse(400, "too big key").into());
-        }
-        if tag.len() > cfg.max_tag_bytes {
-            return Err(refuse(400, "too big tag").into());
-        }
-        msg_id_check(params, h)?;
-        let batch_recs = if batch {
-            if body.len() > cfg.max_body {
-                return Err(refuse(413, "too big message").into());
-            }
-            let limits = Limits {
-                max_payload: cfg.pub_max_bytes,
-                max_key: cfg.max_key_bytes,
-                max_tag: cfg.max_tag_bytes,
-                max_records: cfg.pub_max_batch,
-            };
-            let recs = codec::decode_batch(body, &limits)
-                .map_err(|e| Fail::Refused((e.status(), Cow::Borrowed(e.text()))))?;
-            Some(
-                recs.iter()
-                    .map(|r| {
-                        let key = if r.key.is_empty() { key } else { r.key };
-                        let tag = if r.tag.is_empty() { tag } else { r.tag };
-                        (key.to_vec(), tag.to_vec(), r.payload.to_vec())
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        } else {
-            None
-        };
-        let topic = hub.get(raw).ok_or(Missing)?;
-        if let Some(recs) = &batch_recs {
-            // Here, once: a missing topic comes back through the dispatch after its creation.
-            charge_appid_cost(hub, text_of(&h.appid), recs.len())?;
-        }
-        let records = match batch_recs {
-            Some(r) => r,
-            // The body becomes the message's payload: moved, not copied.
-            None => vec![(key.to_vec(), tag.to_vec(), std::mem::take(body))],
-        };
-        let id: Option<Box<[u8]>> = h.msg_id.as_deref().map(Into::into);
-        if let Some(id) = &id {
-            let now = now_ms();
-            let claim = hub.dedupe.lock().unwrap_or_else(PoisonError::into_inner).claim(
-                &topic.name,
-                id,
-                now,
-                (self.id, None),
-            );
-            match claim {
-                Claim::First => {}
-                Claim::Stored(p, o) => {
-                    self.answer_pub(ctx, 201, PubAnswer::Single { partition: p, offset: o }, true);
-                    return Ok(());
-                }
-                Claim::Waiting => {
-                    self.state = State::Topic(Box::new(TopicWait::Duplicate));
-                    self.set_deadline(None, ctx);
-                    return Ok(());
-                }
-            }
-        }
-        let reply = (!asynch).then_some((self.id, None));
-        let (placed, left) = hub.publish(&shared, &topic, records, reply, id);
-        let answer = if batch {
-            let mut json = String::from("{\"ok\":1,\"msgs\":[");
-            for (i, (p, o)) in placed.iter().enumerate() {
-                let sep = if i == 0 { "" } else { "," };
-                let _ = write!(json, "{sep}{{\"partition\":{p},\"offset\":{o}}}");
-            }
-            json.push_str("]}");
-            PubAnswer::Batch { json }
-        } else {
-            PubAnswer::Single { partition: placed[0].0, offset: placed[0].1 }
-        };
-        if asynch {
-            self.answer_pub(ctx, 202, answer, false);
-        } else {
-            self.state = State::Topic(Box::new(TopicWait::Pub { left, fail: None, answer }));
-            self.set_deadline(None, ctx);
-        }
-        Ok(())
-    }
-
-    /// 4.3: the checks of 4.1 up to the topic, then the upgrade.
-    fn ws_publish(
-        &mut self,
-        ctx: &mut Ctx,
-        raw: &str,
-        params: &Params,
-        h: &TopicHeaders,
-    ) -> Result<(), Fail> {
-        let shared = ctx.shared.clone();
-        let hub = shared.hub.as_ref().expect("topics on");
-        let key = params.get("key").unwrap_or_default();
-        let tag = h.tag.as_deref().unwrap_or_default();
-        if key.len() > hub.cfg.max_key_bytes {
-            return Err(refuse(400, "too big key").into());
-        }
-        if tag.len() > hub.cfg.max_tag_bytes {
-            return Err(refuse(400, "too big tag").into());
-        }
-        let topic = hub.get(raw).ok_or(Missing)?;
-        let accept = self.check_upgrade(h)?;
-        let appid = text_of(&h.appid).to_vec();
-        let role = Role::TopicPub(TPub::new(
-            topic,
-            appid,
-            key.to_vec(),
-            tag.to_vec(),
-            params.flag("async"),
-        ));
-        let ws = Ws::with_limit(role, hub.cfg.pub_max_bytes + 4096, ctx);
-        self.upgrade(ws, &accept, ctx);
-        Ok(())
-    }
-
-    /// The websocket handshake's headers; a bad upgrade is 400 naming the version we speak.
-    pub(super) fn check_upgrade(&mut self, h: &TopicHeaders) -> Result<String, Fail> {
-        handshake::check(&h.upgrade).map_err(|why| Fail::Refused((400, Cow::Borrowed(why))))
-    }
-
-    fn answer_pub(&mut self, ctx: &mut Ctx, status: u16, answer: PubAnswer, duplicate: bool) {
-        match answer {
-            PubAnswer::Single { partition, offset } => {
-                let dup = if duplicate { "X-Duplicate: 1\r\n" } else { "" };
-                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
-                self.topic_ok(ctx, status, &extra);
-            }
-            PubAnswer::Batch { json } => {
-                self.respond(ctx, status, response::JSON, json.as_bytes(), "");
-            }
-        }
-    }
-
     /// A store answer or a wake-up.
     pub fn topic_event(&mut self, ctx: &mut Ctx, ev: TopicEv) {
         if let State::Ws(ws) = &mut self.state {
@@ -885,10 +476,4 @@ impl<S: Stream> Conn<S> {
         ws.close(1001, "going away", &mut io, ctx);
         true
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
