@@ -53,7 +53,8 @@ options:
   --duration SECS    measured window (default 10)
   --grace SECS       wait for answers and deliveries after the window (default 2)
   --fsync TEXT       the server's fsync policy, copied into the JSON line (default unknown)
-  --label TEXT       free text copied into the JSON line";
+  --label TEXT       free text copied into the JSON line
+  --msg-id on|off    esub single pubs carry a unique X-Msg-Id each (default off)";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Target {
@@ -112,6 +113,8 @@ pub struct Config {
     pub ready_timeout: Duration,
     pub fsync: String,
     pub label: String,
+    /// esub single pubs carry a unique `X-Msg-Id` each (issue 9: the idempotent window's cost).
+    pub msg_id: bool,
 }
 
 impl Config {
@@ -137,6 +140,7 @@ impl Config {
             ready_timeout: Duration::from_secs(10),
             fsync: "unknown".into(),
             label: String::new(),
+            msg_id: false,
         };
         let mut it = args.iter();
         while let Some(flag) = it.next() {
@@ -174,6 +178,13 @@ impl Config {
                 "--ready-timeout" => cfg.ready_timeout = seconds(flag, value, false)?,
                 "--fsync" => cfg.fsync = value.clone(),
                 "--label" => cfg.label = value.clone(),
+                "--msg-id" => {
+                    cfg.msg_id = match value.as_str() {
+                        "on" => true,
+                        "off" => false,
+                        _ => return Err(format!("--msg-id: on or off, not {value:?}")),
+                    }
+                }
                 _ => return Err(format!("unknown option {flag}\n\n{USAGE}")),
             }
         }

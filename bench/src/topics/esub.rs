@@ -37,6 +37,16 @@ pub fn pub_request(out: &mut Vec<u8>, topic: &str, ver: &str, payload: &[u8]) {
     out.extend_from_slice(payload);
 }
 
+/// `pub_request` with `X-Msg-Id: m<seq>` (§4.4): unique per message of a run's topic.
+pub fn pub_request_id(out: &mut Vec<u8>, topic: &str, ver: &str, payload: &[u8], seq: u64) {
+    head_start(out, "POST", &["/v1/msgs/", topic, "/", ver]);
+    out.extend_from_slice(b"X-Msg-Id: m");
+    push_decimal(out, seq);
+    out.extend_from_slice(b"\r\n");
+    content_length(out, payload.len());
+    out.extend_from_slice(payload);
+}
+
 /// The head of `POST /v1/msgs/<topic>/<ver>?batch=1` for `records` records of `size` bytes;
 /// the caller appends each with `batch_record` (§4.2).
 pub fn batch_head(out: &mut Vec<u8>, topic: &str, ver: &str, records: usize, size: usize) {
@@ -293,6 +303,15 @@ fn status_of(head: &[u8]) -> Option<u16> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn a_pub_with_a_msg_id() {
+        let mut out = Vec::new();
+        pub_request_id(&mut out, "t1", "v1", b"hi", 42);
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.starts_with("POST /v1/msgs/t1/v1 HTTP/1.1\r\n"), "{text}");
+        assert!(text.contains("\r\nX-Msg-Id: m42\r\nContent-Length: 2\r\n\r\nhi"), "{text}");
+    }
     use super::*;
 
     fn record(p: i32, o: i64, payload: &[u8]) -> Vec<u8> {

@@ -52,6 +52,7 @@ pub fn json_line(cfg: &Config, topic: &str, server: &str, f: &Figures) -> String
         .str("target", cfg.target.name())
         .str("server", server)
         .str("fsync", &cfg.fsync)
+        .str("msg_id", if cfg.msg_id { "on" } else { "off" })
         .str("label", &cfg.label)
         .str("url", &cfg.addr.to_string())
         .str("topic", topic)

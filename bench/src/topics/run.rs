@@ -422,7 +422,11 @@ impl<'a> Run<'a> {
             Target::Esub => {
                 self.body.clear();
                 payload::write(&mut self.body, first, sent_ns, cfg.size);
-                esub::pub_request(&mut conn.wbuf, &self.topic, VER, &self.body);
+                if cfg.msg_id {
+                    esub::pub_request_id(&mut conn.wbuf, &self.topic, VER, &self.body, first);
+                } else {
+                    esub::pub_request(&mut conn.wbuf, &self.topic, VER, &self.body);
+                }
             }
             Target::Redis => {
                 // Keyless: partitions in turn, as esub's round robin; a round stays on one
