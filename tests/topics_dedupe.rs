@@ -310,7 +310,13 @@ fn a_zero_window_turns_deduplication_off() {
         let r = c.publish("app1", PUB, &[("X-Msg-Id", "same")], format!("m{i}").as_bytes());
         assert_eq!(stored(&r), (0, i));
     }
-    // Concurrent pubs with one id are not held back either: all are stored.
+    assert_eq!(t.partitions("app1", "orders", "v1"), partitions_json(&[(0, 3)]));
+}
+
+#[test]
+fn a_zero_window_holds_no_concurrent_pub_back() {
+    let t = Topics::start("dedupe-off-conc", &[FAST, ("ESUB_DEDUPE_MS", "0")]);
+    t.create("app1", "orders", "v1", 1);
     let barrier = Arc::new(Barrier::new(10));
     let handles: Vec<_> = (0..10)
         .map(|_| {
@@ -322,11 +328,14 @@ fn a_zero_window_turns_deduplication_off() {
             })
         })
         .collect();
-    let mut offsets: Vec<i64> =
-        handles.into_iter().map(|h| stored(&h.join().expect("pub thread")).1).collect();
+    // Join every thread first: a pub that is never answered fails its thread (read timeout).
+    let answers: Vec<_> = handles.into_iter().map(|h| h.join()).collect();
+    let unanswered = answers.iter().filter(|a| a.is_err()).count();
+    assert_eq!(unanswered, 0, "pubs without an answer within {:?}", common::IO_TIMEOUT);
+    let mut offsets: Vec<i64> = answers.into_iter().map(|a| stored(&a.unwrap()).1).collect();
     offsets.sort_unstable();
-    assert_eq!(offsets, (3..13).collect::<Vec<_>>());
-    assert_eq!(t.partitions("app1", "orders", "v1"), partitions_json(&[(0, 13)]));
+    assert_eq!(offsets, (0..10).collect::<Vec<_>>());
+    assert_eq!(t.partitions("app1", "orders", "v1"), partitions_json(&[(0, 10)]));
 }
 
 #[test]
