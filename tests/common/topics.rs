@@ -107,6 +107,21 @@ impl Topics {
         Topics { server, dir }
     }
 
+    /// SIGKILL (no drain, no final sync), then start again on the same data directory.
+    #[track_caller]
+    pub fn kill9_restart(self, env: &[(&str, &str)]) -> Topics {
+        let Topics { mut server, dir } = self;
+        let st = std::process::Command::new("kill")
+            .args(["-KILL", &server.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(st.success(), "kill -KILL failed: {st:?}");
+        server.wait_exit(Duration::from_secs(10));
+        drop(server);
+        let server = start_in(&dir, env);
+        Topics { server, dir }
+    }
+
     pub fn conn(&self) -> Conn {
         Conn::connect(self.server.addr)
     }
