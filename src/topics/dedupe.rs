@@ -100,17 +100,21 @@ impl Dedupe {
 
     /// A pub of `topic` with `id` at `now_ms`; `waiter` is kept when the first is in flight.
     pub fn claim(&mut self, topic: &Arc<str>, id: &[u8], now_ms: u64, waiter: Waiter) -> Claim {
+        if !self.enabled() {
+            return Claim::First;
+        }
         self.expire(now_ms);
         let key: Key = (topic.clone(), id.into());
         let cutoff = now_ms.saturating_sub(self.window_ms);
         match self.map.get_mut(&key) {
-            Some((t, e)) if *t >= cutoff => match e {
-                Entry::Stored { partition, offset } => return Claim::Stored(*partition, *offset),
-                Entry::Claimed { waiters } | Entry::Placed { waiters, .. } => {
-                    waiters.push(waiter);
-                    return Claim::Waiting;
-                }
-            },
+            // In flight, however old: its outcome decides (and its waiters need it).
+            Some((_, Entry::Claimed { waiters } | Entry::Placed { waiters, .. })) => {
+                waiters.push(waiter);
+                return Claim::Waiting;
+            }
+            Some((t, Entry::Stored { partition, offset })) if *t >= cutoff => {
+                return Claim::Stored(*partition, *offset);
+            }
             _ => {}
         }
         self.map.insert(key.clone(), (now_ms, Entry::Claimed { waiters: Vec::new() }));
@@ -205,6 +209,28 @@ mod tests {
         assert_eq!(d.claim(&Arc::from("a.u.v"), b"x", 500, conn(5)), Claim::First);
         // Past the window the id is new again.
         assert_eq!(d.claim(&t, b"x", 1001, conn(6)), Claim::First);
+    }
+
+    #[test]
+    fn a_zero_window_is_off() {
+        let t: Arc<str> = Arc::from("a.t.v");
+        let mut d = Dedupe::new(0, 10);
+        assert_eq!(d.claim(&t, b"x", 0, conn(1)), Claim::First);
+        d.place(&t, b"x", 0, 0);
+        assert_eq!(d.claim(&t, b"x", 0, conn(2)), Claim::First);
+        assert!(d.settle(&t, b"x", true).0.is_empty());
+        assert!(d.is_empty());
+    }
+
+    #[test]
+    fn an_old_first_in_flight_still_collects_its_duplicates() {
+        let t: Arc<str> = Arc::from("a.t.v");
+        let mut d = Dedupe::new(10, 10);
+        assert_eq!(d.claim(&t, b"x", 0, conn(1)), Claim::First);
+        d.place(&t, b"x", 1, 5);
+        // Far past the window, the first pub is still in flight.
+        assert_eq!(d.claim(&t, b"x", 1000, conn(2)), Claim::Waiting);
+        assert_eq!(d.settle(&t, b"x", true), (vec![conn(2)], 1, 5));
     }
 
     #[test]
