@@ -40,6 +40,8 @@ pub enum TopicWait {
     Done { status: u16 },
     /// A consumer's GET, parked or streaming a batch.
     Fetch(Box<Fetch>),
+    /// A job add or cancel being stored (7).
+    Job,
 }
 
 impl TopicWait {
@@ -85,7 +87,7 @@ fn json_err(text: &str) -> String {
     format!("{{\"errmsg\":{}}}", serde_json::Value::from(text))
 }
 
-fn text_of(v: &Option<Vec<u8>>) -> &[u8] {
+pub(super) fn text_of(v: &Option<Vec<u8>>) -> &[u8] {
     v.as_deref().unwrap_or_default()
 }
 
@@ -114,7 +116,7 @@ impl<S: Stream> Conn<S> {
         self.respond(ctx, status, response::JSON, body.as_bytes(), extra);
     }
 
-    fn topic_ok(&mut self, ctx: &mut Ctx, status: u16, extra: &str) {
+    pub(super) fn topic_ok(&mut self, ctx: &mut Ctx, status: u16, extra: &str) {
         self.respond(ctx, status, response::JSON, b"{\"ok\":1}", extra);
     }
 
@@ -330,7 +332,9 @@ fn route_refusal(e: TRouteError) -> Refuse {
 /// The spec of a topic created on first use in open mode.
 fn default_spec(hub: &Hub, r: &TRoute, headers: &TopicHeaders) -> TopicSpec {
     let name = match r {
-        TRoute::Pub { topic, ver } | TRoute::WsPub { topic, ver } => {
+        TRoute::Pub { topic, ver }
+        | TRoute::WsPub { topic, ver }
+        | TRoute::JobAdd { topic, ver } => {
             format!("{}.{topic}.{ver}", String::from_utf8_lossy(text_of(&headers.appid)))
         }
         TRoute::Sub { appid, topic, ver } | TRoute::WsSub { appid, topic, ver } => {
@@ -346,7 +350,7 @@ fn default_spec(hub: &Hub, r: &TRoute, headers: &TopicHeaders) -> TopicSpec {
     }
 }
 
-fn names(appid: Option<&str>, topic: &str, ver: &str) -> Result<(), Refuse> {
+pub(super) fn names(appid: Option<&str>, topic: &str, ver: &str) -> Result<(), Refuse> {
     if appid.is_some_and(|a| !valid_name(a, 64)) {
         return Err(refuse(400, "invalid appid"));
     }
@@ -471,7 +475,7 @@ fn head_checks(
 }
 
 /// 4.1's key and tag limits (the query's `key`, the `X-Tag` header): known from the head.
-fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
+pub(super) fn key_tag(hub: &Hub, params: &Params, h: &TopicHeaders) -> Result<(), Refuse> {
     if params.get("key").is_some_and(|k| k.len() > hub.cfg.max_key_bytes) {
         return Err(refuse(400, "too big key"));
     }
@@ -670,6 +674,10 @@ impl<S: Stream> Conn<S> {
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
+            (TopicWait::Job, TopicEv::Job(result)) => {
+                self.state = State::Head;
+                self.job_answer(ctx, result);
+            }
             (TopicWait::Fetch(f), TopicEv::Wake) if f.parked => {
                 f.parked = false;
                 self.fetch_more(ctx);
@@ -678,7 +686,7 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    fn store_failed(&mut self, ctx: &mut Ctx, f: StoreFail) {
+    pub(super) fn store_failed(&mut self, ctx: &mut Ctx, f: StoreFail) {
         match f {
             StoreFail::Full => self.topic_error(ctx, 507, "Insufficient Storage"),
             StoreFail::Io => self.topic_error(ctx, 500, "store error"),

@@ -3,7 +3,7 @@
 //! every store answer come back to the asking connection through its worker's mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
@@ -78,6 +78,10 @@ pub struct Hub {
     next_instance: AtomicU64,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
+    /// Pending jobs, kept by the store thread's scheduler.
+    jobs: Arc<AtomicU64>,
+    /// Set when the drain begins: no job fires after (9).
+    draining: AtomicBool,
 }
 
 /// Reads and parses the apps file.
@@ -102,6 +106,7 @@ impl Hub {
             fsync_interval: config.fsync_interval,
             segment_bytes: cfg.segment_bytes,
             retention_check: cfg.retention_check,
+            job_tick: cfg.job_tick,
         })?;
         let inbox = Arc::new(Inbox::default());
         let hub = Hub {
@@ -113,6 +118,8 @@ impl Hub {
             next_instance: AtomicU64::new(1),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
+            jobs: engine.jobs_gauge(),
+            draining: AtomicBool::new(false),
         };
         hub.restore(opened);
         Ok((hub, engine, inbox))
@@ -150,6 +157,20 @@ impl Hub {
             inst += st.groups.values().map(|g| g.instances.len() as u64).sum::<u64>();
         }
         (red, skip, inst)
+    }
+
+    /// Jobs waiting to fire (`/v1/status`, the `jobs` gauge).
+    pub fn pending_jobs(&self) -> u64 {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
+    /// The drain began: the scheduler fires nothing more.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 
     pub fn topic_count(&self) -> usize {
@@ -315,22 +336,7 @@ impl Hub {
                 partition: partition as u32,
                 msgs,
                 done: Box::new(move |result| {
-                    let wake = match result {
-                        Ok(()) => t.lock().stored(partition as u32, &kept),
-                        Err(_) => {
-                            let end = t.readers[partition].end();
-                            t.lock().append_failed(partition as u32, epoch, end);
-                            Vec::new()
-                        }
-                    };
-                    if let Some(hub) = &shared.hub
-                        && result.is_ok()
-                    {
-                        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
-                    }
-                    for w in wake {
-                        post_or_hold(&shared, w.worker, Msg::Topic { to: w, ev: TopicEv::Wake });
-                    }
+                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
                     if let Some((to, seq)) = reply {
                         let ev = TopicEv::Stored { seq, result };
                         post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
@@ -340,6 +346,83 @@ impl Hub {
         }
         drop(st);
         (placed, appends)
+    }
+}
+
+/// An append's answer on the store thread: the partition's stored offset moves (waking its
+/// consumers), or its unstored tail is dropped.
+fn appended(
+    shared: &Arc<Shared>,
+    t: &Topic,
+    partition: u32,
+    epoch: u64,
+    kept: &[Arc<Message>],
+    n: u64,
+    result: Result<(), StoreFail>,
+) {
+    let wake = match result {
+        Ok(()) => t.lock().stored(partition, kept),
+        Err(_) => {
+            let end = t.readers[partition as usize].end();
+            t.lock().append_failed(partition, epoch, end);
+            Vec::new()
+        }
+    };
+    if let Some(hub) = &shared.hub
+        && result.is_ok()
+    {
+        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
+    }
+    for w in wake {
+        post_or_hold(shared, w.worker, Msg::Topic { to: w, ev: TopicEv::Wake });
+    }
+}
+
+impl Hub {
+    /// Publishes a fired job (7) like a keyed or keyless pub of one record; `done` hears the
+    /// append's result on the store thread. Called from the store thread itself: the append is
+    /// queued, never waited for.
+    pub fn publish_job(
+        &self,
+        shared: &Arc<Shared>,
+        topic: &Arc<Topic>,
+        record: Record,
+        done: crate::topics::scheduler::FireDone,
+    ) {
+        let p = topic.partitions();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let (key, tag, payload) = record;
+        let mut st = topic.lock();
+        let partition = if key.is_empty() {
+            let rr = st.rr % p;
+            st.rr = st.rr.wrapping_add(1);
+            rr
+        } else {
+            super::codec::partition_of(&key, p)
+        };
+        let m = Message {
+            offset: 0,
+            time_ms,
+            key,
+            tag,
+            msg_id: Vec::new(),
+            payload: Arc::new(payload),
+        };
+        let (m, epoch) = st.assign_offset(partition, m);
+        let kept = vec![m.clone()];
+        let (shared, t) = (shared.clone(), topic.clone());
+        self.send(TReq::Append {
+            topic: topic.name.clone(),
+            partition,
+            msgs: vec![m],
+            done: Box::new(move |result| {
+                appended(&shared, &t, partition, epoch, &kept, 1, result);
+                done(result);
+            }),
+        });
+        drop(st);
     }
 }
 
