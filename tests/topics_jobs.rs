@@ -255,9 +255,11 @@ fn cancels_racing_firings_get_exactly_one_outcome() {
     let t = Topics::start("jobs-race", &ENV);
     t.create("app1", "t", "v1", 1);
     let mut c = t.conn();
+    let start = Instant::now();
     let ids: Vec<i64> =
         (0..N).map(|i| add(&mut c, "delay=1", &[], i.to_string().as_bytes())).collect();
-    let first_due = Instant::now() + Duration::from_millis(900);
+    // From 60 ms before the first job is due: some cancels win, some firings do.
+    let cancels_from = start + Duration::from_millis(940);
     // Four clients cancel 25 jobs each, spread around the firing time.
     let answers: Vec<(usize, u16)> = thread::scope(|s| {
         let handles: Vec<_> = (0..4)
@@ -265,7 +267,7 @@ fn cancels_racing_firings_get_exactly_one_outcome() {
                 let (t, ids) = (&t, &ids);
                 s.spawn(move || {
                     let mut c = t.conn();
-                    thread::sleep(first_due.saturating_duration_since(Instant::now()));
+                    thread::sleep(cancels_from.saturating_duration_since(Instant::now()));
                     let mut out = Vec::new();
                     for i in (k..N).step_by(4) {
                         let r = cancel(&mut c, JOBS, ids[i]);
