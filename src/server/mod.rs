@@ -160,15 +160,14 @@ impl Ctx {
 /// How the topics store thread publishes a fired job: like a pub, through the hub's offset
 /// assignment; nothing fires once the drain began.
 fn on_fire(s: Arc<Shared>) -> crate::topics::scheduler::OnFire {
-    use crate::topics::scheduler::{Fired, FiredJob};
-    Box::new(move |job: FiredJob<'_>, done| {
+    use crate::topics::scheduler::Fired;
+    Box::new(move |topic: &str, jobs, sink| {
         let Some(hub) = &s.hub else { return Fired::NoTopic };
         if hub.draining() {
             return Fired::Draining;
         }
-        let Some(topic) = hub.get(job.topic) else { return Fired::NoTopic };
-        let record = (job.key.to_vec(), job.tag.to_vec(), job.payload.to_vec());
-        hub.publish_job(&s, &topic, record, done);
+        let Some(topic) = hub.get(topic) else { return Fired::NoTopic };
+        hub.publish_jobs(&s, &topic, jobs, sink);
         Fired::Queued
     })
 }

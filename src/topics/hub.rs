@@ -11,6 +11,7 @@ use super::auth::{Auth, parse_apps};
 use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
+use super::scheduler::{FireSink, FiredJob};
 use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
@@ -379,49 +380,57 @@ fn appended(
 }
 
 impl Hub {
-    /// Publishes a fired job (7) like a keyed or keyless pub of one record; `done` hears the
-    /// append's result on the store thread. Called from the store thread itself: the append is
+    /// Publishes fired jobs (7), each like a pub of one record (keys hash, keyless ones take
+    /// one round robin step each), in order, one append per partition; the sink hears each
+    /// append's result for its jobs. Called from the store thread itself: the appends are
     /// queued, never waited for.
-    pub fn publish_job(
+    pub fn publish_jobs(
         &self,
         shared: &Arc<Shared>,
         topic: &Arc<Topic>,
-        record: Record,
-        done: crate::topics::scheduler::FireDone,
+        jobs: Vec<FiredJob>,
+        sink: &FireSink,
     ) {
         let p = topic.partitions();
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
-        let (key, tag, payload) = record;
         let mut st = topic.lock();
-        let partition = if key.is_empty() {
-            let rr = st.rr % p;
-            st.rr = st.rr.wrapping_add(1);
-            rr
-        } else {
-            super::codec::partition_of(&key, p)
-        };
-        let m = Message {
-            offset: 0,
-            time_ms,
-            key,
-            tag,
-            msg_id: Vec::new(),
-            payload: Arc::new(payload),
-        };
-        let (m, epoch) = st.assign_offset(partition, m);
-        let kept = vec![m.clone()];
-        let (shared, t) = (shared.clone(), topic.clone());
-        self.send(TReq::Append {
-            topic: topic.name.clone(),
-            partition,
-            msgs: vec![m],
-            done: Box::new(move |result| {
-                appended(&shared, &t, partition, epoch, &kept, 1, result);
-                done(result);
-            }),
-        });
+        let mut per_part: Vec<(Vec<Arc<Message>>, Vec<i64>, u64)> =
+            (0..p).map(|_| (Vec::new(), Vec::new(), 0)).collect();
+        for (id, (key, tag, payload)) in jobs {
+            let partition = if key.is_empty() {
+                let rr = st.rr % p;
+                st.rr = st.rr.wrapping_add(1);
+                rr
+            } else {
+                super::codec::partition_of(&key, p)
+            };
+            let payload = Arc::new(payload);
+            let m = Message { offset: 0, time_ms, key, tag, msg_id: Vec::new(), payload };
+            let (m, epoch) = st.assign_offset(partition, m);
+            let part = &mut per_part[partition as usize];
+            part.0.push(m);
+            part.1.push(id);
+            part.2 = epoch;
+        }
+        for (partition, (msgs, ids, epoch)) in per_part.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let (shared, t, sink) = (shared.clone(), topic.clone(), sink.clone());
+            let kept = msgs.clone();
+            self.send(TReq::Append {
+                topic: topic.name.clone(),
+                partition: partition as u32,
+                msgs,
+                done: Box::new(move |result| {
+                    let n = kept.len() as u64;
+                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
+                    sink.answered(&ids, result);
+                }),
+            });
+        }
         drop(st);
     }
 }

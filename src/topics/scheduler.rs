@@ -14,21 +14,30 @@ use super::log::fail_of;
 use crate::store::StoreFail;
 
 /// Jobs fired per round: bounds how many appends one round queues before requests get a turn
-/// (a start-up with every job overdue fires them over several rounds).
-const ROUND: usize = 4096;
+/// and the first of them is stored (a backlog, such as every job overdue at start-up, fires
+/// over several rounds back to back).
+const ROUND: usize = 1024;
 
 pub type AddDone = Box<dyn FnOnce(Result<i64, StoreFail>) + Send>;
 /// `Ok(true)`: cancelled (it never fires); `Ok(false)`: unknown, fired or another topic's.
 pub type CancelDone = Box<dyn FnOnce(Result<bool, StoreFail>) + Send>;
-/// Called on the store thread once a fired job's append is stored (or failed).
-pub type FireDone = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
+/// A fired job: its id, and the record to publish (key, tag, payload).
+pub type FiredJob = (i64, (Vec<u8>, Vec<u8>, Vec<u8>));
 
-/// A fired job: its topic (raw name), key, tag, payload.
-pub struct FiredJob<'a> {
-    pub topic: &'a str,
-    pub key: &'a [u8],
-    pub tag: &'a [u8],
-    pub payload: &'a [u8],
+/// Where the answers to fired jobs' appends go (on the store thread): the scheduler forgets
+/// the stored ones after the commit.
+#[derive(Clone, Default)]
+pub struct FireSink(Arc<Mutex<Vec<Answered>>>);
+
+impl FireSink {
+    pub fn answered(&self, ids: &[i64], r: Result<(), StoreFail>) {
+        let mut q = self.0.lock().unwrap_or_else(PoisonError::into_inner);
+        q.extend(ids.iter().map(|id| (*id, r)));
+    }
+
+    fn take(&self) -> Vec<Answered> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
 }
 
 /// What became of a job handed to `OnFire`.
@@ -42,8 +51,9 @@ pub enum Fired {
     Draining,
 }
 
-/// Publishes a fired job like a pub (the hub's offset assignment queues the append).
-pub type OnFire = Box<dyn Fn(FiredJob<'_>, FireDone) -> Fired + Send>;
+/// Publishes a round's fired jobs of one topic (raw name), in order, each like a pub: the hub's
+/// offset assignment queues the appends, whose answers go to the sink.
+pub type OnFire = Box<dyn Fn(&str, Vec<FiredJob>, &FireSink) -> Fired + Send>;
 
 pub struct JobAdd {
     /// Raw name, `appid.topic.ver`.
@@ -83,8 +93,8 @@ pub struct Scheduler {
     next_round: Instant,
     /// Set once the drain began: nothing fires after.
     paused: bool,
-    /// Fired jobs whose append was answered, from the `FireDone`s.
-    fired: Arc<Mutex<Vec<Answered>>>,
+    /// Fired jobs whose append was answered.
+    fired: FireSink,
     /// Written since the last fsync.
     pub dirty: bool,
     gauge: Arc<AtomicU64>,
@@ -108,7 +118,7 @@ impl Scheduler {
             tick,
             next_round: Instant::now(),
             paused: false,
-            fired: Arc::default(),
+            fired: FireSink::default(),
             dirty: false,
             gauge: Arc::default(),
         }
@@ -243,36 +253,55 @@ impl Scheduler {
             return;
         }
         self.next_round = Instant::now() + self.tick / 10;
-        let mut dropped = Vec::new();
-        for _ in 0..ROUND {
+        // Per topic, in (due, id) order: one publish (one append per partition) each.
+        let mut by_topic: Vec<(u32, Vec<FiredJob>, Vec<u64>)> = Vec::new();
+        for n in 0..ROUND {
+            if n + 1 == ROUND {
+                // A backlog: the next round follows this one's commit at once.
+                self.next_round = Instant::now();
+            }
             let Some((id, e)) = self.sched.pop_due(now) else { break };
             let frame = self.log.as_ref().map(|log| log.read(e.pos, e.len));
-            let fired = match frame.as_ref().map(|f| f.as_ref().map(|f| joblog::decode(f))) {
+            match frame.as_ref().map(|f| f.as_ref().map(|f| joblog::decode(f))) {
                 Some(Ok(Ok(Rec::Add(j)))) if j.id == id => {
-                    let q = self.fired.clone();
-                    let done: FireDone = Box::new(move |r| {
-                        q.lock().unwrap_or_else(PoisonError::into_inner).push((id, r));
-                    });
-                    let job =
-                        FiredJob { topic: j.topic, key: j.key, tag: j.tag, payload: j.payload };
-                    on_fire(job, done)
+                    let rec = (j.key.to_vec(), j.tag.to_vec(), j.payload.to_vec());
+                    match by_topic.iter_mut().find(|(t, ..)| *t == e.topic) {
+                        Some((_, jobs, ats)) => {
+                            jobs.push((id, rec));
+                            ats.push(e.at);
+                        }
+                        None => by_topic.push((e.topic, vec![(id, rec)], vec![e.at])),
+                    }
                 }
                 other => {
                     crate::warn!("topics cannot read a job id={id} pos={} read={other:?}", e.pos);
                     self.sched.refire(id, now + self.tick.as_millis() as u64);
-                    continue;
                 }
+            }
+        }
+        let mut dropped = Vec::new();
+        for (topic, jobs, ats) in by_topic {
+            let ids: Vec<i64> = jobs.iter().map(|(id, _)| *id).collect();
+            let fired = if self.paused {
+                Fired::Draining
+            } else {
+                on_fire(self.sched.topic_name(topic), jobs, &self.fired)
             };
             match fired {
                 Fired::Queued => {}
                 Fired::NoTopic => {
-                    crate::warn!("topics dropped a job whose topic is gone id={id}");
-                    dropped.push((id, Ok(())));
+                    crate::warn!(
+                        "topics dropped jobs whose topic is gone topic={} jobs={}",
+                        self.sched.topic_name(topic),
+                        ids.len()
+                    );
+                    dropped.extend(ids.into_iter().map(|id| (id, Ok(()))));
                 }
                 Fired::Draining => {
-                    self.sched.refire(id, e.at);
+                    for (id, at) in ids.into_iter().zip(ats) {
+                        self.sched.refire(id, at);
+                    }
                     self.paused = true;
-                    break;
                 }
             }
         }
@@ -282,7 +311,7 @@ impl Scheduler {
 
     /// Forgets the jobs whose firing append was stored; a failed one fires again a tick later.
     pub fn settle_fired(&mut self) {
-        let fired = std::mem::take(&mut *self.fired.lock().unwrap_or_else(PoisonError::into_inner));
+        let fired = self.fired.take();
         if !fired.is_empty() {
             self.forget(fired);
         }
