@@ -84,6 +84,16 @@ pub struct TopicsConfig {
     pub job_max_bytes: usize,
     /// `ESUB_JOB_TICK_MS`: the scheduler's resolution (a due job fires within it, normally).
     pub job_tick: Duration,
+    /// `ESUB_RATE_IP`, `ESUB_RATE_IP_BURST`: (per second, burst); `None`: off.
+    pub rate_ip: Option<(u32, u32)>,
+    /// `ESUB_RATE_APPID`, `ESUB_RATE_APPID_BURST`: (per second, burst); `None`: off.
+    pub rate_appid: Option<(u32, u32)>,
+    /// `ESUB_PUNISH_MS`: 400, 401, 404 and 405 are sent this late (429 twice), then the
+    /// connection closes; `None`: off.
+    pub punish: Option<Duration>,
+    /// The idempotent-pub window (4.4); 0 turns it off.
+    pub dedupe_ms: u64,
+    pub dedupe_max_ids: usize,
 }
 
 /// A variable whose value cannot be used; start-up stops with exit code 2.
@@ -146,6 +156,13 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_SUB_BATCH_IDLE_MS", "1000", "a batch GET ends after this long without a message"),
     ("ESUB_SUB_MAX_BATCH", "4000", "sub batch clamp"),
     ("ESUB_ACK_TIMEOUT_MS", "0", "redelivery to a live ack=1 instance (0 = off)"),
+    ("ESUB_RATE_IP", "0", "/v1/ requests per second per client IP (0 = off)"),
+    ("ESUB_RATE_IP_BURST", "= ESUB_RATE_IP", "requests a client IP may make at once"),
+    ("ESUB_RATE_APPID", "0", "/v1/ requests and messages per second per appid (0 = off)"),
+    ("ESUB_RATE_APPID_BURST", "= ESUB_RATE_APPID", "what an appid may spend at once"),
+    ("ESUB_PUNISH_MS", "0", "delay of 400/401/404/405 (429: twice), then close (0 = off)"),
+    ("ESUB_DEDUPE_MS", "120000", "idempotent pub window for X-Msg-Id (0 = off)"),
+    ("ESUB_DEDUPE_MAX_IDS", "1000000", "ids the window keeps; the oldest go first"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -283,6 +300,15 @@ impl Config {
                     });
                 }
                 let ack_ms = num("ESUB_ACK_TIMEOUT_MS", 0, 0, u64::MAX / 4)?;
+                // A million a second per key is past what one node serves at all.
+                let bucket = |rate: &'static str, burst: &'static str| {
+                    let r = num(rate, 0, 0, 1_000_000)? as u32;
+                    let b = num(burst, u64::from(r.max(1)), 1, 1_000_000)? as u32;
+                    Ok::<_, ConfigError>((r > 0).then_some((r, b)))
+                };
+                // A punished connection is held this long: past a minute, clients have long
+                // given up and we would only pile up sockets.
+                let punish_ms = num("ESUB_PUNISH_MS", 0, 0, 60_000)?;
                 Some(TopicsConfig {
                     apps_file: get("ESUB_APPS_FILE")
                         .filter(|v| !v.trim().is_empty())
@@ -306,6 +332,11 @@ impl Config {
                     // 0 would make every round a busy loop; jobs due the same millisecond
                     // fire together anyway.
                     job_tick: Duration::from_millis(num("ESUB_JOB_TICK_MS", 100, 1, 3_600_000)?),
+                    rate_ip: bucket("ESUB_RATE_IP", "ESUB_RATE_IP_BURST")?,
+                    rate_appid: bucket("ESUB_RATE_APPID", "ESUB_RATE_APPID_BURST")?,
+                    punish: (punish_ms > 0).then(|| Duration::from_millis(punish_ms)),
+                    dedupe_ms: num("ESUB_DEDUPE_MS", 120_000, 0, u64::MAX / 4)?,
+                    dedupe_max_ids: num("ESUB_DEDUPE_MAX_IDS", 1_000_000, 0, 1 << 32)? as usize,
                 })
             }
         };
@@ -406,6 +437,33 @@ mod tests {
             let err = parse(&[(var, value)]).unwrap_err();
             assert_eq!(err.var, *var, "{var}={value}");
             assert!(err.to_string().contains(var));
+        }
+    }
+
+    #[test]
+    fn rate_limits_and_punishment() {
+        let t = |pairs: &[(&str, &str)]| parse(pairs).unwrap().topics.unwrap();
+        let c = t(&[]);
+        assert_eq!((c.rate_ip, c.rate_appid, c.punish), (None, None, None));
+        let c = t(&[("ESUB_RATE_IP", "5"), ("ESUB_RATE_APPID", "100")]);
+        assert_eq!((c.rate_ip, c.rate_appid), (Some((5, 5)), Some((100, 100))));
+        let c =
+            t(&[("ESUB_RATE_IP", "2"), ("ESUB_RATE_IP_BURST", "10"), ("ESUB_PUNISH_MS", "300")]);
+        assert_eq!((c.rate_ip, c.punish), (Some((2, 10)), Some(Duration::from_millis(300))));
+        assert_eq!(t(&[("ESUB_RATE_IP", "0"), ("ESUB_RATE_IP_BURST", "3")]).rate_ip, None);
+        let rows: &[(&str, &str)] = &[
+            ("ESUB_RATE_IP", "-1"),
+            ("ESUB_RATE_IP", "1.5"),
+            ("ESUB_RATE_IP_BURST", "0"),
+            ("ESUB_RATE_APPID", "x"),
+            ("ESUB_RATE_APPID", "2000000"),
+            ("ESUB_RATE_APPID_BURST", "0"),
+            ("ESUB_PUNISH_MS", "-5"),
+            ("ESUB_PUNISH_MS", "60001"),
+        ];
+        for (var, value) in rows {
+            let err = parse(&[(var, value)]).unwrap_err();
+            assert_eq!(err.var, *var, "{var}={value}");
         }
     }
 

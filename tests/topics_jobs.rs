@@ -56,6 +56,14 @@ fn wait_latest(t: &Topics, n: i64, within: Duration) {
     }
 }
 
+/// `jobs` of `GET /v1/status`: the pending ones.
+fn status_jobs(t: &Topics) -> i64 {
+    let body = t.once("GET", "/v1/status", &[], b"").body_str();
+    let at = body.find("\"jobs\":").unwrap_or_else(|| panic!("no jobs in {body}")) + 7;
+    let digits: String = body[at..].chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().unwrap()
+}
+
 #[test]
 fn delay_one_fires_within_a_tick_with_key_and_tag() {
     let t = Topics::start("jobs-fire", &[TICK]);
@@ -181,11 +189,14 @@ fn cancelled_jobs_never_fire_and_fired_ones_are_409() {
     let mut c = t.conn();
     let a = add(&mut c, "delay=1", &[], b"A");
     let b = add(&mut c, "delay=1", &[], b"B");
+    assert_eq!(status_jobs(&t), 2);
     cancel(&mut c, JOBS, a).assert_ok(200);
+    assert_eq!(status_jobs(&t), 1);
     assert_not_found(&cancel(&mut c, JOBS, a));
     assert_not_found(&cancel(&mut c, "/v1/jobs/u/v1", b));
     wait_latest(&t, 1, Duration::from_secs(1) + SLACK);
     assert_not_found(&cancel(&mut c, JOBS, b));
+    assert_eq!(status_jobs(&t), 0);
     // Well past A's due time: only B ever fired.
     thread::sleep(Duration::from_millis(3 * TICK_MS));
     let got = drain(&mut t.conn(), "app1", &format!("{SUB}?group=g"), &[]);

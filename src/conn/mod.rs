@@ -6,7 +6,9 @@ pub mod buffer;
 mod deliver;
 mod request;
 mod topic;
+mod topic_checks;
 mod topic_jobs;
+mod topic_pub;
 mod topic_shadow;
 mod topic_status;
 mod topic_sub;
@@ -154,6 +156,9 @@ pub struct Conn<S = TcpStream> {
     pub v1: bool,
     /// `Allow` of a `/v1/` 405.
     topic_allow: Option<&'static str>,
+    /// The current `/v1/` request passed its head checks and was charged to its buckets: a
+    /// second pass (after the body, after its topic's creation) does neither again.
+    topic_checked: bool,
     /// The client's address (`None` off a socket, in the fuzz target).
     pub peer: Option<std::net::IpAddr>,
 }
@@ -178,6 +183,7 @@ impl<S: Stream> Conn<S> {
             topic: None,
             v1: false,
             topic_allow: None,
+            topic_checked: false,
             peer: None,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.
@@ -273,6 +279,11 @@ impl<S: Stream> Conn<S> {
                 if ws.is_prep() {
                     ctx.shared.prep_sockets.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
                 }
+                if ws.is_topic()
+                    && let Some(hub) = &ctx.shared.hub
+                {
+                    hub.ws.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 ws.fail(self.id, ctx);
             }
             _ => {}
@@ -340,6 +351,11 @@ impl<S: Stream> Conn<S> {
     /// behind the upgrade request are already in the buffer and become its first frames.
     pub fn upgrade(&mut self, ws: Ws, accept: &str, ctx: &mut Ctx) {
         self.record(ctx, true);
+        if ws.is_topic()
+            && let Some(hub) = &ctx.shared.hub
+        {
+            hub.ws.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         self.out.with_bytes(|v| handshake::response(v, accept));
         self.state = State::Ws(Box::new(ws));
         self.sync_ws_deadline(ctx);

@@ -1,7 +1,8 @@
 //! Delayed jobs on a connection (API-topics.md section 7): schedule, cancel, and kateway's
 //! job-queue creation. The store thread's scheduler stores, fires and forgets them.
 
-use super::topic::{Fail, Refuse, TopicWait, key_tag, names, refuse, text_of};
+use super::topic::{Fail, Refuse, TopicWait, refuse};
+use super::topic_checks::{charge_appid, key_tag, names, text_of};
 use crate::conn::{Conn, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::server::Ctx;
@@ -30,7 +31,8 @@ fn id_of(params: &Params) -> Result<i64, Refuse> {
 }
 
 /// The head-only checks of these routes, in the contract's order: names, then for an add its
-/// time (before auth), auth, size, key and tag; for a cancel auth, then the id.
+/// time (before auth), auth and the appid's charge, size, key and tag; for a cancel auth and
+/// the charge, then the id. Runs once per request: it charges.
 pub(super) fn head_checks(
     hub: &Hub,
     r: &TRoute,
@@ -44,6 +46,7 @@ pub(super) fn head_checks(
             names(None, topic, ver)?;
             due_of(params)?;
             auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)?;
             let length = h.length.unwrap_or(0);
             if length > hub.cfg.job_max_bytes {
                 return Err(refuse(413, "too big message"));
@@ -54,11 +57,13 @@ pub(super) fn head_checks(
         TRoute::JobCancel { topic, ver } => {
             names(None, topic, ver)?;
             auth.check_pub(appid, pubkey, topic).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)?;
             id_of(params).map(|_| ())
         }
         TRoute::JobQueue { appid: owner, topic, ver } => {
             names(Some(owner), topic, ver)?;
-            auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))
+            auth.check_admin(appid, pubkey).map_err(|t| refuse(401, t))?;
+            charge_appid(hub, appid)
         }
         _ => Ok(()),
     }

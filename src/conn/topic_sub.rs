@@ -12,6 +12,7 @@ use std::sync::atomic::Ordering;
 use super::topic::{
     Binding, Fail, Fetch, Refuse, TopicWait, group_name, refuse, reset_of, sub_batch,
 };
+use super::topic_shadow::shadow_queue;
 use crate::conn::{Conn, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response::{self, Persist};
@@ -60,14 +61,12 @@ impl<S: Stream> Conn<S> {
         } else {
             Vec::new()
         };
-        match params.get("q") {
-            None | Some(b"") => {}
-            Some(b"retry" | b"dead") => return Err(refuse(400, "register shadow first").into()),
-            Some(_) => return Err(refuse(400, "invalid shadow name").into()),
-        }
-        let topic = hub.get(raw).ok_or(Fail::Missing)?;
         let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
-        let gid = GroupId { app, group, queue: String::new() };
+        let (topic, queue) = match shadow_queue(hub, raw, &app, &group, params.get("q"))? {
+            Some(shadow) => shadow,
+            None => (hub.get(raw).ok_or(Fail::Missing)?, String::new()),
+        };
+        let gid = GroupId { app, group, queue };
         topic.lock().check_ack(&pairs).map_err(|t| refuse(400, t))?;
         let accept = if ws { Some(self.check_upgrade(h)?) } else { None };
         // The instance: this connection's, or a new one (ending the old first).
@@ -304,10 +303,14 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    /// The fetch's deadline passed (long poll or batch idle), or the server drains.
+    /// The fetch's deadline passed (long poll or batch idle), or the server drains; or a
+    /// punished error's delay is over.
     pub fn topic_deadline(&mut self, ctx: &mut Ctx) {
         let id = self.id;
         let State::Topic(w) = &mut self.state else { return };
+        if let TopicWait::Punished { .. } = w.as_ref() {
+            return self.punish_over(ctx);
+        }
         let TopicWait::Fetch(f) = w.as_mut() else { return };
         f.topic.lock().unwait(&f.gid, f.inst, id);
         f.parked = false;
@@ -352,8 +355,9 @@ impl<S: Stream> Conn<S> {
     /// SIGTERM: a parked GET answers 204 and closes; a streaming batch ends its body.
     pub fn topic_drain(&mut self, ctx: &mut Ctx) {
         if let State::Topic(w) = &self.state
-            && let TopicWait::Fetch(_) = w.as_ref()
+            && let TopicWait::Fetch(_) | TopicWait::Punished { .. } = w.as_ref()
         {
+            // A punished error goes now: the drain does not wait out a punishment.
             self.persist = Persist::Close;
             self.topic_deadline(ctx);
         }
@@ -378,9 +382,8 @@ impl<S: Stream> Conn<S> {
             return Err(refuse(413, "too big message").into());
         }
         let pairs = codec::parse_ack_json(body).ok_or(refuse(400, "invalid ack json body"))?;
-        let queue = queue_of(params)?;
-        let topic = hub.get(raw).ok_or(refuse(400, "invalid topic"))?;
         let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
+        let (topic, queue) = queue_of(hub, raw, &app, group, params)?;
         let gid = GroupId { app, group: group.to_string(), queue };
         let recs = topic.lock().ack(&gid, &pairs).map_err(|t| refuse(400, t))?;
         self.store_then_ok(ctx, recs, 200);
@@ -404,14 +407,13 @@ impl<S: Stream> Conn<S> {
             .text("offset")
             .and_then(|t| t.parse().ok())
             .ok_or(refuse(400, "invalid offset"))?;
-        let queue = queue_of(params)?;
-        let topic = hub.get(raw).ok_or(refuse(400, "invalid topic"))?;
+        let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
+        let (topic, queue) = queue_of(hub, raw, &app, group, params)?;
         let p = partition
             .parse::<u32>()
             .ok()
             .filter(|&p| p < topic.partitions())
             .ok_or(refuse(400, "partition out of range"))?;
-        let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
         let gid = GroupId { app, group: group.to_string(), queue };
         let mut st = topic.lock();
         if offset < -1 || offset >= st.parts[p as usize].stored {
@@ -426,7 +428,7 @@ impl<S: Stream> Conn<S> {
         Ok(())
     }
 
-    fn store_then_ok(
+    pub(super) fn store_then_ok(
         &mut self,
         ctx: &mut Ctx,
         recs: Vec<crate::topics::meta::MetaRec>,
@@ -439,7 +441,7 @@ impl<S: Stream> Conn<S> {
         let shared = ctx.shared.clone();
         let hub = shared.hub.as_ref().expect("topics on");
         hub.commit_then(&ctx.shared, recs, self.id);
-        self.state = State::Topic(Box::new(TopicWait::Done { status }));
+        self.state = State::Topic(Box::new(TopicWait::Done { status, left: 1, fail: None }));
         self.set_deadline(None, ctx);
     }
 
@@ -503,7 +505,7 @@ impl<S: Stream> Conn<S> {
             ),
         };
         hub.create(&ctx.shared, spec, self.id, true);
-        self.state = State::Topic(Box::new(TopicWait::Done { status }));
+        self.state = State::Topic(Box::new(TopicWait::Done { status, left: 1, fail: None }));
         self.set_deadline(None, ctx);
         Ok(())
     }
@@ -527,11 +529,16 @@ impl<S: Stream> Conn<S> {
     }
 }
 
-/// `q` of offsets and seek: shadows come with part 2.
-fn queue_of(params: &Params) -> Result<String, Refuse> {
-    match params.get("q") {
-        None | Some(b"") => Ok(String::new()),
-        Some(b"retry" | b"dead") => Err(refuse(400, "register shadow first")),
-        Some(_) => Err(refuse(400, "invalid shadow name")),
+/// The queue of offsets and seek: the topic, or with `q` the group's shadow.
+fn queue_of(
+    hub: &crate::topics::hub::Hub,
+    raw: &str,
+    app: &str,
+    group: &str,
+    params: &Params,
+) -> Result<(Arc<crate::topics::hub::Topic>, String), Refuse> {
+    match shadow_queue(hub, raw, app, group, params.get("q"))? {
+        Some(shadow) => Ok(shadow),
+        None => Ok((hub.get(raw).ok_or(refuse(400, "invalid topic"))?, String::new())),
     }
 }

@@ -82,6 +82,9 @@ pub enum TopicEv {
     Created(Result<(), StoreFail>),
     /// One append of its pub was stored (or not); `seq` numbers a websocket pub's frames.
     Stored { seq: Option<u64>, result: Result<(), StoreFail> },
+    /// The first pub of the `X-Msg-Id` this one duplicates was stored at (partition, offset),
+    /// or failed; `seq` numbers a websocket pub's frames.
+    Duplicate { seq: Option<u64>, result: Result<(u32, i64), StoreFail> },
     /// Metadata it waits for (commits, seek) was stored.
     Done(Result<(), StoreFail>),
     /// One of its instance's partitions has a new message, or the partitions moved.

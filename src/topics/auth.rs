@@ -271,6 +271,11 @@ impl Auth {
     pub fn check_owner(&self, appid: &[u8], key: &[u8], topic: &str) -> Result<(), &'static str> {
         self.check_pub(appid, key, topic)
     }
+
+    /// The caller alone (`GET /v1/sub/status`: `Appid` + `Subkey`), no topic or group.
+    pub fn check_app(&self, appid: &[u8], key: &[u8]) -> Result<(), &'static str> {
+        self.app(appid, key).map(|_| ())
+    }
 }
 
 #[cfg(test)]
@@ -406,6 +411,10 @@ mod tests {
             assert_eq!(got, want, "pub {appid} {key} {topic}");
             let got = auth.check_owner(appid.as_bytes(), key.as_bytes(), topic);
             assert_eq!(got, want, "owner {appid} {key} {topic}");
+            // No topic to authorize: the identity alone.
+            let app_want = if want == Err(AUTHORIZATION) { Ok(()) } else { want };
+            let got = auth.check_app(appid.as_bytes(), key.as_bytes());
+            assert_eq!(got, app_want, "app {appid} {key}");
         }
         let subs: &[(Sub, Result<(), &str>)] = &[
             (("app1", "s1", "app1", "orders", Some("billing")), Ok(())),

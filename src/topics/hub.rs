@@ -3,7 +3,7 @@
 //! every store answer come back to the asking connection through its worker's mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
@@ -11,6 +11,7 @@ use super::auth::{Auth, parse_apps};
 use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
+use super::rate::Rates;
 use super::scheduler::{FireSink, FiredJob};
 use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
@@ -31,6 +32,22 @@ impl Topic {
 
     pub fn partitions(&self) -> u32 {
         self.readers.len() as u32
+    }
+
+    /// The stored message at `offset` of `partition` (from the tail, else from disk).
+    pub fn message_at(&self, partition: u32, offset: i64) -> Option<Message> {
+        {
+            let st = self.lock();
+            let part = st.parts.get(partition as usize)?;
+            if offset >= part.stored {
+                return None;
+            }
+            if let Some(m) = part.get(offset) {
+                return Some((**m).clone());
+            }
+        }
+        let got = self.readers.get(partition as usize)?.read(offset, 1, DISK_READ_BYTES).ok()?;
+        got.into_iter().find(|m| m.offset == offset)
     }
 
     /// Takes up to `max` messages the way `TopicState::fetch` planned them: from the tail, or
@@ -83,6 +100,13 @@ pub struct Hub {
     jobs: Arc<AtomicU64>,
     /// Set when the drain begins: no job fires after (9).
     draining: AtomicBool,
+    /// The IP and appid buckets (1.3).
+    pub rates: Rates,
+    /// Open topics websockets (pub and sub), for `GET /v1/status`: counted at the upgrade,
+    /// uncounted when the connection goes (`Conn::fail`).
+    pub ws: AtomicUsize,
+    /// The `X-Msg-Id` window (4.4).
+    pub dedupe: Mutex<super::dedupe::Dedupe>,
 }
 
 /// Reads and parses the apps file.
@@ -110,6 +134,7 @@ impl Hub {
             job_tick: cfg.job_tick,
         })?;
         let inbox = Arc::new(Inbox::default());
+        let rates = Rates::new(&cfg);
         let hub = Hub {
             cfg,
             auth: RwLock::new(Arc::new(auth)),
@@ -121,8 +146,15 @@ impl Hub {
             msgs_out: AtomicU64::new(0),
             jobs: engine.jobs_gauge(),
             draining: AtomicBool::new(false),
+            rates,
+            ws: AtomicUsize::new(0),
+            dedupe: Mutex::new(super::dedupe::Dedupe::new(
+                config.topics.as_ref().map_or(0, |t| t.dedupe_ms),
+                config.topics.as_ref().map_or(0, |t| t.dedupe_max_ids),
+            )),
         };
         hub.restore(opened);
+        hub.restore_dedupe();
         Ok((hub, engine, inbox))
     }
 
@@ -148,10 +180,8 @@ impl Hub {
 
     /// Counters and gauges for the metrics: (redelivered, reset_skipped, live instances).
     pub fn tallies(&self) -> (u64, u64, u64) {
-        let topics: Vec<Arc<Topic>> =
-            self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect();
         let (mut red, mut skip, mut inst) = (0, 0, 0);
-        for t in topics {
+        for t in self.all() {
             let st = t.lock();
             red += st.redelivered;
             skip += st.skipped;
@@ -172,6 +202,44 @@ impl Hub {
 
     pub fn draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Every topic (shadows included), in no order; the map's lock is held only to copy.
+    pub fn all(&self) -> Vec<Arc<Topic>> {
+        self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
+    }
+
+    /// Rebuilds the `X-Msg-Id` window from the newest messages of every partition (at most
+    /// `ESUB_DEDUPE_MAX_IDS` of each, and only those inside `ESUB_DEDUPE_MS`).
+    fn restore_dedupe(&self) {
+        let mut d = self.dedupe.lock().unwrap_or_else(PoisonError::into_inner);
+        if !d.enabled() {
+            return;
+        }
+        let now = now_ms();
+        let cutoff = now.saturating_sub(self.cfg.dedupe_ms);
+        let started = std::time::Instant::now();
+        for t in self.all() {
+            for (p, r) in t.readers.iter().enumerate() {
+                let mut at = r.oldest().max(r.end() - self.cfg.dedupe_max_ids as i64);
+                while at < r.end() {
+                    let Ok(msgs) = r.read(at, 4096, 16 << 20) else { break };
+                    let Some(last) = msgs.last().map(|m| m.offset) else { break };
+                    for m in msgs.iter().filter(|m| !m.msg_id.is_empty() && m.time_ms >= cutoff) {
+                        d.restore(&t.name, &m.msg_id, m.time_ms, p as u32, m.offset);
+                    }
+                    at = last + 1;
+                }
+            }
+        }
+        d.finish_restore(now);
+        if !d.is_empty() {
+            crate::info!(
+                "topics dedupe window restored ids={} ms={}",
+                d.len(),
+                started.elapsed().as_millis()
+            );
+        }
     }
 
     pub fn topic_count(&self) -> usize {
@@ -293,6 +361,7 @@ impl Hub {
         topic: &Arc<Topic>,
         records: Vec<Record>,
         reply: Option<(ConnId, Option<u64>)>,
+        msg_id: Option<Box<[u8]>>,
     ) -> (Vec<(u32, i64)>, usize) {
         let p = topic.partitions();
         let time_ms = std::time::SystemTime::now()
@@ -314,10 +383,18 @@ impl Hub {
                 time_ms,
                 key,
                 tag,
-                msg_id: Vec::new(),
+                msg_id: msg_id.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
                 payload: Arc::new(payload),
             };
             let (m, epoch) = st.assign_offset(partition, m);
+            if let Some(id) = &msg_id {
+                self.dedupe.lock().unwrap_or_else(PoisonError::into_inner).place(
+                    &topic.name,
+                    id,
+                    partition,
+                    m.offset,
+                );
+            }
             epochs[partition as usize] = epoch;
             placed.push((partition, m.offset));
             per_part[partition as usize].push(m);
@@ -332,6 +409,7 @@ impl Hub {
             let (shared, t) = (shared.clone(), topic.clone());
             let epoch = epochs[partition];
             let kept = msgs.clone();
+            let id = msg_id.clone();
             self.send(TReq::Append {
                 topic: topic.name.clone(),
                 partition: partition as u32,
@@ -341,6 +419,18 @@ impl Hub {
                     if let Some((to, seq)) = reply {
                         let ev = TopicEv::Stored { seq, result };
                         post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
+                    }
+                    // Duplicates that waited for this pub get its outcome.
+                    if let (Some(id), Some(hub)) = (&id, &shared.hub) {
+                        let (waiters, p, o) = hub
+                            .dedupe
+                            .lock()
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .settle(&t.name, id, result.is_ok());
+                        for (to, seq) in waiters {
+                            let ev = TopicEv::Duplicate { seq, result: result.map(|_| (p, o)) };
+                            post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
+                        }
                     }
                 }),
             });
@@ -433,6 +523,12 @@ impl Hub {
         }
         drop(st);
     }
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn new_topic(spec: &TopicSpec, readers: Vec<PartitionReader>) -> Topic {

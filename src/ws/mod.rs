@@ -283,6 +283,11 @@ impl Ws {
         matches!(self.role, Role::Prep(_))
     }
 
+    /// A topics socket, pub or sub (counted in `GET /v1/status`'s `ws`).
+    pub fn is_topic(&self) -> bool {
+        matches!(self.role, Role::TopicPub(_) | Role::TopicSub(_))
+    }
+
     /// When this session next needs the timer: a receipt wait, a ping, or the silence limit.
     pub fn deadline(&self, ctx: &Ctx) -> Option<Instant> {
         let freq = ctx.shared.config.ping_frequency;

@@ -13,9 +13,9 @@ use crate::conn::buffer::OutQueue;
 use crate::server::Ctx;
 use crate::server::mailbox::ConnId;
 use crate::store::StoreFail;
-use crate::topics::codec;
 use crate::topics::hub::Topic;
 use crate::topics::state::GroupId;
+use crate::topics::{codec, dedupe};
 
 /// Frames answered out of order wait here; past this many unanswered the socket is not read.
 const MAX_PENDING: u64 = 1024;
@@ -26,6 +26,8 @@ const SUB_STEP: usize = 256;
 
 pub struct TPub {
     topic: Arc<Topic>,
+    /// The authenticated appid: each frame is charged to its bucket (1.3).
+    appid: Vec<u8>,
     key: Vec<u8>,
     tag: Vec<u8>,
     asynch: bool,
@@ -37,9 +39,16 @@ pub struct TPub {
 }
 
 impl TPub {
-    pub fn new(topic: Arc<Topic>, key: Vec<u8>, tag: Vec<u8>, asynch: bool) -> TPub {
+    pub fn new(
+        topic: Arc<Topic>,
+        appid: Vec<u8>,
+        key: Vec<u8>,
+        tag: Vec<u8>,
+        asynch: bool,
+    ) -> TPub {
         TPub {
             topic,
+            appid,
             key,
             tag,
             asynch,
@@ -67,21 +76,24 @@ impl TPub {
         io: &mut Io,
         ctx: &mut Ctx,
     ) -> Result<(), WsError> {
-        let (key, tag, payload) = if text {
+        let (key, tag, payload, id) = if text {
             let s = std::str::from_utf8(&data).map_err(|_| WsError::InvalidData("not UTF-8"))?;
             let m = codec::parse_ws_pub(s).ok_or(WsError::InvalidData("not a pub message"))?;
             let key = m.key.map(String::into_bytes).unwrap_or_default();
             let tag = m.tag.map(String::into_bytes).unwrap_or_default();
-            (key, tag, m.data.into_bytes())
+            (key, tag, m.data.into_bytes(), m.id.map(String::into_bytes))
         } else {
-            (self.key.clone(), self.tag.clone(), data)
+            (self.key.clone(), self.tag.clone(), data, None)
         };
         let seq = self.next_seq;
         self.next_seq += 1;
         let shared = ctx.shared.clone();
         let Some(hub) = shared.hub.as_ref() else { return Ok(()) };
         let cfg = &hub.cfg;
-        let refused = if payload.len() > cfg.pub_max_bytes {
+        let quota = hub.rates.charge_appid(&self.appid, 1, ctx.now).is_err();
+        let refused = if quota {
+            Some("quota exceeded")
+        } else if payload.len() > cfg.pub_max_bytes {
             Some("too big message")
         } else if payload.is_empty() {
             Some("too small message")
@@ -89,6 +101,8 @@ impl TPub {
             Some("too big key")
         } else if tag.len() > cfg.max_tag_bytes {
             Some("too big tag")
+        } else if id.as_deref().is_some_and(|id| !dedupe::valid_id(id) || self.asynch) {
+            Some("illegal msg id")
         } else {
             None
         };
@@ -96,8 +110,32 @@ impl TPub {
             self.answer(seq, format!("{{\"errmsg\":{}}}", serde_json::Value::from(text)), io.out);
             return Ok(());
         }
+        if let Some(id) = &id {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as u64);
+            let claim = hub.dedupe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).claim(
+                &self.topic.name,
+                id,
+                now,
+                (io.id, Some(seq)),
+            );
+            match claim {
+                dedupe::Claim::First => {}
+                dedupe::Claim::Stored(p, o) => {
+                    self.answer(seq, dup_frame(p, o), io.out);
+                    return Ok(());
+                }
+                dedupe::Claim::Waiting => {
+                    self.placed.insert(seq, (0, -1));
+                    return Ok(());
+                }
+            }
+        }
         let reply = (!self.asynch).then_some((io.id, Some(seq)));
-        let (placed, _) = hub.publish(&shared, &self.topic, vec![(key, tag, payload)], reply);
+        let id = id.map(Vec::into_boxed_slice);
+        let records = vec![(key, tag, payload)];
+        let (placed, _) = hub.publish(&shared, &self.topic, records, reply, id);
         let (p, o) = placed[0];
         if self.asynch {
             self.answer(seq, ok_frame(p, o), io.out);
@@ -118,6 +156,24 @@ impl TPub {
         self.answer(seq, text, out);
     }
 
+    /// The first pub of the id frame `seq` duplicates was stored (or failed).
+    pub fn on_duplicate(
+        &mut self,
+        seq: u64,
+        result: Result<(u32, i64), StoreFail>,
+        out: &mut OutQueue,
+    ) {
+        if self.placed.remove(&seq).is_none() {
+            return;
+        }
+        let text = match result {
+            Ok((p, o)) => dup_frame(p, o),
+            Err(StoreFail::Full) => "{\"errmsg\":\"Insufficient Storage\"}".to_string(),
+            Err(StoreFail::Io) => "{\"errmsg\":\"store error\"}".to_string(),
+        };
+        self.answer(seq, text, out);
+    }
+
     fn answer(&mut self, seq: u64, text: String, out: &mut OutQueue) {
         self.ready.insert(seq, text);
         while let Some(text) = self.ready.remove(&self.next_answer) {
@@ -125,6 +181,10 @@ impl TPub {
             self.next_answer += 1;
         }
     }
+}
+
+fn dup_frame(p: u32, o: i64) -> String {
+    format!("{{\"ok\":1,\"partition\":{p},\"offset\":{o},\"duplicate\":1}}")
 }
 
 fn ok_frame(p: u32, o: i64) -> String {
