@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics docker-build docker-run docker-lint
+.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-jobs docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -35,6 +35,10 @@ bench:
 	bash bench/store.sh
 	bash bench/statsd.sh
 	bash bench/topics.sh
+	bash bench/jobs.sh
+
+bench-jobs:
+	bash bench/jobs.sh
 
 bench-topics:
 	bash bench/topics.sh
