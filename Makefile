@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe docker-build docker-run docker-lint
+.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe bench-jobs docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -36,9 +36,13 @@ bench:
 	bash bench/statsd.sh
 	bash bench/topics.sh
 	bash bench/dedupe.sh
+	bash bench/jobs.sh
 
 bench-dedupe:
 	bash bench/dedupe.sh
+
+bench-jobs:
+	bash bench/jobs.sh
 
 bench-topics:
 	bash bench/topics.sh

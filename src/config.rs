@@ -80,6 +80,10 @@ pub struct TopicsConfig {
     pub ack_timeout: Option<Duration>,
     /// `ESUB_MAX_BODY_BYTES`: batch pubs and ack bodies.
     pub max_body: usize,
+    /// `ESUB_JOB_MAX_BYTES`: a delayed job's payload.
+    pub job_max_bytes: usize,
+    /// `ESUB_JOB_TICK_MS`: the scheduler's resolution (a due job fires within it, normally).
+    pub job_tick: Duration,
     /// `ESUB_RATE_IP`, `ESUB_RATE_IP_BURST`: (per second, burst); `None`: off.
     pub rate_ip: Option<(u32, u32)>,
     /// `ESUB_RATE_APPID`, `ESUB_RATE_APPID_BURST`: (per second, burst); `None`: off.
@@ -141,6 +145,8 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_MAX_KEY_BYTES", "256", "topic message key limit"),
     ("ESUB_MAX_TAG_BYTES", "1024", "topic message tag limit"),
     ("ESUB_PUB_MAX_BATCH", "1000", "records per batch pub"),
+    ("ESUB_JOB_MAX_BYTES", "16384", "delayed job payload limit"),
+    ("ESUB_JOB_TICK_MS", "100", "job scheduler resolution: a due job fires within it"),
     ("ESUB_DEFAULT_PARTITIONS", "1", "partitions of auto-created topics"),
     ("ESUB_MAX_PARTITIONS", "20", "partitions upper bound"),
     ("ESUB_TOPIC_RETENTION_HOURS", "168", "default retention.hours"),
@@ -322,6 +328,10 @@ impl Config {
                     sub_max_batch: num("ESUB_SUB_MAX_BATCH", 4000, 1, 1 << 20)? as usize,
                     ack_timeout: (ack_ms > 0).then(|| Duration::from_millis(ack_ms)),
                     max_body: num("ESUB_MAX_BODY_BYTES", 1 << 20, 0, 1 << 30)? as usize,
+                    job_max_bytes: num("ESUB_JOB_MAX_BYTES", 16_384, 1, 1 << 30)? as usize,
+                    // 0 would make every round a busy loop; jobs due the same millisecond
+                    // fire together anyway.
+                    job_tick: Duration::from_millis(num("ESUB_JOB_TICK_MS", 100, 1, 3_600_000)?),
                     rate_ip: bucket("ESUB_RATE_IP", "ESUB_RATE_IP_BURST")?,
                     rate_appid: bucket("ESUB_RATE_APPID", "ESUB_RATE_APPID_BURST")?,
                     punish: (punish_ms > 0).then(|| Duration::from_millis(punish_ms)),

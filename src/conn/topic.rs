@@ -37,6 +37,8 @@ pub enum TopicWait {
     Punished { response: Vec<u8> },
     /// A consumer's GET, parked or streaming a batch.
     Fetch(Box<Fetch>),
+    /// A job add or cancel being stored (7).
+    Job,
 }
 
 impl TopicWait {
@@ -450,6 +452,10 @@ impl<S: Stream> Conn<S> {
                     Err(f) => self.store_failed(ctx, f),
                 }
             }
+            (TopicWait::Job, TopicEv::Job(result)) => {
+                self.state = State::Head;
+                self.job_answer(ctx, result);
+            }
             (TopicWait::Fetch(f), TopicEv::Wake) if f.parked => {
                 f.parked = false;
                 self.fetch_more(ctx);
@@ -458,7 +464,7 @@ impl<S: Stream> Conn<S> {
         }
     }
 
-    fn store_failed(&mut self, ctx: &mut Ctx, f: StoreFail) {
+    pub(super) fn store_failed(&mut self, ctx: &mut Ctx, f: StoreFail) {
         match f {
             StoreFail::Full => self.topic_error(ctx, 507, "Insufficient Storage"),
             StoreFail::Io => self.topic_error(ctx, 500, "store error"),

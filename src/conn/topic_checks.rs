@@ -69,7 +69,9 @@ pub(super) fn route_refusal(e: TRouteError) -> Refuse {
 /// The spec of a topic created on first use in open mode.
 pub(super) fn default_spec(hub: &Hub, r: &TRoute, headers: &TopicHeaders) -> TopicSpec {
     let name = match r {
-        TRoute::Pub { topic, ver } | TRoute::WsPub { topic, ver } => {
+        TRoute::Pub { topic, ver }
+        | TRoute::WsPub { topic, ver }
+        | TRoute::JobAdd { topic, ver } => {
             format!("{}.{topic}.{ver}", String::from_utf8_lossy(text_of(&headers.appid)))
         }
         TRoute::Sub { appid, topic, ver } | TRoute::WsSub { appid, topic, ver } => {

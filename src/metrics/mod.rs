@@ -366,7 +366,7 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::Socket
                 }
             }
             gauges.push(("topic.instances", instances));
-            gauges.push(("topic.jobs", 0));
+            gauges.push(("topic.jobs", hub.pending_jobs()));
         }
         for l in lines(&config.metric_prefix, &acc, &gauges, &global) {
             packer.push(&l);

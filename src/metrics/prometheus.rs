@@ -87,8 +87,9 @@ pub struct Gauges {
     pub connections: u64,
     pub statsd_dropped: u64,
     pub uptime_s: u64,
-    /// The topics half: msgs_in, msgs_out, redelivered, reset_skipped, live instances.
-    pub topics: Option<[u64; 5]>,
+    /// The topics half: msgs_in, msgs_out, redelivered, reset_skipped, live instances,
+    /// pending jobs.
+    pub topics: Option<[u64; 6]>,
 }
 
 /// Renders everything in the text exposition format (version 0.0.4).
@@ -167,6 +168,7 @@ pub fn render(prefix: &str, workers: &[std::sync::Arc<PromWorker>], g: &Gauges) 
             ("topic_redelivered_total", "Messages re-sent after the ack timeout.", "counter", t[2]),
             ("topic_reset_skipped_total", "Messages retention removed unread.", "counter", t[3]),
             ("topic_instances", "Live consumer instances.", "gauge", t[4]),
+            ("topic_jobs", "Delayed jobs waiting to fire.", "gauge", t[5]),
         ] {
             let _ = writeln!(
                 s,

@@ -89,6 +89,16 @@ pub enum TopicEv {
     Done(Result<(), StoreFail>),
     /// One of its instance's partitions has a new message, or the partitions moved.
     Wake,
+    /// Its job was stored (the id) or cancelled (`true`), or was not found (`false`).
+    Job(Result<JobDone, StoreFail>),
+}
+
+/// The store's answer to a job request (API-topics.md section 7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobDone {
+    Added(i64),
+    Cancelled,
+    NotFound,
 }
 
 impl Msg {

@@ -55,7 +55,7 @@ impl Shared {
             topics: self.hub.as_ref().map(|h| {
                 let (red, skip, inst) = h.tallies();
                 let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
-                [load(&h.msgs_in), load(&h.msgs_out), red, skip, inst]
+                [load(&h.msgs_in), load(&h.msgs_out), red, skip, inst, h.pending_jobs()]
             }),
         };
         prometheus::render(&self.config.metric_prefix, &self.prom, &gauges)
@@ -157,6 +157,21 @@ impl Ctx {
     }
 }
 
+/// How the topics store thread publishes a fired job: like a pub, through the hub's offset
+/// assignment; nothing fires once the drain began.
+fn on_fire(s: Arc<Shared>) -> crate::topics::scheduler::OnFire {
+    use crate::topics::scheduler::Fired;
+    Box::new(move |topic: &str, jobs, sink| {
+        let Some(hub) = &s.hub else { return Fired::NoTopic };
+        if hub.draining() {
+            return Fired::Draining;
+        }
+        let Some(topic) = hub.get(topic) else { return Fired::NoTopic };
+        hub.publish_jobs(&s, &topic, jobs, sink);
+        Fired::Queued
+    })
+}
+
 /// A running server: its address and its worker threads.
 pub struct Server {
     pub addr: SocketAddr,
@@ -243,7 +258,8 @@ impl Server {
             None => None,
         };
         let topics = match topic_engine {
-            Some((engine, rx)) => {
+            Some((mut engine, rx)) => {
+                engine.set_on_fire(on_fire(shared.clone()));
                 let s = shared.clone();
                 let on_retention = Box::new(move |topic: &str, partition: u32, oldest: i64| {
                     if let Some(hub) = &s.hub {
@@ -275,6 +291,10 @@ impl Server {
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
     pub fn shutdown(self) {
+        // No job fires from now on (API-topics.md section 9).
+        if let Some(hub) = &self.shared.hub {
+            hub.begin_drain();
+        }
         for m in &self.shared.mailboxes {
             m.post(Msg::Drain);
         }

@@ -7,14 +7,19 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Message;
 use super::log::{PartitionLog, PartitionReader, fail_of};
 use super::meta::{CommitKey, MetaLog, MetaRec};
+use super::scheduler::{JobAdd, JobCancel, OnFire, Scheduler, Staged};
 use crate::config::Fsync;
 use crate::store::StoreFail;
+pub use inbox::{Inbox, Source};
+use syncer::Syncer;
+
+mod inbox;
+mod syncer;
 
 /// Requests taken per group commit: bounds one batch's memory and latency.
 const BATCH: usize = 4096;
@@ -41,6 +46,8 @@ pub struct EngineConfig {
     pub fsync_interval: Duration,
     pub segment_bytes: u64,
     pub retention_check: Duration,
+    /// `ESUB_JOB_TICK_MS`: a due job fires within this, normally.
+    pub job_tick: Duration,
 }
 
 pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
@@ -71,151 +78,15 @@ pub enum TReq {
         recs: Vec<MetaRec>,
         done: Done,
     },
+    /// Store a delayed job (7); `done` hears its id once it is stored.
+    JobAdd(JobAdd),
+    /// Remove a pending job of that topic; `done` hears whether it did (once stored).
+    JobCancel(JobCancel),
     Shutdown,
 }
 
 /// One batch's appends to one partition: topic, partition, messages.
 type AppendGroup = (Arc<str>, u32, Vec<Arc<Message>>);
-
-/// The interval-mode fsyncs, off the store thread: one round of files at a time.
-struct Syncer {
-    tx: Option<std::sync::mpsc::SyncSender<Vec<Arc<File>>>>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Syncer {
-    fn start() -> Syncer {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<Arc<File>>>(1);
-        let thread = std::thread::Builder::new()
-            .name("esub-topics-sync".into())
-            .spawn(move || {
-                for files in rx {
-                    for f in files {
-                        if let Err(e) = f.sync_data() {
-                            crate::warn!("topics fsync failed error={e}");
-                        }
-                    }
-                }
-            })
-            .ok();
-        if thread.is_none() {
-            crate::warn!("topics syncer thread did not start; syncing on the store thread");
-        }
-        Syncer { tx: thread.as_ref().map(|_| tx), thread }
-    }
-
-    /// `false` when the last round is still running (or there is no syncer thread).
-    fn offer(&self, files: Vec<Arc<File>>) -> bool {
-        match &self.tx {
-            Some(tx) => tx.try_send(files).is_ok(),
-            None => false,
-        }
-    }
-
-    fn available(&self) -> bool {
-        self.tx.is_some()
-    }
-
-    /// Waits for the rounds handed over so far; the syncer is gone after.
-    fn finish(&mut self) {
-        self.tx.take();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Syncer {
-    fn drop(&mut self) {
-        self.finish();
-    }
-}
-
-/// Where the store thread takes its requests from: a channel (tests), or the workers' `Inbox`.
-pub trait Source {
-    /// Moves up to `max` requests into `into`, waiting at most `wait` for the first one;
-    /// `true` when no request can ever come again.
-    fn next_batch(&self, into: &mut Vec<TReq>, max: usize, wait: Duration) -> bool;
-}
-
-impl Source for Receiver<TReq> {
-    fn next_batch(&self, into: &mut Vec<TReq>, max: usize, wait: Duration) -> bool {
-        match self.recv_timeout(wait) {
-            Ok(req) => into.push(req),
-            Err(RecvTimeoutError::Timeout) => return false,
-            Err(RecvTimeoutError::Disconnected) => return true,
-        }
-        while into.len() < max {
-            match self.try_recv() {
-                Ok(req) => into.push(req),
-                Err(_) => break,
-            }
-        }
-        false
-    }
-}
-
-/// The workers' queue to the store thread. A worker pushes inside its topic's critical
-/// section (so each partition arrives in offset order) but wakes the store thread once per
-/// loop iteration (`Inbox::wake`), not once per request: under load the store thread takes
-/// a whole iteration's pubs in one group commit, and two threads trade far fewer futex
-/// wake-ups.
-#[derive(Default)]
-pub struct Inbox {
-    queue: std::sync::Mutex<Vec<TReq>>,
-    ready: std::sync::Condvar,
-    /// Set by a push, cleared by the wake-up that follows it.
-    unannounced: std::sync::atomic::AtomicBool,
-}
-
-impl Inbox {
-    fn lock(&self) -> std::sync::MutexGuard<'_, Vec<TReq>> {
-        self.queue.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Queues `req`; the store thread hears of it at the next `wake`.
-    pub fn push(&self, req: TReq) {
-        self.lock().push(req);
-        self.unannounced.store(true, std::sync::atomic::Ordering::Release);
-    }
-
-    /// Queues `req` and wakes the store thread at once.
-    pub fn push_now(&self, req: TReq) {
-        self.lock().push(req);
-        self.ready.notify_one();
-    }
-
-    /// Wakes the store thread if anything was pushed since the last wake-up.
-    pub fn wake(&self) {
-        if self.unannounced.swap(false, std::sync::atomic::Ordering::AcqRel) {
-            self.ready.notify_one();
-        }
-    }
-}
-
-impl Source for Inbox {
-    fn next_batch(&self, into: &mut Vec<TReq>, max: usize, wait: Duration) -> bool {
-        let mut q = self.lock();
-        if q.is_empty() {
-            // A push whose wake-up is still to come is found by the timed wait at worst: the
-            // workers announce every push at the end of their loop iteration.
-            q = self
-                .ready
-                .wait_timeout(q, wait)
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .0;
-        }
-        let take = q.len().min(max);
-        into.extend(q.drain(..take));
-        false
-    }
-}
-
-impl Source for std::sync::Arc<Inbox> {
-    fn next_batch(&self, into: &mut Vec<TReq>, max: usize, wait: Duration) -> bool {
-        (**self).next_batch(into, max, wait)
-    }
-}
 
 pub struct OpenedTopic {
     pub spec: TopicSpec,
@@ -248,6 +119,8 @@ pub struct TopicEngine {
     meta: Option<MetaLog>,
     meta_dirty: bool,
     topics: HashMap<String, Topic>,
+    jobs: Scheduler,
+    on_fire: Option<OnFire>,
 }
 
 fn now_ms() -> u64 {
@@ -284,6 +157,7 @@ enum Waiting {
     Append(Done, usize),
     Meta(Done),
     Topic(TopicDone, Result<Vec<PartitionReader>, StoreFail>),
+    Job(Staged),
 }
 
 impl TopicEngine {
@@ -294,17 +168,28 @@ impl TopicEngine {
         let ctx = |what: &str, e: &dyn std::fmt::Display| {
             format!("ESUB_DATA_DIR: {}: {what}: {e}", cfg.dir.display())
         };
-        let mut engine =
-            TopicEngine { cfg: cfg.clone(), meta: None, meta_dirty: false, topics: HashMap::new() };
-        match std::fs::metadata(&cfg.dir) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                return Ok((engine, Opened::default()));
-            }
+        let started = Instant::now();
+        let jobs = match std::fs::metadata(&cfg.dir) {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
             Err(e) => return Err(ctx("cannot read", &e)),
             Ok(m) if !m.is_dir() => return Err(ctx("cannot use", &"not a directory")),
-            Ok(_) => {}
+            Ok(_) => Some(
+                Scheduler::open(cfg.dir.clone(), cfg.job_tick).map_err(|e| ctx("jobs log", &e))?,
+            ),
+        };
+        let exists = jobs.is_some();
+        let jobs = jobs.unwrap_or_else(|| Scheduler::empty(cfg.dir.clone(), cfg.job_tick));
+        let mut engine = TopicEngine {
+            cfg: cfg.clone(),
+            meta: None,
+            meta_dirty: false,
+            topics: HashMap::new(),
+            jobs,
+            on_fire: None,
+        };
+        if !exists {
+            return Ok((engine, Opened::default()));
         }
-        let started = Instant::now();
         let (meta, state) = MetaLog::open(&cfg.dir).map_err(|e| ctx("metadata log", &e))?;
         let mut opened = Opened { topics: Vec::new(), commits: state.commits };
         for spec in state.topics.into_values() {
@@ -315,14 +200,25 @@ impl TopicEngine {
             engine.topics.insert(spec.name, t);
         }
         crate::info!(
-            "topics store opened dir={} topics={} commits={} ms={}",
+            "topics store opened dir={} topics={} commits={} jobs={} ms={}",
             cfg.dir.display(),
             opened.topics.len(),
             opened.commits.len(),
+            engine.jobs.pending(),
             started.elapsed().as_millis()
         );
         engine.meta = Some(meta);
         Ok((engine, opened))
+    }
+
+    /// Pending jobs, kept current by the store thread (`/v1/status`, the `jobs` gauge).
+    pub fn jobs_gauge(&self) -> Arc<std::sync::atomic::AtomicU64> {
+        self.jobs.gauge()
+    }
+
+    /// How fired jobs are published; without it jobs are stored but never fire.
+    pub fn set_on_fire(&mut self, on_fire: OnFire) {
+        self.on_fire = Some(on_fire);
     }
 
     /// The store thread: group commits until `Shutdown` (or every sender is gone), then a last
@@ -335,12 +231,23 @@ impl TopicEngine {
         let mut next_retention = Instant::now() + self.cfg.retention_check;
         loop {
             let dirty = self.is_dirty();
-            let wake = if dirty { next_sync.min(next_retention) } else { next_retention };
+            let mut wake = if dirty { next_sync.min(next_retention) } else { next_retention };
+            if self.on_fire.is_some()
+                && let Some(due) = self.jobs.next_wake()
+            {
+                wake = wake.min(due);
+            }
             let mut stop =
                 rx.next_batch(&mut batch, BATCH, wake.saturating_duration_since(Instant::now()));
             stop |= batch.iter().any(|r| matches!(r, TReq::Shutdown));
             if !batch.is_empty() {
                 self.commit(&mut batch);
+            }
+            // Fired jobs whose appends this commit stored are forgotten; then the next round
+            // (its appends arrive with the next batch).
+            self.jobs.settle_fired();
+            if !stop && let Some(on_fire) = &self.on_fire {
+                self.jobs.fire_round(on_fire);
             }
             let now = Instant::now();
             if stop {
@@ -427,16 +334,24 @@ impl TopicEngine {
         {
             files.push(Arc::new(f));
         }
+        if self.jobs.dirty
+            && let Some(f) = self.jobs.sync_handle()
+        {
+            files.push(Arc::new(f));
+        }
         if syncer.offer(files) {
             for t in self.topics.values_mut() {
                 t.dirty.iter_mut().for_each(|d| *d = false);
             }
             self.meta_dirty = false;
+            self.jobs.dirty = false;
         }
     }
 
     fn is_dirty(&self) -> bool {
-        self.meta_dirty || self.topics.values().any(|t| t.dirty.iter().any(|d| *d))
+        self.meta_dirty
+            || self.jobs.dirty
+            || self.topics.values().any(|t| t.dirty.iter().any(|d| *d))
     }
 
     /// Interval mode's fsync of everything written since the last one. A failure is logged: the
@@ -459,6 +374,11 @@ impl TopicEngine {
                 Ok(()) => self.meta_dirty = false,
                 Err(e) => crate::warn!("topics meta fsync failed error={e}"),
             }
+        }
+        if self.jobs.dirty
+            && let Err(e) = self.jobs.sync()
+        {
+            crate::warn!("topics jobs fsync failed error={e}");
         }
     }
 
@@ -553,6 +473,8 @@ impl TopicEngine {
                     recs.extend(r);
                     waiting.push(Waiting::Meta(done));
                 }
+                TReq::JobAdd(add) => waiting.push(Waiting::Job(self.jobs.stage_add(add))),
+                TReq::JobCancel(c) => waiting.push(Waiting::Job(self.jobs.stage_cancel(c))),
                 TReq::Shutdown => {}
             }
         }
@@ -588,6 +510,7 @@ impl TopicEngine {
                 }
             }
         }
+        let jobs_result = self.jobs.flush(always);
         // One post (and one wake-up) per worker for the whole batch's answers.
         crate::server::mailbox::hold();
         for w in waiting {
@@ -596,6 +519,7 @@ impl TopicEngine {
                 Waiting::Append(done, g) => done(results[g]),
                 Waiting::Meta(done) => done(meta_result),
                 Waiting::Topic(done, r) => done(r.and_then(|readers| meta_result.map(|_| readers))),
+                Waiting::Job(staged) => self.jobs.settle(staged, jobs_result),
             }
         }
         crate::server::mailbox::release();

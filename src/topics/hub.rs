@@ -3,7 +3,7 @@
 //! every store answer come back to the asking connection through its worker's mailbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
@@ -12,6 +12,7 @@ use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
 use super::log::PartitionReader;
 use super::meta::MetaRec;
 use super::rate::Rates;
+use super::scheduler::{FireSink, FiredJob};
 use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
@@ -95,6 +96,10 @@ pub struct Hub {
     next_instance: AtomicU64,
     pub msgs_in: AtomicU64,
     pub msgs_out: AtomicU64,
+    /// Pending jobs, kept by the store thread's scheduler.
+    jobs: Arc<AtomicU64>,
+    /// Set when the drain begins: no job fires after (9).
+    draining: AtomicBool,
     /// The IP and appid buckets (1.3).
     pub rates: Rates,
     /// Open topics websockets (pub and sub), for `GET /v1/status`: counted at the upgrade,
@@ -126,6 +131,7 @@ impl Hub {
             fsync_interval: config.fsync_interval,
             segment_bytes: cfg.segment_bytes,
             retention_check: cfg.retention_check,
+            job_tick: cfg.job_tick,
         })?;
         let inbox = Arc::new(Inbox::default());
         let rates = Rates::new(&cfg);
@@ -138,6 +144,8 @@ impl Hub {
             next_instance: AtomicU64::new(1),
             msgs_in: AtomicU64::new(0),
             msgs_out: AtomicU64::new(0),
+            jobs: engine.jobs_gauge(),
+            draining: AtomicBool::new(false),
             rates,
             ws: AtomicUsize::new(0),
             dedupe: Mutex::new(super::dedupe::Dedupe::new(
@@ -182,15 +190,23 @@ impl Hub {
         (red, skip, inst)
     }
 
+    /// Jobs waiting to fire (`/v1/status`, the `jobs` gauge).
+    pub fn pending_jobs(&self) -> u64 {
+        self.jobs.load(Ordering::Relaxed)
+    }
+
+    /// The drain began: the scheduler fires nothing more.
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
     /// Every topic (shadows included), in no order; the map's lock is held only to copy.
     pub fn all(&self) -> Vec<Arc<Topic>> {
         self.topics.read().unwrap_or_else(PoisonError::into_inner).values().cloned().collect()
-    }
-
-    /// Jobs scheduled and not yet fired (`GET /v1/status`, the `topic.jobs` gauge).
-    pub fn pending_jobs(&self) -> u64 {
-        // jobs land with the jobs work: until then none is ever pending.
-        0
     }
 
     /// Rebuilds the `X-Msg-Id` window from the newest messages of every partition (at most
@@ -399,22 +415,7 @@ impl Hub {
                 partition: partition as u32,
                 msgs,
                 done: Box::new(move |result| {
-                    let wake = match result {
-                        Ok(()) => t.lock().stored(partition as u32, &kept),
-                        Err(_) => {
-                            let end = t.readers[partition].end();
-                            t.lock().append_failed(partition as u32, epoch, end);
-                            Vec::new()
-                        }
-                    };
-                    if let Some(hub) = &shared.hub
-                        && result.is_ok()
-                    {
-                        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
-                    }
-                    for w in wake {
-                        post_or_hold(&shared, w.worker, Msg::Topic { to: w, ev: TopicEv::Wake });
-                    }
+                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
                     if let Some((to, seq)) = reply {
                         let ev = TopicEv::Stored { seq, result };
                         post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
@@ -436,6 +437,91 @@ impl Hub {
         }
         drop(st);
         (placed, appends)
+    }
+}
+
+/// An append's answer on the store thread: the partition's stored offset moves (waking its
+/// consumers), or its unstored tail is dropped.
+fn appended(
+    shared: &Arc<Shared>,
+    t: &Topic,
+    partition: u32,
+    epoch: u64,
+    kept: &[Arc<Message>],
+    n: u64,
+    result: Result<(), StoreFail>,
+) {
+    let wake = match result {
+        Ok(()) => t.lock().stored(partition, kept),
+        Err(_) => {
+            let end = t.readers[partition as usize].end();
+            t.lock().append_failed(partition, epoch, end);
+            Vec::new()
+        }
+    };
+    if let Some(hub) = &shared.hub
+        && result.is_ok()
+    {
+        hub.msgs_in.fetch_add(n, Ordering::Relaxed);
+    }
+    for w in wake {
+        post_or_hold(shared, w.worker, Msg::Topic { to: w, ev: TopicEv::Wake });
+    }
+}
+
+impl Hub {
+    /// Publishes fired jobs (7), each like a pub of one record (keys hash, keyless ones take
+    /// one round robin step each), in order, one append per partition; the sink hears each
+    /// append's result for its jobs. Called from the store thread itself: the appends are
+    /// queued, never waited for.
+    pub fn publish_jobs(
+        &self,
+        shared: &Arc<Shared>,
+        topic: &Arc<Topic>,
+        jobs: Vec<FiredJob>,
+        sink: &FireSink,
+    ) {
+        let p = topic.partitions();
+        let time_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let mut st = topic.lock();
+        let mut per_part: Vec<(Vec<Arc<Message>>, Vec<i64>, u64)> =
+            (0..p).map(|_| (Vec::new(), Vec::new(), 0)).collect();
+        for (id, (key, tag, payload)) in jobs {
+            let partition = if key.is_empty() {
+                let rr = st.rr % p;
+                st.rr = st.rr.wrapping_add(1);
+                rr
+            } else {
+                super::codec::partition_of(&key, p)
+            };
+            let payload = Arc::new(payload);
+            let m = Message { offset: 0, time_ms, key, tag, msg_id: Vec::new(), payload };
+            let (m, epoch) = st.assign_offset(partition, m);
+            let part = &mut per_part[partition as usize];
+            part.0.push(m);
+            part.1.push(id);
+            part.2 = epoch;
+        }
+        for (partition, (msgs, ids, epoch)) in per_part.into_iter().enumerate() {
+            if msgs.is_empty() {
+                continue;
+            }
+            let (shared, t, sink) = (shared.clone(), topic.clone(), sink.clone());
+            let kept = msgs.clone();
+            self.send(TReq::Append {
+                topic: topic.name.clone(),
+                partition: partition as u32,
+                msgs,
+                done: Box::new(move |result| {
+                    let n = kept.len() as u64;
+                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
+                    sink.answered(&ids, result);
+                }),
+            });
+        }
+        drop(st);
     }
 }
 

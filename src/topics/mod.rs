@@ -1,17 +1,21 @@
 //! Topics: the Kafka-style half (`API-topics.md`). Partitioned logs on disk (`log`), a metadata
-//! log for topics and commits (`meta`), one store thread that owns both and commits in groups
-//! (`engine`), pure codecs (`codec`), the apps file (`auth`), the rate limits (`rate`), and the
-//! in-memory state workers share (`state`) behind the `/v1/` routes (`routes`).
+//! log for topics and commits (`meta`), delayed jobs (`jobs`, `joblog`, `scheduler`), one store
+//! thread that owns them all and commits in groups (`engine`), pure codecs (`codec`), the apps
+//! file (`auth`), the rate limits (`rate`), and the in-memory state workers share (`state`)
+//! behind the `/v1/` routes.
 
 pub mod auth;
 pub mod codec;
 pub mod dedupe;
 pub mod engine;
 pub mod hub;
+pub mod joblog;
+pub mod jobs;
 pub mod log;
 pub mod meta;
 pub mod rate;
 pub mod route;
+pub mod scheduler;
 pub mod state;
 pub mod status;
 

@@ -14,6 +14,7 @@ fn cfg(dir: &Path, fsync: Fsync) -> EngineConfig {
         fsync_interval: Duration::from_millis(20),
         segment_bytes: 2048,
         retention_check: Duration::from_millis(20),
+        job_tick: Duration::from_millis(100),
     }
 }
 
