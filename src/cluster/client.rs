@@ -3,207 +3,22 @@
 //! through one inbox, sends keep-alive PINGs and bounds its send queue. No threads of its own:
 //! the owner's `mio::Poll` drives it through `on_readable`, `on_writable` and `on_timer`.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::fmt;
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use mio::{Registry, Token};
 
+use super::dialer::Dialer;
+use super::event::Incoming;
+pub use super::event::{
+    Event, Message, Options, Payload, PubError, Reason, RequestError, RequestToken, Sid,
+};
 use super::headers::Headers;
 use super::link::Link;
-use super::proto::{self, Info, Op, ProtoError};
+use super::proto::{self, Info};
 use super::url::ServerUrl;
-use crate::conn::buffer::{Body, Io};
-
-/// Tuning; `Default` gives the values below with their reasons.
-#[derive(Debug, Clone)]
-pub struct Options {
-    /// Sent in CONNECT (the server's `connz` shows it): the node name.
-    pub name: String,
-    pub user: Option<String>,
-    pub pass: Option<String>,
-    pub token: Option<String>,
-    /// 2 s: with the cluster's 1 s heartbeat, a server that went silent without closing the
-    /// socket is noticed in about three intervals.
-    pub ping_interval: Duration,
-    /// 2: the connection is dead when a PING is due and this many are unanswered.
-    pub max_pings_out: u32,
-    /// 2 s for TCP connect, INFO, CONNECT and its PONG together (`ESUB_CLUSTER_TIMEOUT_MS`).
-    pub connect_timeout: Duration,
-    /// Back-off after a round of failed attempts: 100 ms, doubling, at most 2 s, so a restarted
-    /// server is found within 2 s and a down one costs a few attempts a second.
-    pub reconnect_min: Duration,
-    pub reconnect_max: Duration,
-    /// 8 MiB of queued output: several maximum-size (1 MB) forwarded reps in flight; past it a
-    /// publish fails at once (the caller answers 503) instead of growing memory.
-    pub max_outgoing: usize,
-    /// Requests waiting for a reply; each is a few dozen bytes of bookkeeping.
-    pub max_requests: usize,
-}
-
-impl Default for Options {
-    fn default() -> Options {
-        Options {
-            name: "esub".into(),
-            user: None,
-            pass: None,
-            token: None,
-            ping_interval: Duration::from_secs(2),
-            max_pings_out: 2,
-            connect_timeout: Duration::from_secs(2),
-            reconnect_min: Duration::from_millis(100),
-            reconnect_max: Duration::from_secs(2),
-            max_outgoing: 8 << 20,
-            max_requests: 65_536,
-        }
-    }
-}
-
-/// A subscription's id on the wire (`SUB ... <sid>`), kept across reconnects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Sid(pub u64);
-
-/// Names one request; its `Event::Reply` carries it back.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestToken(pub u64);
-
-/// A message as delivered.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Message {
-    pub subject: String,
-    pub sid: Sid,
-    pub reply: Option<String>,
-    pub headers: Option<Headers>,
-    pub payload: Vec<u8>,
-}
-
-/// What happened, returned by the `on_*` calls in order.
-#[derive(Debug)]
-pub enum Event {
-    /// Handshake done, and every subscription is in place on the server (its PONG came after
-    /// our SUBs). Publishing works from here.
-    Connected {
-        addr: SocketAddr,
-        server_id: String,
-    },
-    /// An attempt failed before `Connected` (`addr` is `None` when a name did not resolve); the
-    /// client tries the next server, or waits its back-off after a whole round.
-    ConnectFailed {
-        addr: Option<SocketAddr>,
-        reason: Reason,
-    },
-    /// A live connection was lost; its pending requests failed; reconnecting has begun.
-    Disconnected(Reason),
-    Msg(Message),
-    Reply {
-        token: RequestToken,
-        result: Result<Message, RequestError>,
-    },
-    /// A `-ERR` the server did not close the connection for (a permissions violation).
-    ServerError(String),
-}
-
-/// Why a connection or an attempt ended.
-#[derive(Debug)]
-pub enum Reason {
-    Io(std::io::Error),
-    /// The server closed the connection.
-    Eof,
-    Protocol(ProtoError),
-    /// The first thing the server sent was not INFO.
-    NoInfo,
-    /// A `-ERR` during the handshake (such as an authorization violation).
-    Server(String),
-    /// The handshake did not finish within `connect_timeout`.
-    Timeout,
-    /// `max_pings_out` PINGs unanswered.
-    StalePings,
-    /// The server wants TLS, which this client does not speak yet.
-    TlsRequired,
-    /// A host name resolved to no address.
-    Unresolved(String),
-}
-
-impl fmt::Display for Reason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Reason::Io(e) => write!(f, "{e}"),
-            Reason::Eof => f.write_str("closed by the server"),
-            Reason::Protocol(e) => write!(f, "protocol error: {e:?}"),
-            Reason::NoInfo => f.write_str("no INFO from the server"),
-            Reason::Server(t) => write!(f, "server error: {t}"),
-            Reason::Timeout => f.write_str("handshake timed out"),
-            Reason::StalePings => f.write_str("PINGs unanswered"),
-            Reason::TlsRequired => f.write_str("the server requires TLS"),
-            Reason::Unresolved(h) => write!(f, "{h} resolves to no address"),
-        }
-    }
-}
-
-/// Why a request got no reply.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum RequestError {
-    /// Nobody subscribes to the subject (the server's 503 status).
-    NoResponders,
-    /// No reply within the request's timeout; it may still have been delivered.
-    Timeout,
-    /// The connection was lost first; it may have been delivered.
-    Disconnected,
-}
-
-/// Why a publish, request or subscribe was refused; nothing was queued.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum PubError {
-    /// Not connected (or still handshaking): the caller answers "unavailable".
-    NotConnected,
-    /// The send queue is at `max_outgoing` (or `max_requests` are waiting): back off.
-    Full,
-    /// Headers and payload exceed the server's `max_payload`.
-    TooLarge,
-    BadSubject,
-    BadHeader,
-}
-
-/// A payload to send: borrowed bytes are copied into the send queue, a shared body is not.
-pub enum Payload<'a> {
-    Bytes(&'a [u8]),
-    Shared(Body),
-}
-
-impl Payload<'_> {
-    fn len(&self) -> usize {
-        match self {
-            Payload::Bytes(b) => b.len(),
-            Payload::Shared(b) => b.len(),
-        }
-    }
-}
-
-impl<'a> From<&'a [u8]> for Payload<'a> {
-    fn from(b: &'a [u8]) -> Self {
-        Payload::Bytes(b)
-    }
-}
-
-impl<'a, const N: usize> From<&'a [u8; N]> for Payload<'a> {
-    fn from(b: &'a [u8; N]) -> Self {
-        Payload::Bytes(b)
-    }
-}
-
-impl<'a> From<&'a Vec<u8>> for Payload<'a> {
-    fn from(b: &'a Vec<u8>) -> Self {
-        Payload::Bytes(b)
-    }
-}
-
-impl From<Body> for Payload<'_> {
-    fn from(b: Body) -> Self {
-        Payload::Shared(b)
-    }
-}
+use crate::conn::buffer::Io;
 
 /// Events returned by one `on_*` call before it stops reading (and reads on at the next): keeps
 /// a flood from one server from growing one batch without bound.
@@ -242,20 +57,8 @@ struct Subscription {
     queue: Option<String>,
 }
 
-/// The operations that matter, owned, so the receive buffer can move on before they are acted on.
-enum Incoming {
-    Info(Box<Info>),
-    Msg(Option<Message>),
-    Ping,
-    Pong,
-    Ok,
-    Err(String),
-}
-
 pub struct Client {
-    urls: Vec<ServerUrl>,
-    /// Servers the INFOs named (`connect_urls`), tried after the configured ones.
-    discovered: Vec<ServerUrl>,
+    dialer: Dialer,
     opts: Options,
     registry: Registry,
     token: Token,
@@ -270,12 +73,6 @@ pub struct Client {
     requests: HashMap<u64, Instant>,
     deadlines: BTreeSet<(Instant, u64)>,
     next_request: u64,
-    /// Next URL to try (an index into configured then discovered URLs), URLs tried in this
-    /// round, the addresses of the URL being tried, and rounds failed in a row.
-    cursor: usize,
-    tried: usize,
-    addrs: VecDeque<SocketAddr>,
-    failures: u32,
     events: Vec<Event>,
     now: Instant,
     dropped: u64,
@@ -288,8 +85,7 @@ impl Client {
     pub fn new(urls: Vec<ServerUrl>, opts: Options, registry: Registry, token: Token) -> Client {
         let now = Instant::now();
         Client {
-            urls,
-            discovered: Vec::new(),
+            dialer: Dialer::new(urls, opts.reconnect_min, opts.reconnect_max),
             opts,
             registry,
             token,
@@ -303,10 +99,6 @@ impl Client {
             requests: HashMap::new(),
             deadlines: BTreeSet::new(),
             next_request: 1,
-            cursor: 0,
-            tried: 0,
-            addrs: VecDeque::new(),
-            failures: 0,
             events: Vec::new(),
             now,
             dropped: 0,
@@ -329,7 +121,7 @@ impl Client {
 
     /// The configured URLs, then those the servers announced.
     pub fn known_urls(&self) -> impl Iterator<Item = &ServerUrl> {
-        self.urls.iter().chain(&self.discovered)
+        self.dialer.urls()
     }
 
     /// `_INBOX.<nuid>.`, unique to this client: replies come back on it.
@@ -558,24 +350,16 @@ impl Client {
         Ok(())
     }
 
-    /// Starts the next attempt: the next address of the URL being tried, else the next URL of
-    /// the round, else (the round is over) the back-off.
+    /// Starts the next attempt: the next address of this round, else (the round is over)
+    /// the back-off.
     fn attempt(&mut self) {
-        let count = self.urls.len() + self.discovered.len();
-        while self.addrs.is_empty() && self.tried < count {
-            let i = self.cursor % count;
-            let url = self.urls.get(i).or_else(|| self.discovered.get(i - self.urls.len()));
-            let Some(url) = url.cloned() else { break };
-            self.cursor = self.cursor.wrapping_add(1);
-            self.tried += 1;
-            self.addrs = url.resolve().into();
-            if self.addrs.is_empty() {
-                let reason = Reason::Unresolved(url.host);
-                self.events.push(Event::ConnectFailed { addr: None, reason });
-            }
-        }
-        let Some(addr) = self.addrs.pop_front() else {
-            self.back_off();
+        let events = &mut self.events;
+        let next = self.dialer.next(|url| {
+            let reason = Reason::Unresolved(url.host.clone());
+            events.push(Event::ConnectFailed { addr: None, reason });
+        });
+        let Some(addr) = next else {
+            self.phase = Phase::Idle { until: self.now + self.dialer.back_off() };
             return;
         };
         match Link::open(addr, &self.registry, self.token) {
@@ -592,18 +376,7 @@ impl Client {
 
     /// After a failed attempt: the next at once while the round has servers left.
     fn next_attempt(&mut self) {
-        let count = self.urls.len() + self.discovered.len();
-        if self.addrs.is_empty() && self.tried >= count {
-            self.back_off();
-        } else {
-            self.phase = Phase::Idle { until: self.now };
-        }
-    }
-
-    fn back_off(&mut self) {
-        let wait = backoff(self.failures, self.opts.reconnect_min, self.opts.reconnect_max);
-        self.failures = self.failures.saturating_add(1);
-        self.tried = 0;
+        let wait = if self.dialer.round_left() { Duration::ZERO } else { self.dialer.back_off() };
         self.phase = Phase::Idle { until: self.now + wait };
     }
 
@@ -690,7 +463,7 @@ impl Client {
                     return false;
                 }
                 Ok(Some((op, used))) => {
-                    let incoming = own(op);
+                    let incoming = Incoming::from(op);
                     link.rx.consume(used);
                     incoming
                 }
@@ -722,9 +495,7 @@ impl Client {
             (Phase::AwaitPong { .. }, Incoming::Pong) => {
                 let next_ping = self.now + self.opts.ping_interval;
                 self.phase = Phase::Connected { next_ping, pings_out: 0 };
-                self.failures = 0;
-                self.tried = 0;
-                self.addrs.clear();
+                self.dialer.connected();
                 let addr = self.link.as_ref().map(|l| l.addr);
                 let server_id = self.info.as_ref().map(|i| i.server_id.clone()).unwrap_or_default();
                 if let Some(addr) = addr {
@@ -744,14 +515,7 @@ impl Client {
 
     /// Keeps an INFO: its limits, and the cluster's other servers to fail over to.
     fn absorb(&mut self, info: Info) {
-        for u in &info.connect_urls {
-            if let Ok(url) = ServerUrl::parse(u)
-                && !self.urls.contains(&url)
-                && !self.discovered.contains(&url)
-            {
-                self.discovered.push(url);
-            }
-        }
+        self.dialer.learn(&info.connect_urls);
         self.info = Some(info);
     }
 
@@ -809,43 +573,6 @@ impl Client {
             Err(_) => self.drop_link(Reason::Eof),
         }
     }
-}
-
-/// The wait after `failures` failed rounds in a row: `min` doubling up to `max`.
-pub fn backoff(failures: u32, min: Duration, max: Duration) -> Duration {
-    min.saturating_mul(1u32.checked_shl(failures).unwrap_or(u32::MAX)).min(max)
-}
-
-/// Turns a parsed operation into owned data. A message whose subject or reply is not UTF-8, or
-/// whose header block does not parse, is `Msg(None)`: dropped, not a broken connection.
-fn own(op: Op<'_>) -> Incoming {
-    match op {
-        Op::Info(info) => Incoming::Info(info),
-        Op::Ping => Incoming::Ping,
-        Op::Pong => Incoming::Pong,
-        Op::Ok => Incoming::Ok,
-        Op::Err(text) => Incoming::Err(String::from_utf8_lossy(text).into_owned()),
-        Op::Msg(m) => Incoming::Msg(message(m)),
-    }
-}
-
-fn message(m: proto::Msg<'_>) -> Option<Message> {
-    let text = |b: &[u8]| String::from_utf8(b.to_vec()).ok();
-    let reply = match m.reply {
-        Some(r) => Some(text(r)?),
-        None => None,
-    };
-    let headers = match m.headers {
-        Some(h) => Some(Headers::parse(h).ok()?),
-        None => None,
-    };
-    Some(Message {
-        subject: text(m.subject)?,
-        sid: Sid(m.sid),
-        reply,
-        headers,
-        payload: m.payload.to_vec(),
-    })
 }
 
 /// 22 random base-62 characters (about 131 bits) from the kernel, as NATS inboxes use; the

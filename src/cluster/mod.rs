@@ -2,11 +2,14 @@
 //! `mio::Poll`. `proto` and `headers` are pure (the wire text); `client` is the state machine.
 
 pub mod client;
+mod dialer;
+pub mod event;
 pub mod headers;
 mod link;
 pub mod proto;
 pub mod url;
 
-pub use client::{Client, Event, Options, PubError, Reason, RequestError, RequestToken, Sid};
+pub use client::{Client, Options};
+pub use event::{Event, Message, Payload, PubError, Reason, RequestError, RequestToken, Sid};
 pub use headers::Headers;
 pub use url::ServerUrl;
