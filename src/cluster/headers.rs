@@ -9,7 +9,8 @@ use super::proto::EncodeError;
 pub enum HeaderError {
     /// The block does not end with an empty line (`\r\n\r\n`).
     Unterminated,
-    /// The first line is not `NATS/1.0`, optionally with a three-digit status.
+    /// The first line is not `NATS/1.0`, optionally with a three-digit status and a text
+    /// (without CR or LF).
     BadVersion,
     /// A line without `:`, an empty or non-printable name, or a value that is not UTF-8.
     BadField,
@@ -73,6 +74,9 @@ impl Headers {
         let mut h = Headers::new();
         let rest = first.strip_prefix(VERSION).ok_or(HeaderError::BadVersion)?;
         let rest = std::str::from_utf8(rest).map_err(|_| HeaderError::BadVersion)?;
+        if rest.contains(['\r', '\n']) {
+            return Err(HeaderError::BadVersion);
+        }
         if !rest.is_empty() {
             // " 503" or " 503 No Responders": a blank, three digits, then an optional text.
             let rest = rest.strip_prefix([' ', '\t']).ok_or(HeaderError::BadVersion)?.trim_start();
@@ -190,6 +194,7 @@ mod tests {
             (b"NATS/1.0 50\r\n\r\n", HeaderError::BadVersion),
             (b"NATS/1.0 5033\r\n\r\n", HeaderError::BadVersion),
             (b"NATS/1.0x\r\n\r\n", HeaderError::BadVersion),
+            (b"NATS/1.0 503 a\nb\r\n\r\n", HeaderError::BadVersion),
             (b"NATS/1.0\r\nno colon\r\n\r\n", HeaderError::BadField),
             (b"NATS/1.0\r\n: v\r\n\r\n", HeaderError::BadField),
             (b"NATS/1.0\r\nA b: v\r\n\r\n", HeaderError::BadField),

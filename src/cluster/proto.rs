@@ -21,7 +21,7 @@ const MAX_CONNECT_URLS: usize = 64;
 pub enum ProtoError {
     /// No line end within `MAX_LINE` bytes.
     LineTooLong,
-    /// A line ended in LF without the CR before it.
+    /// A line ended in LF without the CR before it, or held a CR elsewhere.
     BadLineEnd,
     /// An operation name we do not know (or a client-only one).
     UnknownOp,
@@ -169,8 +169,9 @@ pub fn parse(buf: &[u8], max_payload: usize) -> Result<Option<(Op<'_>, usize)>, 
     let Some(lf) = window.iter().position(|&b| b == b'\n') else {
         return if buf.len() >= MAX_LINE { Err(ProtoError::LineTooLong) } else { Ok(None) };
     };
-    let Some(line) = window[..lf].strip_suffix(b"\r") else {
-        return Err(ProtoError::BadLineEnd);
+    let line = match window[..lf].strip_suffix(b"\r") {
+        Some(line) if !line.contains(&b'\r') => line,
+        _ => return Err(ProtoError::BadLineEnd),
     };
     let after = lf + 1;
     let name_end = line.iter().position(|&b| is_blank(b)).unwrap_or(line.len());

@@ -125,6 +125,8 @@ fn refuses_bad_operations() {
     let long = [b"MSG ".as_slice(), &[b'a'; MAX_LINE]].concat();
     let rows: &[(&[u8], ProtoError)] = &[
         (b"PING\n", ProtoError::BadLineEnd),
+        (b"MSG a\rb 1 0\r\n\r\n", ProtoError::BadLineEnd),
+        (b"PING\r\r\n", ProtoError::BadLineEnd),
         (b"PUB a 1\r\n", ProtoError::UnknownOp),
         (b" PING\r\n", ProtoError::UnknownOp),
         (b"\r\n", ProtoError::UnknownOp),
