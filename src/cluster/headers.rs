@@ -109,13 +109,14 @@ impl Headers {
         let clean = |v: &str| !v.contains(['\r', '\n']);
         if !clean(&self.description)
             || self.fields.iter().any(|(n, v)| !valid_name(n.as_bytes()) || !clean(v))
-            || self.status.is_some_and(|s| !(100..=999).contains(&s))
+            || self.status.is_some_and(|s| s > 999)
         {
             return Err(EncodeError::BadHeader);
         }
         out.extend_from_slice(VERSION);
         if let Some(s) = self.status {
-            out.extend_from_slice(format!(" {s}").as_bytes());
+            // Three digits, as `parse` wants them (a status below 100 keeps its zeros).
+            out.extend_from_slice(format!(" {s:03}").as_bytes());
             if !self.description.is_empty() {
                 out.push(b' ');
                 out.extend_from_slice(self.description.as_bytes());
@@ -233,6 +234,15 @@ mod tests {
         status.encode(&mut out).unwrap();
         assert_eq!(out, b"NATS/1.0 503\r\n\r\n");
         assert!(Headers::parse(&out).unwrap().is_no_responders());
+
+        // Found by fuzzing: a status below 100 parsed but did not encode.
+        let odd = Headers::parse(b"NATS/1.0 006\r\n\r\n").unwrap();
+        assert_eq!(odd.status, Some(6));
+        out.clear();
+        odd.encode(&mut out).unwrap();
+        assert_eq!(out, b"NATS/1.0 006\r\n\r\n");
+        let too_big = Headers { status: Some(1000), ..Headers::default() };
+        assert_eq!(too_big.encode(&mut Vec::new()), Err(EncodeError::BadHeader));
     }
 
     #[test]
