@@ -12,7 +12,9 @@ run:
 # Unit + end-to-end tests (the real binary on port 0), then the public Python client's check.
 test: test-rust test-py
 
+# tests/nats_client.rs needs nats-server; the script installs it when missing (root or sudo -n).
 test-rust:
+	bash tests/nats/install.sh
 	$(CARGO) test --all-targets
 
 test-py:

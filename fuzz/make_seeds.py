@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Writes the hand-written seeds of the ws_frames, ws_handshake, connection, statsd,
-store_record, topic_segment, topic_batch, topic_acks and apps_file targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
+store_record, topic_segment, topic_batch, topic_acks, apps_file and nats_proto targets into fuzz/seeds/<target>/ (the older targets' seeds were written by hand).
 Run it again after changing an input format: `python3 fuzz/make_seeds.py`. Files it does not
 write (regression seeds) are left alone."""
 
@@ -429,6 +429,34 @@ def apps_file():
     write("apps_file", "bad_names", b'{"apps": [{"appid": "a", "secret": "s", "subscriptions": ["b.t.v"], "groups": [""]}]}')
 
 
+# --- NATS protocol -----------------------------------------------------------------------------
+
+# Recorded from nats-server 2.9.10 (see src/cluster/proto/tests.rs).
+NATS_INFO = (b'INFO {"server_id":"NAR3RO7754TMCDLWFURIRWYK53EIRGNTUOUMKD5RJBHPM5DTLKR55GKP",'
+             b'"version":"2.9.10","proto":1,"go":"go1.19.8","host":"127.0.0.1","port":14999,'
+             b'"headers":true,"max_payload":1048576,"client_id":4,"client_ip":"127.0.0.1"} \r\n')
+NATS_SESSION = (b"PONG\r\nMSG foo 1 3\r\nabc\r\nHMSG foo 1 _INBOX.x.1 26 29\r\n"
+                b"NATS/1.0\r\nA: b\r\nA:  c \r\n\r\nxyz\r\nHMSG _INBOX.x.7 2 16 16\r\n"
+                b"NATS/1.0 503\r\n\r\n\r\nMSG q.x 3 0\r\n\r\nPONG\r\n+OK\r\n"
+                b"-ERR 'Unknown Protocol Operation'\r\n")
+
+
+def nats_proto():
+    """Input: [limit, max_step, seed, stream]; limit 255 is the 1 MiB default max_payload."""
+    write("nats_proto", "recorded_whole", bytes([255, 0, 0]) + NATS_INFO + NATS_SESSION)
+    write("nats_proto", "recorded_split", bytes([255, 7, 42]) + NATS_INFO + NATS_SESSION)
+    write("nats_proto", "bytewise", bytes([255, 1, 0]) + NATS_SESSION)
+    body = bytes(range(256)) * 4
+    write("nats_proto", "binary", bytes([255, 50, 3]) + b"MSG C.rr.k%20x 12 _INBOX.a.1 1024\r\n" + body + b"\r\nPING\r\n")
+    hdr = b"NATS/1.0\r\nEsub-Op: rep\r\nEsub-Token: t\r\nEsub-Op:where\r\n\r\n"
+    write("nats_proto", "headers", bytes([255, 13, 9]) + b"hmsg\tC.rr.k 3  %d %d\r\n" % (len(hdr), len(hdr) + 2) + hdr + b"ok\r\n")
+    write("nats_proto", "too_large", bytes([1, 5, 1]) + b"MSG a 1 17\r\n" + b"x" * 17 + b"\r\n")
+    write("nats_proto", "at_limit", bytes([1, 5, 1]) + b"MSG a 1 16\r\n" + b"x" * 16 + b"\r\nMSG a 1 0\r\n\r\n")
+    write("nats_proto", "bad_end", bytes([255, 3, 3]) + b"MSG a 1 2\r\nabc\r\n")
+    write("nats_proto", "info_urls", bytes([255, 4, 4]) + b'INFO {"max_payload":99999999999,"connect_urls":["10.0.0.1:4222"],"ldm":true}\r\nPING\r\n')
+    write("nats_proto", "unknown", bytes([255, 2, 2]) + b"PUB a 1\r\nx\r\n")
+
+
 if __name__ == "__main__":
     ws_frames()
     ws_handshake()
@@ -439,3 +467,4 @@ if __name__ == "__main__":
     topic_batch()
     topic_acks()
     apps_file()
+    nats_proto()

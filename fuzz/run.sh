@@ -26,7 +26,7 @@ export RUSTC_BOOTSTRAP=1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(request_framing router query ws_frames ws_handshake connection statsd store_record
-        topic_segment topic_batch topic_acks apps_file)
+        topic_segment topic_batch topic_acks apps_file nats_proto)
 fi
 
 # Longest input per target: request_framing needs room for a chunk-size line past the decoder's
@@ -34,10 +34,11 @@ fi
 # up to its largest limit (2040 bytes) and then some; connection holds a few requests with
 # bodies up to its 4096-byte limit, on up to four connections; statsd lines reach the datagram
 # limit (1432) through the name's repeat count, not through the input's length. topic_batch
-# holds a few hundred small records, enough to pass its 255-record limit.
+# holds a few hundred small records, enough to pass its 255-record limit. nats_proto holds a few
+# messages past its largest small max_payload (4064 bytes).
 max_len() {
     case "$1" in
-        request_framing | store_record | topic_segment | ws_frames | statsd | topic_batch) echo 8192 ;;
+        request_framing | store_record | topic_segment | ws_frames | statsd | topic_batch | nats_proto) echo 8192 ;;
         connection) echo 16384 ;;
         ws_handshake) echo 512 ;;
         *) echo 2048 ;;
@@ -56,6 +57,7 @@ dict() {
         store_record) echo "$fuzz_dir/store.dict" ;;
         topic_segment) echo "$fuzz_dir/topic.dict" ;;
         topic_batch | topic_acks | apps_file) echo "$fuzz_dir/topics.dict" ;;
+        nats_proto) echo "$fuzz_dir/nats.dict" ;;
         *) echo "$fuzz_dir/http.dict" ;;
     esac
 }
