@@ -293,7 +293,10 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
             }
         }
         Msg::Failed { reply, why, .. } => answer(conn, ctx, reply, 404, why.text(), why.text()),
-        Msg::Answer { reply, status, text } => answer(conn, ctx, reply, status, text, text),
+        Msg::Answer { reply, status, text } => {
+            let frame = if status == 200 { "ok" } else { text };
+            answer(conn, ctx, reply, status, text, frame)
+        }
         Msg::Claimed { outcome, .. } => {
             if let Some(conn) = conn {
                 claimed(conn, ctx, outcome);

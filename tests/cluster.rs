@@ -266,3 +266,48 @@ fn nats_down_answers_503_then_recovers_without_restart() {
     a.post("/rep/back", b"again").assert(200, b"OK");
     sub.read_response().assert_delivered(b"again");
 }
+
+#[test]
+fn prep_frames_are_routed_across_nodes() {
+    use common::ws::{recv, ws_join};
+    use tungstenite::Message;
+    let nats = Nats::start();
+    let a = esub_node(&nats.url(), "a", &[]);
+    let b = esub_node(&nats.url(), "b", &[]);
+    let mut sub = a.sub("/sub/pk?token=t");
+    a.wait_for_key("pk");
+    wait_routed(&b, "pk");
+    let mut p = ws_join(&b, "/prep?confirm=1");
+    let frames = [
+        r#"{"key":"pk","token":"x","data":"no"}"#,
+        r#"{"key":"nobody","token":null,"data":"no"}"#,
+        r#"{"key":"pk","token":"t","data":"via prep"}"#,
+    ];
+    for f in frames {
+        p.send(Message::text(f)).unwrap();
+    }
+    let got: Vec<String> = (0..3)
+        .map(|_| match recv(&mut p) {
+            Message::Text(t) => t.as_str().to_string(),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(got, ["Invalid token", "Unknown key", "ok"]);
+    sub.read_response().assert_delivered(b"via prep");
+}
+
+#[test]
+fn a_body_over_max_payload_is_413() {
+    let nats = Nats::start();
+    let big = [("ESUB_MAX_BODY_BYTES", "4194304")];
+    let a = esub_node(&nats.url(), "a", &big);
+    let b = esub_node(&nats.url(), "b", &big);
+    let mut sub = a.sub("/sub/big");
+    a.wait_for_key("big");
+    wait_routed(&b, "big");
+    // nats-server's default max_payload is 1 MB.
+    b.post("/rep/big", &body(1_100_000, 3)).assert_text(413, "Payload Too Large");
+    let sent = body(900_000, 4);
+    b.post("/rep/big", &sent).assert(200, b"OK");
+    sub.read_response().assert_delivered(&sent);
+}
