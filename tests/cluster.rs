@@ -311,3 +311,24 @@ fn a_body_over_max_payload_is_413() {
     b.post("/rep/big", &sent).assert(200, b"OK");
     sub.read_response().assert_delivered(&sent);
 }
+
+#[test]
+fn a_frozen_holder_answers_504() {
+    let nats = Nats::start();
+    let fast = [("ESUB_CLUSTER_TIMEOUT_MS", "300")];
+    let a = esub_node(&nats.url(), "a", &fast);
+    let b = esub_node(&nats.url(), "b", &fast);
+    let _sub = a.sub("/sub/frozen");
+    a.wait_for_key("frozen");
+    wait_routed(&b, "frozen");
+    let signal = |sig: &str| {
+        let st = std::process::Command::new("kill").args([sig, &a.pid().to_string()]).status();
+        assert!(st.unwrap().success());
+    };
+    signal("-STOP");
+    let start = Instant::now();
+    b.post("/rep/frozen", b"x").assert_text(504, "Cluster timeout");
+    b.get("/sub/frozen").assert_text(504, "Cluster timeout");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    signal("-CONT");
+}
