@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe bench-jobs docker-build docker-run docker-lint
+.PHONY: cluster build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe bench-jobs docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -8,6 +8,11 @@ build:
 
 run:
 	$(CARGO) run --release
+
+# A 3-node NATS cluster and 3 esub nodes on loopback (README: "Several nodes as one");
+# Ctrl-C stops them by PID.
+cluster:
+	bash scripts/cluster.sh
 
 # Unit + end-to-end tests (the real binary on port 0), then the public Python client's check.
 test: test-rust test-py

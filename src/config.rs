@@ -57,6 +57,8 @@ pub struct Config {
     pub verbose_debug: bool,
     /// The topics half (`API-topics.md`); `None` with `ESUB_TOPICS=off`.
     pub topics: Option<TopicsConfig>,
+    /// Cluster mode (`API-cluster.md`); off unless `ESUB_CLUSTER` is set.
+    pub cluster: crate::cluster::config::ClusterConfig,
 }
 
 /// `API-topics.md` section 11.
@@ -163,6 +165,13 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_PUNISH_MS", "0", "delay of 400/401/404/405 (429: twice), then close (0 = off)"),
     ("ESUB_DEDUPE_MS", "120000", "idempotent pub window for X-Msg-Id (0 = off)"),
     ("ESUB_DEDUPE_MAX_IDS", "1000000", "ids the window keeps; the oldest go first"),
+    ("ESUB_CLUSTER", "unset", "NATS URLs nats://h:p[,...]; set = cluster mode"),
+    ("ESUB_CLUSTER_NAME", "esub", "cluster subject prefix (clusters may share one NATS)"),
+    ("ESUB_CLUSTER_TOKEN", "unset", "required on the cluster routes (X-Esub-Cluster-Token)"),
+    ("ESUB_NODE_NAME", "host name:port", "this node's name, unique among live nodes"),
+    ("ESUB_ADVERTISE", "node IP:port", "host:port sent in Location and heartbeats"),
+    ("ESUB_CLUSTER_HEARTBEAT_MS", "1000", "heartbeat period; a node is lost after 3"),
+    ("ESUB_CLUSTER_TIMEOUT_MS", "2000", "one request over NATS"),
     ("DATADOG_SERVICE_HOST", "localhost", "DogStatsD host"),
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
@@ -340,8 +349,10 @@ impl Config {
                 })
             }
         };
+        let cluster = crate::cluster::config::ClusterConfig::from_lookup(&get)?;
         Ok(Config {
             topics,
+            cluster,
             store,
             data_dir: PathBuf::from(text("ESUB_DATA_DIR", "./esub-data")?),
             fsync,

@@ -83,11 +83,16 @@ pub enum Claim {
 
 type Shard = HashMap<Arc<str>, Slot>;
 
+/// Told, after the change and outside the shard lock, that a key's waiting sub appeared or
+/// went (cluster mode: the cluster thread then looks the key up and (un)subscribes).
+pub type Watch = Box<dyn Fn(&Arc<str>) + Send + Sync>;
+
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
     hasher: RandomState,
     /// Waiting subs plus psub members (the `sub.waiting` gauge).
     waiting: AtomicUsize,
+    watch: Option<Watch>,
 }
 
 impl Default for Registry {
@@ -96,11 +101,74 @@ impl Default for Registry {
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
             hasher: RandomState::new(),
             waiting: AtomicUsize::new(0),
+            watch: None,
         }
     }
 }
 
+/// What `take_over` found.
+#[derive(Debug, PartialEq, Eq)]
+pub enum TakeOver {
+    /// No sub waits on the key.
+    Free,
+    /// The sub was removed; it gets 409.
+    Taken(ConnId),
+    /// The waiting sub has a non-empty token other than the newcomer's: 403.
+    Forbidden,
+}
+
 impl Registry {
+    /// A registry that tells `watch` when a key's waiting sub appears or goes.
+    pub fn watched(watch: Watch) -> Registry {
+        Registry { watch: Some(watch), ..Registry::default() }
+    }
+
+    fn changed(&self, key: &Arc<str>) {
+        if let Some(w) = &self.watch {
+            w(key);
+        }
+    }
+
+    /// Whether a sub waits on `key`.
+    pub fn has_sub(&self, key: &str) -> bool {
+        self.shard(key).get(key).is_some_and(|s| s.sub.is_some())
+    }
+
+    /// Another node's sub claims `key` (the rules of `park`, without parking anything here).
+    pub fn take_over(&self, key: &str, token: Option<&str>) -> TakeOver {
+        let taken = {
+            let mut shard = self.shard(key);
+            let Some(slot) = shard.get_mut(key) else { return TakeOver::Free };
+            let Some(old) = &slot.sub else { return TakeOver::Free };
+            if old.token.as_deref().is_some_and(|t| Some(t) != token) {
+                return TakeOver::Forbidden;
+            }
+            let k: Arc<str> = Arc::from(key);
+            let conn = old.conn;
+            slot.sub = None;
+            if slot.is_empty() {
+                shard.remove(key);
+            }
+            self.waiting.fetch_sub(1, Ordering::Relaxed);
+            (k, conn)
+        };
+        self.changed(&taken.0);
+        TakeOver::Taken(taken.1)
+    }
+
+    /// Waiting subs and pools (keys with a pool), counted for heartbeats.
+    pub fn counts(&self) -> (usize, usize) {
+        let (mut subs, mut pools) = (0, 0);
+        for shard in self.shards.iter() {
+            let shard = shard.lock().unwrap_or_else(PoisonError::into_inner);
+            for slot in shard.values() {
+                subs += usize::from(slot.sub.is_some());
+                pools += usize::from(slot.pool.is_some());
+            }
+        }
+        (subs, pools)
+    }
+
     fn shard(&self, key: &str) -> MutexGuard<'_, Shard> {
         let i = self.hasher.hash_one(key) as usize % SHARDS;
         // A panic while holding a shard aborts the process (panic = "abort"), so poison is moot.
@@ -109,21 +177,27 @@ impl Registry {
 
     /// Parks `conn` on `key` with `token` (API.md section 2: 403 or takeover).
     pub fn park(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Park {
-        let mut shard = self.shard(key);
-        let slot = shard.entry(key.clone()).or_default();
-        if let Some(old) = &slot.sub
-            && old.token.as_deref().is_some_and(|t| Some(t) != token)
-        {
-            return Park::Forbidden;
-        }
-        let new = Waiter { conn, token: token.map(Box::from) };
-        match slot.sub.replace(new) {
-            Some(old) => Park::Displaced(old.conn),
-            None => {
-                self.waiting.fetch_add(1, Ordering::Relaxed);
-                Park::Parked
+        let park = {
+            let mut shard = self.shard(key);
+            let slot = shard.entry(key.clone()).or_default();
+            if let Some(old) = &slot.sub
+                && old.token.as_deref().is_some_and(|t| Some(t) != token)
+            {
+                return Park::Forbidden;
             }
+            let new = Waiter { conn, token: token.map(Box::from) };
+            match slot.sub.replace(new) {
+                Some(old) => Park::Displaced(old.conn),
+                None => {
+                    self.waiting.fetch_add(1, Ordering::Relaxed);
+                    Park::Parked
+                }
+            }
+        };
+        if park == Park::Parked {
+            self.changed(key);
         }
+        park
     }
 
     /// Finds where a rep to `key` goes: the waiting sub first (taken out of the registry), then
@@ -143,6 +217,10 @@ impl Registry {
                 shard.remove(key);
             }
             self.waiting.fetch_sub(1, Ordering::Relaxed);
+            drop(shard);
+            if self.watch.is_some() {
+                self.changed(&Arc::from(key));
+            }
             return Claim::Sub(conn);
         }
         let Some(pool) = &mut slot.pool else {
@@ -230,6 +308,10 @@ impl Registry {
         if slot.is_empty() {
             shard.remove(key);
         }
+        drop(shard);
+        if self.watch.is_some() {
+            self.changed(&Arc::from(key));
+        }
         true
     }
 
@@ -316,6 +398,29 @@ mod tests {
         assert_eq!(r.pool_size("p"), 1);
         assert_eq!(r.waiting(), 1);
         assert_eq!(r.keys(), vec!["p"]);
+    }
+
+    #[test]
+    fn take_over_counts_and_watch() {
+        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let log = seen.clone();
+        let r = Registry::watched(Box::new(move |k| log.lock().unwrap().push(k.to_string())));
+        let k: Arc<str> = Arc::from("k");
+        assert_eq!(r.take_over("k", None), TakeOver::Free);
+        r.park(&k, id(1), Some("t"));
+        r.park(&k, id(2), Some("t"));
+        r.join(&k, id(3), None, true);
+        assert!(r.has_sub("k"));
+        assert_eq!(r.counts(), (1, 1));
+        assert_eq!(r.take_over("k", Some("u")), TakeOver::Forbidden);
+        assert_eq!(r.take_over("k", Some("t")), TakeOver::Taken(id(2)));
+        assert!(!r.has_sub("k"));
+        r.park(&k, id(4), None);
+        assert_eq!(r.claim("k", None, false), Claim::Sub(id(4)));
+        r.park(&k, id(5), None);
+        assert!(r.unpark("k", id(5)));
+        // Appearances and departures only: the takeover by id(2) of id(1) is not one.
+        assert_eq!(seen.lock().unwrap().len(), 6);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 
 use std::sync::Arc;
 
+use crate::cluster::handle::ClusterMsg;
 use crate::config::StoreMode;
 use crate::conn::{Conn, Keep, ReqMetric, Request, State, Stream, undeliverable};
 use crate::http::response::{self, Persist};
@@ -11,7 +12,7 @@ use crate::metrics::RouteTag;
 use crate::registry::{Claim, Join, Park};
 use crate::router::{Route, RouteError};
 use crate::server::Ctx;
-use crate::server::mailbox::{Msg, ReplyTo};
+use crate::server::mailbox::{ClaimOutcome, Msg, ReplyTo};
 use crate::store::{Req, StoreFail, Taken};
 use crate::ws::handshake;
 use crate::ws::prep::Prep;
@@ -49,6 +50,14 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
                 let json = serde_json::to_vec(&keys).unwrap_or_default();
                 conn.respond(ctx, 200, response::JSON, &json, "");
             }
+        }
+        Ok(Route::Members) => {
+            let want = ctx.shared.config.cluster.token.as_deref().map(str::as_bytes);
+            if want.is_some_and(|w| request.cluster_token.as_deref() != Some(w)) {
+                return conn.respond_text(ctx, 401, "Invalid cluster token");
+            }
+            let json = ctx.shared.members_json();
+            conn.respond(ctx, 200, response::JSON, &json, "");
         }
         Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
         Ok(Route::Rsub { key, query }) => rsub(conn, ctx, key, query.token),
@@ -104,6 +113,22 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
         return conn.respond_text(ctx, 503, "Shutting down");
     }
     let key: Arc<str> = Arc::from(key);
+    // Cluster mode: a key with no sub here may have one on another node, which must give it up
+    // (or refuse) first. NATS down: the sub parks here.
+    if let Some(cluster) = ctx.shared.cluster.as_ref().filter(|c| c.joined())
+        && !ctx.shared.registry.has_sub(&key)
+    {
+        let token: Option<Arc<str>> = token.map(Arc::from);
+        cluster.post(ClusterMsg::Claim { key: key.clone(), token: token.clone(), conn: conn.id });
+        conn.state = State::AwaitClaim { key, token };
+        conn.set_deadline(None, ctx);
+        return;
+    }
+    park_here(conn, ctx, key, token);
+}
+
+/// Parks a sub in this node's registry (API.md section 2: 403, takeover or a new key).
+fn park_here<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: Arc<str>, token: Option<&str>) {
     match ctx.shared.registry.park(&key, conn.id, token) {
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
         Park::Displaced(old) => {
@@ -111,6 +136,21 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
             conn.park(key, token.is_some(), ctx);
         }
         Park::Parked => conn.park(key, token.is_some(), ctx),
+    }
+}
+
+/// The cluster's verdict on a sub's claim of its key.
+fn claimed<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, outcome: ClaimOutcome) {
+    let State::AwaitClaim { key, token } = &conn.state else { return };
+    let (key, token) = (key.clone(), token.clone());
+    match outcome {
+        ClaimOutcome::Forbidden => {
+            conn.respond_text(ctx, 403, "Key is used and token does not match.")
+        }
+        ClaimOutcome::Timeout => conn.respond_text(ctx, 504, "Cluster timeout"),
+        // A client gone meanwhile parks nothing.
+        ClaimOutcome::Free if conn.peer_closed() => conn.state = State::Closing,
+        ClaimOutcome::Free => park_here(conn, ctx, key, token.as_deref()),
     }
 }
 
@@ -134,7 +174,19 @@ fn rep<S: Stream>(
     let (to, pool) = match claim {
         Claim::Sub(to) => (to, None),
         Claim::Member(to, pool) => (to, Some(pool)),
-        _ => return stored_or(conn, ctx, keep, 404, "Unknown key"),
+        _ => match &ctx.shared.cluster {
+            // No holder here: ask the cluster (API-cluster.md section 3).
+            Some(cluster) if cluster.joined() => {
+                let reply = ReplyTo { conn: conn.id, seq: 0 };
+                let (key, token) = (Arc::from(key), token.map(Arc::from));
+                cluster.post(ClusterMsg::Forward { key, token, psub: pool_only, body, reply });
+                conn.state = State::AwaitRep(keep);
+                conn.set_deadline(None, ctx);
+                return;
+            }
+            Some(_) => return conn.respond_text(ctx, 503, "Cluster unavailable"),
+            None => return stored_or(conn, ctx, keep, 404, "Unknown key"),
+        },
     };
     conn.state = State::AwaitRep(keep);
     conn.set_deadline(None, ctx);
@@ -152,7 +204,8 @@ fn stored_or<S: Stream>(
     text: &'static str,
 ) {
     let wanted = match ctx.shared.config.store {
-        StoreMode::All => true,
+        // 403, 413, 503 and 504 from the cluster are never stored.
+        StoreMode::All => matches!(status, 200 | 404),
         StoreMode::Undelivered => status == 404,
         StoreMode::Off => false,
     };
@@ -240,6 +293,15 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
             }
         }
         Msg::Failed { reply, why, .. } => answer(conn, ctx, reply, 404, why.text(), why.text()),
+        Msg::Answer { reply, status, text } => {
+            let frame = if status == 200 { "ok" } else { text };
+            answer(conn, ctx, reply, status, text, frame)
+        }
+        Msg::Claimed { outcome, .. } => {
+            if let Some(conn) = conn {
+                claimed(conn, ctx, outcome);
+            }
+        }
         Msg::Stored { result, .. } => {
             let Some(conn) = conn else { return };
             let State::AwaitStore { status, text } = conn.state else { return };

@@ -11,6 +11,8 @@ pub enum Route {
     Info,
     Keys,
     Metrics,
+    /// `GET /members` (API-cluster.md section 2).
+    Members,
     Sub {
         key: String,
         query: Query,
@@ -54,6 +56,7 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("info", false, "GET"),
     ("keys", false, "GET"),
     ("metrics", false, "GET"),
+    ("members", false, "GET"),
     ("sub", true, "GET"),
     ("rep", true, "POST"),
     ("psub", true, "GET"),
@@ -91,6 +94,7 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("info", _) => Route::Info,
         ("keys", _) => Route::Keys,
         ("metrics", _) => Route::Metrics,
+        ("members", _) => Route::Members,
         ("sub", Some(key)) => Route::Sub { key, query: query()? },
         ("rep", Some(key)) => Route::Rep { key, query: query()? },
         ("psub", Some(key)) => Route::Psub { key, query: query()? },
@@ -131,6 +135,8 @@ mod tests {
             ("GET", "/ping?x=1", Ok(Route::Ping)),
             ("GET", "/info", Ok(Route::Info)),
             ("GET", "/keys", Ok(Route::Keys)),
+            ("GET", "/members", Ok(Route::Members)),
+            ("POST", "/members", Err(MethodNotAllowed("GET"))),
             ("POST", "/ping", Err(MethodNotAllowed("GET"))),
             ("HEAD", "/keys", Err(MethodNotAllowed("GET"))),
             ("GET", "/ping/x", Err(NotFound)),

@@ -1,12 +1,19 @@
 //! Cluster mode (`API-cluster.md`): our own NATS client, driven by the cluster thread's
-//! `mio::Poll`. `proto` and `headers` are pure (the wire text); `client` is the state machine.
+//! `mio::Poll`. `proto` and `headers` are pure (the wire text); `client` is the state machine;
+//! `node` is the cluster thread (membership), `routing` its phase 4 half, `handle` what workers see.
 
 pub mod client;
+pub mod config;
 mod dialer;
 pub mod event;
+pub mod handle;
 pub mod headers;
 mod link;
+pub mod members;
+pub mod node;
 pub mod proto;
+mod routing;
+pub mod subject;
 pub mod url;
 
 pub use client::{Client, Options};

@@ -64,6 +64,8 @@ pub struct ReqMetric {
 /// A request whose head is read and routed.
 pub struct Request {
     pub route: Result<Route, RouteError>,
+    /// `X-Esub-Cluster-Token`, for the cluster routes.
+    pub cluster_token: Option<Vec<u8>>,
     pub upgrade: UpgradeHeaders,
     /// `/v1/` requests: the headers the topics routes read.
     pub topic: Option<Box<crate::http::request::TopicHeaders>>,
@@ -95,6 +97,11 @@ pub enum State {
         d: Delivery,
         key: Arc<str>,
         auth: bool,
+    },
+    /// A sub waiting for the cluster's verdict on its claim of `key` (cluster mode).
+    AwaitClaim {
+        key: Arc<str>,
+        token: Option<Arc<str>>,
     },
     /// A rep waiting to hear whether its sub got the body; with a store it keeps what it
     /// may have to store.
@@ -245,6 +252,7 @@ impl<S: Stream> Conn<S> {
             State::Body(..) => "body",
             State::Parked { .. } => "parked",
             State::Delivering { .. } => "delivering",
+            State::AwaitClaim { .. } => "await-claim",
             State::AwaitRep(_) => "await-rep",
             State::AwaitStore { .. } => "await-store",
             State::AwaitTake => "await-take",
@@ -345,6 +353,11 @@ impl<S: Stream> Conn<S> {
             ctx.give_buffer(storage);
         }
         self.out.shrink();
+    }
+
+    /// The client sent EOF.
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// Answers 101 and turns the connection into a websocket session. Bytes the client sent
@@ -571,7 +584,10 @@ impl<S: Stream> Conn<S> {
         self.peer_closed = true;
         match self.state {
             // The answer is on its way; a half-closed client may still read it.
-            State::AwaitRep(_) | State::AwaitStore { .. } | State::AwaitTake => Next::Continue,
+            State::AwaitRep(_)
+            | State::AwaitStore { .. }
+            | State::AwaitTake
+            | State::AwaitClaim { .. } => Next::Continue,
             State::Topic(ref w) if !w.is_fetch() => Next::Continue,
             State::Head if !self.out.is_empty() && self.rx.is_empty() => {
                 self.state = State::Closing;

@@ -44,7 +44,8 @@ impl<S: Stream> Conn<S> {
         let topic = head.topic;
         self.v1 = topic.is_some();
         self.topic_checked = false;
-        let request = Request { route, upgrade: head.upgrade, topic };
+        let request =
+            Request { route, upgrade: head.upgrade, topic, cluster_token: head.cluster_token };
         self.rx.consume(head_len);
         self.started = ctx.now;
         if let (Ok(router::Route::Topic { method, target }), Some(h), false) =

@@ -63,6 +63,8 @@ pub struct Head<'a> {
     pub upgrade: UpgradeHeaders,
     /// The headers the topics routes read; collected only for `/v1/` targets.
     pub topic: Option<Box<TopicHeaders>>,
+    /// `X-Esub-Cluster-Token` as sent (trimmed).
+    pub cluster_token: Option<Vec<u8>>,
 }
 
 /// Headers of a `/v1/` request (API-topics.md), copied out of the receive buffer. Names are
@@ -141,6 +143,7 @@ pub fn parse_head(
     let mut expect_continue = false;
     let mut upgrade = UpgradeHeaders::default();
     let mut topic = is_topic_target(path.as_bytes()).then(Box::<TopicHeaders>::default);
+    let mut cluster_token = None;
     for h in req.headers.iter() {
         let name = h.name;
         if let Some(t) = topic.as_deref_mut() {
@@ -187,6 +190,8 @@ pub fn parse_head(
             keep_alive_asked |= has_token(h.value, "keep-alive");
         } else if name.eq_ignore_ascii_case("upgrade") {
             upgrade.websocket |= has_token(h.value, "websocket");
+        } else if name.eq_ignore_ascii_case("x-esub-cluster-token") {
+            cluster_token.get_or_insert_with(|| trim_ows(h.value).to_vec());
         } else if name.eq_ignore_ascii_case("sec-websocket-version") {
             upgrade.version = Some(h.value.to_vec());
         } else if name.eq_ignore_ascii_case("sec-websocket-key") {
@@ -234,6 +239,7 @@ pub fn parse_head(
         expect_continue: expect_continue && framing != Framing::None,
         upgrade,
         topic,
+        cluster_token,
     }))
 }
 

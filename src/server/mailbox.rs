@@ -44,6 +44,17 @@ impl Undelivered {
     }
 }
 
+/// How a sub's claim of its key across the cluster ended (`API-cluster.md` section 3).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// Nobody else holds it (or the holder gave it up, or NATS is down): park here.
+    Free,
+    /// The holder's sub has another non-empty token: 403.
+    Forbidden,
+    /// No answer in time: 504 `Cluster timeout`.
+    Timeout,
+}
+
 /// Cross-worker messages.
 pub enum Msg {
     /// Write `body` to `to`: a parked sub, or a member of the psub pool `pool` (which names
@@ -69,6 +80,11 @@ pub enum Msg {
     Taken { reply: ReplyTo, taken: Taken },
     /// Another sub or member took the key over: `to` gets 409 or a 1001 close.
     TakenOver { to: ConnId },
+    /// A forwarded rep's status, from the cluster thread (the holder's, or the cluster's own
+    /// 503, 504 or 413).
+    Answer { reply: ReplyTo, status: u16, text: &'static str },
+    /// The cluster's verdict on sub `to`'s claim of its key.
+    Claimed { to: ConnId, outcome: ClaimOutcome },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
     Drain,
     /// The topics half: a store answer or a wake-up for connection `to`.
@@ -105,11 +121,15 @@ impl Msg {
     /// The connection this message is for (`None` for broadcasts like `Drain`).
     pub fn target(&self) -> Option<ConnId> {
         match self {
-            Msg::Deliver { to, .. } | Msg::TakenOver { to } | Msg::Topic { to, .. } => Some(*to),
+            Msg::Deliver { to, .. }
+            | Msg::TakenOver { to }
+            | Msg::Topic { to, .. }
+            | Msg::Claimed { to, .. } => Some(*to),
             Msg::Delivered { reply, .. }
             | Msg::Failed { reply, .. }
             | Msg::Stored { reply, .. }
-            | Msg::Taken { reply, .. } => Some(reply.conn),
+            | Msg::Taken { reply, .. }
+            | Msg::Answer { reply, .. } => Some(reply.conn),
             Msg::Drain => None,
         }
     }

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::cluster::handle::{CLUSTER_WORKER, ClusterHandle, ClusterMsg};
 use crate::config::Config;
 use crate::conn::buffer::READ_CHUNK;
 use crate::metrics::prometheus::{self, PromWorker};
@@ -29,6 +30,8 @@ pub struct Shared {
     /// Open client connections in the whole process (`ESUB_MAX_CONNECTIONS`).
     pub open: AtomicUsize,
     pub started: Instant,
+    /// Unix ms at start-up (a single node's `since_ms`).
+    pub started_ms: u64,
     pub name: String,
     pub ip: String,
     pub port: u16,
@@ -41,6 +44,12 @@ pub struct Shared {
     pub store: Option<std::sync::mpsc::Sender<crate::store::Req>>,
     /// The topics half (`None` with `ESUB_TOPICS=off`).
     pub hub: Option<crate::topics::hub::Hub>,
+    /// This node's name among the cluster's (`ESUB_NODE_NAME`, else host name:port).
+    pub node_name: String,
+    /// The `host:port` other nodes and clients reach this node at (`ESUB_ADVERTISE`).
+    pub advertise: String,
+    /// The cluster thread (`None` without `ESUB_CLUSTER`).
+    pub cluster: Option<Arc<ClusterHandle>>,
 }
 
 impl Shared {
@@ -61,10 +70,19 @@ impl Shared {
         prometheus::render(&self.config.metric_prefix, &self.prom, &gauges)
     }
 
-    /// The `/info` object; `name` and `ip` come first, as clients expect.
+    /// The `/info` object; `name` and `ip` come first, as clients expect. Cluster mode adds
+    /// `node` and `cluster` (`connecting` or `connected`).
     pub fn info_json(&self, now: Instant) -> String {
+        let cluster = match &self.cluster {
+            Some(c) => format!(
+                ",\"node\":{},\"cluster\":\"{}\"",
+                serde_json::Value::from(self.node_name.as_str()),
+                if c.joined() { "connected" } else { "connecting" }
+            ),
+            None => String::new(),
+        };
         format!(
-            "{{\"name\":{},\"ip\":{},\"version\":{},\"port\":{},\"workers\":{},\"uptime_s\":{}}}",
+            "{{\"name\":{},\"ip\":{},\"version\":{},\"port\":{},\"workers\":{},\"uptime_s\":{}{cluster}}}",
             serde_json::Value::from(self.name.as_str()),
             serde_json::Value::from(self.ip.as_str()),
             serde_json::Value::from(env!("CARGO_PKG_VERSION")),
@@ -72,6 +90,45 @@ impl Shared {
             self.config.workers,
             now.saturating_duration_since(self.started).as_secs()
         )
+    }
+
+    /// This node's heartbeat (and `/members` row).
+    pub fn beat(&self) -> crate::cluster::members::Beat {
+        let (subs, pools) = self.registry.counts();
+        let since_ms = match &self.cluster {
+            Some(c) => c.since_ms(),
+            None => self.started_ms,
+        };
+        crate::cluster::members::Beat {
+            node: self.node_name.clone(),
+            addr: self.advertise.clone(),
+            since_ms,
+            subs: subs as u64,
+            pools: pools as u64,
+            stored: 0,
+            heartbeat_ms: self.config.cluster.heartbeat.as_millis() as u64,
+        }
+    }
+
+    /// `GET /members`: every live node, this one included, sorted by name.
+    pub fn members_json(&self) -> Vec<u8> {
+        let mut beats = self.cluster.as_ref().map(|c| c.others()).unwrap_or_default();
+        beats.push(self.beat());
+        beats.sort_by(|a, b| a.node.cmp(&b.node));
+        let rows: Vec<serde_json::Value> = beats.iter().map(|b| b.row()).collect();
+        serde_json::to_vec(&rows).unwrap_or_default()
+    }
+
+    /// A message for the cluster thread from a worker: the outcome of a forwarded rep's
+    /// delivery (the `ReplyTo` names the cluster thread and the delivery).
+    pub fn to_cluster(&self, msg: Msg) {
+        let Some(cluster) = &self.cluster else { return };
+        let (id, status, text) = match msg {
+            Msg::Delivered { reply, .. } => (reply.conn.token, 200, "OK"),
+            Msg::Failed { reply, why, .. } => (reply.conn.token, 404, why.text()),
+            _ => return,
+        };
+        cluster.post(ClusterMsg::Outcome { id, status, text });
     }
 }
 
@@ -112,6 +169,10 @@ impl Ctx {
             prep_sockets: AtomicUsize::new(0),
             store: None,
             hub: None,
+            node_name: "standalone".into(),
+            advertise: "127.0.0.1:0".into(),
+            cluster: None,
+            started_ms: crate::cluster::handle::unix_ms(),
             config,
             registry: Registry::default(),
             mailboxes: vec![Mailbox::new(waker)],
@@ -136,10 +197,12 @@ impl Ctx {
         }
     }
 
-    /// Sends a message to the worker that owns its target (this one: no lock, no wake-up).
+    /// Sends a message to the worker that owns its target (this one: no lock, no wake-up), or
+    /// to the cluster thread when it waits for a delivery's outcome.
     pub fn post(&mut self, msg: Msg) {
         match msg.target() {
             Some(to) if to.worker == self.worker => self.local.push_back(msg),
+            Some(to) if to.worker == CLUSTER_WORKER => self.shared.to_cluster(msg),
             Some(to) => self.shared.mailboxes[to.worker].post(msg),
             None => {}
         }
@@ -180,6 +243,7 @@ pub struct Server {
     statsd: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
     topics: Option<JoinHandle<()>>,
+    cluster: Option<JoinHandle<()>>,
 }
 
 /// The opened topics half, ready for its thread: `Hub::open`'s result.
@@ -222,17 +286,38 @@ impl Server {
             Some((hub, engine, rx)) => (Some(hub), Some((engine, rx))),
             None => (None, None),
         };
+        // Cluster mode: the cluster thread's poll first, for the waker the registry posts to.
+        let (cluster_poll, cluster, registry) = if config.cluster.enabled() {
+            let poll = mio::Poll::new()?;
+            let waker = mio::Waker::new(poll.registry(), crate::cluster::node::WAKER)?;
+            let handle = Arc::new(ClusterHandle::new(waker));
+            let h = handle.clone();
+            let watch = Box::new(move |k: &Arc<str>| h.post(ClusterMsg::KeyChanged(k.clone())));
+            (Some(poll), Some(handle), Registry::watched(watch))
+        } else {
+            (None, None, Registry::default())
+        };
+        let ip = config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string());
+        let host = crate::node::host_name();
+        let node_name =
+            config.cluster.node_name.clone().unwrap_or_else(|| format!("{host}:{}", addr.port()));
+        let advertise =
+            config.cluster.advertise.clone().unwrap_or_else(|| format!("{ip}:{}", addr.port()));
         let shared = Arc::new(Shared {
+            node_name,
+            advertise,
+            cluster,
+            started_ms: crate::cluster::handle::unix_ms(),
             hub,
             prom: prom.clone(),
             statsd_dropped: AtomicU64::new(0),
             prep_sockets: AtomicUsize::new(0),
             store: engine.as_ref().map(|_| store_tx),
-            name: crate::node::host_name(),
-            ip: config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string()),
+            name: host,
+            ip,
             port: addr.port(),
             config,
-            registry: Registry::default(),
+            registry,
             mailboxes,
             open: AtomicUsize::new(0),
             started: Instant::now(),
@@ -286,11 +371,26 @@ impl Server {
             );
         }
         drop(statsd_tx);
-        Ok(Server { addr, shared, threads, statsd, store, topics })
+        let cluster = match cluster_poll {
+            Some(poll) => {
+                let node = crate::cluster::node::Node::new(poll, shared.clone())?;
+                let t = std::thread::Builder::new()
+                    .name("esub-cluster".into())
+                    .spawn(move || node.run())?;
+                Some(t)
+            }
+            None => None,
+        };
+        Ok(Server { addr, shared, threads, statsd, store, topics, cluster })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
     pub fn shutdown(self) {
+        // The leave message goes first and NATS closes: other nodes stop sending here at once.
+        if let (Some(c), Some(t)) = (&self.shared.cluster, self.cluster) {
+            c.post(ClusterMsg::Shutdown);
+            let _ = t.join();
+        }
         // No job fires from now on (API-topics.md section 9).
         if let Some(hub) = &self.shared.hub {
             hub.begin_drain();

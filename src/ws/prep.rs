@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
+use crate::cluster::handle::ClusterMsg;
 use crate::conn::buffer::OutQueue;
 use crate::registry::{Claim, PoolRef};
 use crate::router::MAX_KEY_BYTES;
@@ -76,7 +77,18 @@ impl Prep {
         // have in flight (and queued in other workers' mailboxes) to MAX_INFLIGHT.
         self.answers.push_back(None);
         match ctx.shared.registry.claim(&m.key, m.token.as_deref(), m.psub) {
-            Claim::Unknown => self.answer(seq, "Unknown key", io.out),
+            Claim::Unknown => match &ctx.shared.cluster {
+                // Routed like a rep (API-cluster.md section 3); the answer comes back by seq.
+                Some(cluster) if cluster.joined() => {
+                    let reply = ReplyTo { conn: io.id, seq };
+                    let (key, token) =
+                        (Arc::from(m.key.as_str()), m.token.as_deref().map(Arc::from));
+                    let body = Arc::new(m.data.into_bytes());
+                    cluster.post(ClusterMsg::Forward { key, token, psub: m.psub, body, reply });
+                }
+                Some(_) => self.answer(seq, "Cluster unavailable", io.out),
+                None => self.answer(seq, "Unknown key", io.out),
+            },
             Claim::InvalidToken => self.answer(seq, "Invalid token", io.out),
             Claim::Sub(to) => self.send(to, None, seq, m.data, io, ctx),
             Claim::Member(to, pool) => self.send(to, Some(pool), seq, m.data, io, ctx),

@@ -5,6 +5,7 @@
 
 mod client;
 mod json;
+pub mod nats;
 pub mod topics;
 pub mod ws;
 

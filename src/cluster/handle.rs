@@ -1,0 +1,102 @@
+//! What workers see of the cluster thread: its mailbox (a queue behind a short lock plus a
+//! `mio::Waker`, like a worker's), whether it is in the cluster, and the members it knows.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use super::members::Beat;
+use crate::conn::buffer::Body;
+use crate::server::mailbox::{ConnId, ReplyTo};
+
+/// The `worker` of a `ReplyTo` that names the cluster thread: a delivery it asked a worker for
+/// (a forwarded rep) answers there, and `token` numbers the delivery.
+pub const CLUSTER_WORKER: usize = usize::MAX;
+
+/// What workers (and the registry) ask of the cluster thread.
+pub enum ClusterMsg {
+    /// A key's waiting sub appeared or went: subscribe or unsubscribe its subjects as the
+    /// registry now says (so the order of these messages does not matter).
+    KeyChanged(Arc<str>),
+    /// A rep with no local holder: ask the holder over NATS; `reply` hears the status.
+    Forward { key: Arc<str>, token: Option<Arc<str>>, psub: bool, body: Body, reply: ReplyTo },
+    /// A sub with no local sub for its key: ask the holder to give the key up (`Claimed`).
+    Claim { key: Arc<str>, token: Option<Arc<str>>, conn: ConnId },
+    /// A worker's outcome for the delivery `id` of a forwarded rep.
+    Outcome { id: usize, status: u16, text: &'static str },
+    /// SIGTERM: publish the leave message, close NATS, stop.
+    Shutdown,
+}
+
+pub struct ClusterHandle {
+    queue: Mutex<Vec<ClusterMsg>>,
+    waker: mio::Waker,
+    /// Connected, and this node's name passed its check.
+    joined: AtomicBool,
+    /// Unix ms when this node entered the cluster (0 before).
+    since_ms: AtomicU64,
+    /// The other live nodes, sorted by name.
+    members: Mutex<Vec<Beat>>,
+}
+
+impl ClusterHandle {
+    pub fn new(waker: mio::Waker) -> ClusterHandle {
+        ClusterHandle {
+            queue: Mutex::new(Vec::new()),
+            waker,
+            joined: AtomicBool::new(false),
+            since_ms: AtomicU64::new(0),
+            members: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Queues a message; wakes the thread only when the queue was empty.
+    pub fn post(&self, msg: ClusterMsg) {
+        let was_empty = {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            q.push(msg);
+            q.len() == 1
+        };
+        if was_empty {
+            // A failed wake leaves the message queued for the next wake-up.
+            let _ = self.waker.wake();
+        }
+    }
+
+    pub(super) fn drain(&self, into: &mut Vec<ClusterMsg>) {
+        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+        std::mem::swap(&mut *q, into);
+    }
+
+    /// Whether reps and claims can go over NATS now.
+    pub fn joined(&self) -> bool {
+        self.joined.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_joined(&self, on: bool) {
+        self.joined.store(on, Ordering::Release);
+    }
+
+    pub fn since_ms(&self) -> u64 {
+        self.since_ms.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn set_since_ms(&self, ms: u64) {
+        self.since_ms.store(ms, Ordering::Relaxed);
+    }
+
+    /// The other live nodes, sorted by name.
+    pub fn others(&self) -> Vec<Beat> {
+        self.members.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
+
+    pub(super) fn set_others(&self, beats: Vec<Beat>) {
+        *self.members.lock().unwrap_or_else(PoisonError::into_inner) = beats;
+    }
+}
+
+/// Unix time in milliseconds.
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}

@@ -1,0 +1,286 @@
+//! The cluster thread: one NATS connection in its own `mio::Poll`, fed by its mailbox. It checks
+//! this node's name at the first connection, keeps the members table from heartbeats, and hands
+//! key traffic to `Routing`.
+
+use std::io;
+use std::sync::Arc;
+use std::time::Instant;
+
+use mio::{Events, Poll, Token};
+
+use super::client::{Client, Event, Message, Options, RequestError, RequestToken};
+use super::handle::{ClusterHandle, ClusterMsg, unix_ms};
+use super::members::{Beat, Members};
+use super::routing::{Forward, Routing};
+use super::subject::Subjects;
+use crate::server::Shared;
+
+pub const WAKER: Token = Token(0);
+const NATS: Token = Token(1);
+
+/// Where the node stands with its name (`API-cluster.md` section 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    /// Never connected yet.
+    Unchecked,
+    /// Asking `C.node.<name>` whether a live node has the name.
+    Checking(RequestToken),
+    /// The name is ours: heartbeats go out while connected.
+    Joined,
+}
+
+pub struct Node {
+    poll: Poll,
+    client: Client,
+    shared: Arc<Shared>,
+    handle: Arc<ClusterHandle>,
+    subjects: Subjects,
+    routing: Routing,
+    phase: Phase,
+    members: Members,
+    next_beat: Option<Instant>,
+}
+
+impl Node {
+    pub fn new(poll: Poll, shared: Arc<Shared>) -> io::Result<Node> {
+        let handle = shared.cluster.clone().ok_or(io::ErrorKind::InvalidInput)?;
+        let cfg = &shared.config.cluster;
+        let opts = Options {
+            name: shared.node_name.clone(),
+            connect_timeout: cfg.timeout,
+            ..Options::default()
+        };
+        let registry = poll.registry().try_clone()?;
+        let client = Client::new(cfg.urls.clone(), opts, registry, NATS);
+        let subjects = Subjects::new(&cfg.name);
+        let routing = Routing::new(subjects.clone(), &shared.node_name, cfg.timeout);
+        Ok(Node {
+            poll,
+            client,
+            shared,
+            handle,
+            subjects,
+            routing,
+            phase: Phase::Unchecked,
+            members: Members::default(),
+            next_beat: None,
+        })
+    }
+
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut inbox = Vec::new();
+        loop {
+            let now = Instant::now();
+            let timeout = self.next_deadline().map(|d| d.saturating_duration_since(now));
+            if let Err(e) = self.poll.poll(&mut events, timeout)
+                && e.kind() != io::ErrorKind::Interrupted
+            {
+                crate::warn!("cluster poll failed error={e}");
+                return;
+            }
+            let now = Instant::now();
+            let mut mail = false;
+            for ev in events.iter() {
+                match ev.token() {
+                    WAKER => mail = true,
+                    _ => {
+                        let mut out = Vec::new();
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            out.extend(self.client.on_readable(now));
+                        }
+                        if ev.is_writable() {
+                            out.extend(self.client.on_writable(now));
+                        }
+                        self.on_events(out, now);
+                    }
+                }
+            }
+            if mail {
+                self.handle.drain(&mut inbox);
+                for msg in inbox.drain(..) {
+                    if !self.on_mail(msg, now) {
+                        return self.leave();
+                    }
+                }
+            }
+            self.tick(now);
+            let out = self.client.on_timer(now);
+            self.on_events(out, now);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        [
+            self.client.next_deadline(),
+            self.next_beat,
+            self.members.next_expiry(),
+            self.routing.next_deadline(),
+        ]
+        .into_iter()
+        .flatten()
+        .min()
+    }
+
+    /// `false` on shutdown.
+    fn on_mail(&mut self, msg: ClusterMsg, now: Instant) -> bool {
+        let (c, s) = (&mut self.client, &*self.shared);
+        match msg {
+            ClusterMsg::KeyChanged(key) => self.routing.key_changed(c, s, key, now),
+            ClusterMsg::Forward { key, token, psub, body, reply } => {
+                let f = Forward { key, token, pool: psub, body, reply };
+                self.routing.forward(c, s, f)
+            }
+            ClusterMsg::Claim { key, token, conn } => {
+                self.routing.claim(c, s, &key, token.as_deref(), conn)
+            }
+            ClusterMsg::Outcome { id, status, text } => self.routing.outcome(c, id, status, text),
+            ClusterMsg::Shutdown => return false,
+        }
+        true
+    }
+
+    /// Heartbeats when due, members gone silent, lingering subjects over.
+    fn tick(&mut self, now: Instant) {
+        if self.next_beat.is_some_and(|t| t <= now) {
+            self.beat(now);
+        }
+        if !self.members.expire(now).is_empty() {
+            self.publish_members();
+        }
+        self.routing.expire(&mut self.client, now);
+    }
+
+    fn beat(&mut self, now: Instant) {
+        let beat = self.shared.beat();
+        let _ = self.client.publish(&self.subjects.heartbeat(), None, None, &beat.to_json());
+        self.next_beat = Some(now + self.shared.config.cluster.heartbeat);
+    }
+
+    fn publish_members(&self) {
+        self.handle.set_others(self.members.beats().cloned().collect());
+    }
+
+    fn on_events(&mut self, events: Vec<Event>, now: Instant) {
+        for e in events {
+            match e {
+                Event::Connected { addr, .. } => {
+                    crate::info!("cluster connected nats={addr}");
+                    self.on_connected(now);
+                }
+                Event::ConnectFailed { addr, reason } => {
+                    crate::debug!("cluster connect failed nats={addr:?} reason={reason}");
+                }
+                Event::Disconnected(reason) => {
+                    crate::warn!("cluster disconnected reason={reason}");
+                    self.handle.set_joined(false);
+                    self.next_beat = None;
+                }
+                Event::ServerError(text) => crate::warn!("cluster server error={text:?}"),
+                Event::Msg(m) => self.on_msg(m, now),
+                Event::Reply { token, result } => self.on_reply(token, result, now),
+            }
+        }
+    }
+
+    fn on_connected(&mut self, now: Instant) {
+        match self.phase {
+            Phase::Unchecked => {
+                let subject = self.subjects.node(&self.shared.node_name);
+                let timeout = self.shared.config.cluster.timeout;
+                match self.client.request(&subject, None, &b""[..], timeout) {
+                    Ok(t) => self.phase = Phase::Checking(t),
+                    Err(e) => crate::warn!("cluster name check not sent error={e:?}"),
+                }
+            }
+            Phase::Checking(_) => {}
+            Phase::Joined => self.joined(now),
+        }
+    }
+
+    /// In the cluster (again): announce this node at once, then every heartbeat.
+    fn joined(&mut self, now: Instant) {
+        if self.handle.since_ms() == 0 {
+            self.handle.set_since_ms(unix_ms());
+        }
+        self.handle.set_joined(true);
+        self.beat(now);
+    }
+
+    fn on_reply(
+        &mut self,
+        token: RequestToken,
+        result: Result<Message, RequestError>,
+        now: Instant,
+    ) {
+        if self.phase != Phase::Checking(token) {
+            self.routing.on_reply(&mut self.client, &self.shared, token, result);
+            return;
+        }
+        match result {
+            Ok(_) => {
+                eprintln!(
+                    "ERROR node name {:?} is in use by a live node (set ESUB_NODE_NAME)",
+                    self.shared.node_name
+                );
+                std::process::exit(2);
+            }
+            // The connection went before an answer: ask again at the next one.
+            Err(RequestError::Disconnected) => self.phase = Phase::Unchecked,
+            Err(RequestError::NoResponders | RequestError::Timeout) => {
+                self.phase = Phase::Joined;
+                let c = &mut self.client;
+                let subs = [
+                    c.subscribe(&self.subjects.node(&self.shared.node_name), None),
+                    c.subscribe(&self.subjects.heartbeat(), None),
+                    c.subscribe(&self.subjects.leave(), None),
+                ];
+                if subs.iter().any(Result::is_err) {
+                    crate::warn!("cluster subscriptions refused");
+                }
+                crate::info!("cluster joined node={}", self.shared.node_name);
+                self.joined(now);
+            }
+        }
+    }
+
+    fn on_msg(&mut self, m: Message, now: Instant) {
+        if m.subject == self.subjects.heartbeat() {
+            let Some(beat) = Beat::parse(&m.payload) else { return };
+            if beat.node == self.shared.node_name {
+                return;
+            }
+            if self.members.heard(beat, now) {
+                // A newcomer learns this node at once, not a heartbeat later.
+                crate::info!("cluster member joined");
+                self.beat(now);
+            }
+            self.publish_members();
+        } else if m.subject == self.subjects.leave() {
+            let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+            if let Some(node) = v.get("node").and_then(|n| n.as_str())
+                && self.members.left(node)
+            {
+                self.publish_members();
+            }
+        } else if m.subject == self.subjects.node(&self.shared.node_name) {
+            if let Some(reply) = &m.reply {
+                let addr = self.shared.advertise.clone();
+                let _ = self.client.publish(reply, None, None, addr.as_bytes());
+            }
+        } else {
+            self.routing.on_msg(&mut self.client, &self.shared, m);
+        }
+    }
+
+    /// Shutdown: the leave message, then NATS closes (interest goes at once).
+    fn leave(mut self) {
+        if self.phase == Phase::Joined && self.client.is_connected() {
+            let body = serde_json::json!({ "node": self.shared.node_name }).to_string();
+            let _ = self.client.publish(&self.subjects.leave(), None, None, body.as_bytes());
+        }
+        self.handle.set_joined(false);
+        self.members.clear();
+        self.client.close();
+    }
+}

@@ -1,0 +1,300 @@
+//! Phase 4 on the cluster thread (`API-cluster.md` section 3): a key's subjects follow its
+//! waiting sub (kept 500 ms after it goes, answering misses); reps and claims for keys held
+//! here are answered through the workers; reps and claims from here go out as NATS requests.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::client::{Client, Message, Payload, PubError, RequestError, RequestToken, Sid};
+use super::handle::CLUSTER_WORKER;
+use super::headers::Headers;
+use super::subject::{self, KeySubject, Subjects};
+use crate::conn::buffer::Body;
+use crate::registry::{Claim, TakeOver};
+use crate::server::Shared;
+use crate::server::mailbox::{ClaimOutcome, ConnId, Msg, ReplyTo};
+
+/// How long a key's subjects outlive its sub: NATS drops a message that crossed a route just as
+/// its subscriber left, without "no responders"; a lingering subscription answers a miss.
+const LINGER: Duration = Duration::from_millis(500);
+
+/// A key's subscriptions on this node.
+struct KeySubs {
+    rr: Sid,
+    claim: Sid,
+    /// The key went; the subjects go at this time unless it comes back first.
+    linger: Option<Instant>,
+}
+
+/// A rep asked over NATS, waiting for the holder's answer.
+pub(super) struct Forward {
+    pub key: Arc<str>,
+    pub token: Option<Arc<str>>,
+    /// Asking the pool subject (after no responders on the sub's, or with `psub=1`).
+    pub pool: bool,
+    pub body: Body,
+    pub reply: ReplyTo,
+}
+
+pub(super) struct Routing {
+    subjects: Subjects,
+    from: String,
+    timeout: Duration,
+    keys: HashMap<Arc<str>, KeySubs>,
+    lingering: VecDeque<(Instant, Arc<str>)>,
+    forwards: HashMap<RequestToken, Forward>,
+    claims: HashMap<RequestToken, ConnId>,
+    /// Reply subjects of reps delivered here for other nodes, by delivery id.
+    deliveries: HashMap<usize, String>,
+    next_delivery: usize,
+}
+
+impl Routing {
+    pub fn new(subjects: Subjects, node: &str, timeout: Duration) -> Routing {
+        Routing {
+            subjects,
+            from: subject::encode(node),
+            timeout,
+            keys: HashMap::new(),
+            lingering: VecDeque::new(),
+            forwards: HashMap::new(),
+            claims: HashMap::new(),
+            deliveries: HashMap::new(),
+            next_delivery: 0,
+        }
+    }
+
+    /// The registry says `key`'s sub appeared or went: (un)subscribe to match it now.
+    pub fn key_changed(&mut self, c: &mut Client, s: &Shared, key: Arc<str>, now: Instant) {
+        let has = s.registry.has_sub(&key);
+        match (has, self.keys.get_mut(&key)) {
+            (true, Some(k)) => k.linger = None,
+            (true, None) => {
+                let rr = c.subscribe(&self.subjects.key(&key, KeySubject::Rr), Some("sub"));
+                let claim = c.subscribe(&self.subjects.key(&key, KeySubject::Claim), None);
+                if let (Ok(rr), Ok(claim)) = (rr, claim) {
+                    self.keys.insert(key, KeySubs { rr, claim, linger: None });
+                }
+            }
+            (false, Some(k)) if k.linger.is_none() => {
+                let until = now + LINGER;
+                k.linger = Some(until);
+                self.lingering.push_back((until, key));
+            }
+            _ => {}
+        }
+    }
+
+    /// Drops the subjects whose linger is over.
+    pub fn expire(&mut self, c: &mut Client, now: Instant) {
+        while let Some((until, _)) = self.lingering.front()
+            && *until <= now
+        {
+            let Some((until, key)) = self.lingering.pop_front() else { break };
+            if self.keys.get(&key).is_some_and(|k| k.linger == Some(until)) {
+                self.drop_key(c, &key);
+            }
+        }
+    }
+
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.lingering.front().map(|(t, _)| *t)
+    }
+
+    fn drop_key(&mut self, c: &mut Client, key: &str) {
+        if let Some(k) = self.keys.remove(key) {
+            c.unsubscribe(k.rr);
+            c.unsubscribe(k.claim);
+        }
+    }
+
+    /// A request on one of the subjects of a key held here.
+    pub fn on_msg(&mut self, c: &mut Client, s: &Shared, m: Message) {
+        let (Some((key, which)), Some(reply)) = (self.subjects.parse_key(&m.subject), m.reply)
+        else {
+            return;
+        };
+        let h = m.headers.unwrap_or_default();
+        let token = match h.get("Esub-Token") {
+            Some(e) => match subject::decode(e) {
+                Some(t) => Some(t),
+                None => return respond(c, &reply, 400, "Bad token", false),
+            },
+            None => None,
+        };
+        let psub = h.get("Esub-Psub") == Some("1");
+        if which == KeySubject::Claim {
+            return match s.registry.take_over(&key, token.as_deref()) {
+                TakeOver::Forbidden => {
+                    respond(c, &reply, 403, "Key is used and token does not match.", false)
+                }
+                TakeOver::Taken(old) => {
+                    s.mailboxes[old.worker].post(Msg::TakenOver { to: old });
+                    self.drop_key(c, &key);
+                    respond(c, &reply, 200, "OK", false)
+                }
+                TakeOver::Free => respond(c, &reply, 404, "Unknown key", true),
+            };
+        }
+        let pool_only = which == KeySubject::Pool || psub;
+        let (to, pool) = match s.registry.claim(&key, token.as_deref(), pool_only) {
+            Claim::InvalidToken => return respond(c, &reply, 403, "Invalid token", false),
+            Claim::Unknown => return respond(c, &reply, 404, "Unknown key", true),
+            Claim::Sub(to) => (to, None),
+            Claim::Member(to, pool) => (to, Some(pool)),
+        };
+        let id = self.next_delivery;
+        self.next_delivery = self.next_delivery.wrapping_add(1);
+        self.deliveries.insert(id, reply);
+        let conn = ConnId { worker: CLUSTER_WORKER, token: id, generation: 0 };
+        let body = Arc::new(m.payload);
+        let arrived = Instant::now();
+        let reply = Some(ReplyTo { conn, seq: 0 });
+        let msg = Msg::Deliver { to, reply, body, pool, attempts: 0, arrived, prep: false };
+        s.mailboxes[to.worker].post(msg);
+    }
+
+    /// A worker's outcome for a delivery made here for another node.
+    pub fn outcome(&mut self, c: &mut Client, id: usize, status: u16, text: &str) {
+        if let Some(reply) = self.deliveries.remove(&id) {
+            respond(c, &reply, status, text, false);
+        }
+    }
+
+    /// A rep with no local holder: ask the sub's subject, or the pool's with `psub=1`.
+    pub fn forward(&mut self, c: &mut Client, s: &Shared, f: Forward) {
+        let psub = f.pool;
+        self.ask(c, s, f, psub);
+    }
+
+    fn ask(&mut self, c: &mut Client, s: &Shared, f: Forward, psub: bool) {
+        let which = if f.pool { KeySubject::Pool } else { KeySubject::Rr };
+        let subject = self.subjects.key(&f.key, which);
+        let h = self.headers("rep", f.token.as_deref(), psub);
+        match c.request(&subject, Some(&h), Payload::Shared(f.body.clone()), self.timeout) {
+            Ok(t) => {
+                self.forwards.insert(t, f);
+            }
+            Err(PubError::TooLarge) => answer(s, f.reply, 413, "Payload Too Large"),
+            Err(_) => answer(s, f.reply, 503, "Cluster unavailable"),
+        }
+    }
+
+    /// A sub with no local sub for its key asks the holder (if any) to give it up.
+    pub fn claim(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        key: &str,
+        token: Option<&str>,
+        conn: ConnId,
+    ) {
+        let subject = self.subjects.key(key, KeySubject::Claim);
+        let h = self.headers("claim", token, false);
+        match c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
+            Ok(t) => {
+                self.claims.insert(t, conn);
+            }
+            // NATS is down: the sub parks here.
+            Err(_) => claimed(s, conn, ClaimOutcome::Free),
+        }
+    }
+
+    fn headers(&self, op: &str, token: Option<&str>, psub: bool) -> Headers {
+        let mut h = Headers::new();
+        h.append("Esub-Op", op);
+        if let Some(t) = token {
+            h.append("Esub-Token", &subject::encode(t));
+        }
+        h.append("Esub-Psub", if psub { "1" } else { "0" });
+        h.append("Esub-From", &self.from);
+        h
+    }
+
+    /// The answer to one of our requests; `false` when the token is not one of ours.
+    pub fn on_reply(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        token: RequestToken,
+        result: Result<Message, RequestError>,
+    ) -> bool {
+        if let Some(conn) = self.claims.remove(&token) {
+            let outcome = match result {
+                Ok(m) if status_of(&m).0 == 403 => ClaimOutcome::Forbidden,
+                Err(RequestError::Timeout) => ClaimOutcome::Timeout,
+                _ => ClaimOutcome::Free,
+            };
+            claimed(s, conn, outcome);
+            return true;
+        }
+        let Some(mut f) = self.forwards.remove(&token) else { return false };
+        let miss = match result {
+            Ok(m) => {
+                let (status, miss) = status_of(&m);
+                if !miss {
+                    answer(s, f.reply, status, text_of(status, &m.payload));
+                    return true;
+                }
+                true
+            }
+            Err(RequestError::NoResponders) => true,
+            Err(RequestError::Timeout) => {
+                answer(s, f.reply, 504, "Cluster timeout");
+                return true;
+            }
+            Err(RequestError::Disconnected) => {
+                answer(s, f.reply, 503, "Cluster unavailable");
+                return true;
+            }
+        };
+        if miss && !f.pool {
+            f.pool = true;
+            self.ask(c, s, f, false);
+        } else {
+            answer(s, f.reply, 404, "Unknown key");
+        }
+        true
+    }
+}
+
+/// `Esub-Status` of an answer, and whether it is a miss (`Esub-Miss: 1`: as no responders).
+fn status_of(m: &Message) -> (u16, bool) {
+    let h = m.headers.as_ref();
+    let status = h.and_then(|h| h.get("Esub-Status")).and_then(|v| v.parse().ok()).unwrap_or(502);
+    (status, h.and_then(|h| h.get("Esub-Miss")) == Some("1"))
+}
+
+/// The text a forwarded rep's client gets for the holder's status.
+fn text_of(status: u16, body: &[u8]) -> &'static str {
+    match status {
+        200 => "OK",
+        403 => "Invalid token",
+        404 if body == b"No listeners remain" => "No listeners remain",
+        404 => "Unknown key",
+        413 => "Payload Too Large",
+        503 => "Cluster unavailable",
+        504 => "Cluster timeout",
+        _ => "Cluster error",
+    }
+}
+
+fn respond(c: &mut Client, reply: &str, status: u16, text: &str, miss: bool) {
+    let mut h = Headers::new();
+    h.append("Esub-Status", &status.to_string());
+    if miss {
+        h.append("Esub-Miss", "1");
+    }
+    if let Err(e) = c.publish(reply, None, Some(&h), text.as_bytes()) {
+        crate::debug!("cluster answer not sent error={e:?}");
+    }
+}
+
+fn answer(s: &Shared, reply: ReplyTo, status: u16, text: &'static str) {
+    s.mailboxes[reply.conn.worker].post(Msg::Answer { reply, status, text });
+}
+
+fn claimed(s: &Shared, to: ConnId, outcome: ClaimOutcome) {
+    s.mailboxes[to.worker].post(Msg::Claimed { to, outcome });
+}
