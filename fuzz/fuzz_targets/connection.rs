@@ -684,6 +684,7 @@ fn state_name(state: &State) -> &'static str {
         State::Replaying { .. } => "replaying",
         State::Ws(_) => "websocket",
         State::Topic(_) => "topic",
+        State::AwaitClaim { .. } => "await-claim",
         State::Closing => "closing",
     }
 }
