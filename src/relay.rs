@@ -103,7 +103,7 @@ fn measure(route: &Result<Route, RouteError>, ctx: &Ctx) -> Option<ReqMetric> {
     };
     // The key is copied only when key tags are on.
     let key = key.filter(|_| ctx.metrics.tag_keys).map(|k| Arc::from(k.as_str()));
-    Some(ReqMetric { route, key, auth: token.is_some(), confirmed: false })
+    Some(ReqMetric { route, key, topic: None, auth: token.is_some(), confirmed: false })
 }
 
 fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<&str>) {

@@ -945,3 +945,53 @@ fn recv_data(ws: &mut Ws) -> Vec<u8> {
         }
     }
 }
+
+/// API-topics 9: with ESUB_TAG_KEYS the topics routes' lines carry `topic:` (the raw name) and,
+/// where a group is named, `group:`; without it they carry neither.
+#[test]
+fn topics_requests_carry_topic_and_group_tags_with_tag_keys() {
+    let dir = std::env::temp_dir().join(format!("esub-metrics-topics-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let d = dir.to_string_lossy().into_owned();
+    for tag_keys in [true, false] {
+        let c = Catcher::start();
+        let mut extra = vec![("ESUB_DATA_DIR", d.as_str()), ("ESUB_SUB_TIMEOUT_MS", "100")];
+        if tag_keys {
+            extra.push(("ESUB_TAG_KEYS", "1"));
+        }
+        let s = start(&c, &extra);
+        let mark = c.mark();
+        let mut cl = s.client();
+        cl.send(b"POST /v1/msgs/orders/v1 HTTP/1.1\r\nHost: e\r\nAppid: app1\r\nContent-Length: 2\r\n\r\nhi");
+        assert_eq!(cl.read_response().status, 201);
+        cl.send(
+            b"GET /v1/msgs/app1/orders/v1?group=billing HTTP/1.1\r\nHost: e\r\nAppid: app2\r\n\r\n",
+        );
+        assert_eq!(cl.read_response().status, 200);
+        let has = |ls: &[Line], route: &str, tag: &str| {
+            ls.iter().any(|l| {
+                l.name == "esub.requests"
+                    && l.tags.split(',').any(|t| t == route)
+                    && l.tags.split(',').any(|t| t == tag)
+            })
+        };
+        if tag_keys {
+            c.wait_for(mark, STATSD_DEADLINE, "topic and group tags", |ls| {
+                has(ls, "route:pub", "topic:app1.orders.v1")
+                    && has(ls, "route:sub", "topic:app1.orders.v1")
+                    && has(ls, "route:sub", "group:billing")
+            });
+        } else {
+            let ls = c.wait_for(mark, STATSD_DEADLINE, "the pub and sub lines", |ls| {
+                has(ls, "route:pub", "success:true") && has(ls, "route:sub", "success:true")
+            });
+            assert!(
+                !ls.iter().any(|l| l.tags.contains("topic:") || l.tags.contains("group:")),
+                "topic or group tags without ESUB_TAG_KEYS:\n{}",
+                show_lines(&ls, 40)
+            );
+        }
+        drop(s);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

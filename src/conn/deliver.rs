@@ -138,6 +138,7 @@ pub fn record_reply(
         series,
         route: series.route(),
         key: Some(key),
+        topic: None,
         auth,
         success,
         confirmed,

@@ -56,6 +56,8 @@ pub struct Keep {
 pub struct ReqMetric {
     pub route: RouteTag,
     pub key: Option<Arc<str>>,
+    /// The topics half: topic (raw name) and group, with `ESUB_TAG_KEYS`.
+    pub topic: Option<(Arc<str>, Option<Arc<str>>)>,
     pub auth: bool,
     /// The rep's 200 came from a member's receipt.
     pub confirmed: bool,
@@ -309,6 +311,7 @@ impl<S: Stream> Conn<S> {
                 series: Series::Requests,
                 route: m.route,
                 key: m.key.as_ref(),
+                topic: m.topic.as_ref(),
                 auth: m.auth,
                 success,
                 confirmed: m.confirmed,

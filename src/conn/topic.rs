@@ -253,7 +253,10 @@ impl<S: Stream> Conn<S> {
         };
         if self.req.is_none() {
             let auth = headers.appid.is_some();
-            self.req = tag.map(|route| ReqMetric { route, key: None, auth, confirmed: false });
+            // `topic:` and `group:` tags only with ESUB_TAG_KEYS (API-topics 9).
+            let topic = ctx.metrics.tag_keys.then(|| metric_topic(&r, &params, &headers)).flatten();
+            self.req =
+                tag.map(|route| ReqMetric { route, key: None, topic, auth, confirmed: false });
         }
         if matches!(r, TRoute::WsPub { .. } | TRoute::WsSub { .. }) {
             // Browsers cannot set websocket headers: the query may carry the identity.
@@ -482,4 +485,38 @@ impl<S: Stream> Conn<S> {
         ws.close(1001, "going away", &mut io, ctx);
         true
     }
+}
+
+/// The raw topic name and group a request's metrics are tagged with.
+fn metric_topic(
+    r: &TRoute,
+    params: &crate::topics::route::Params,
+    h: &TopicHeaders,
+) -> Option<(Arc<str>, Option<Arc<str>>)> {
+    let caller = || String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
+    let group = params.text("group").filter(|g| !g.is_empty()).map(Arc::from);
+    let (raw, group) = match r {
+        TRoute::Pub { topic, ver } | TRoute::WsPub { topic, ver } => {
+            (format!("{}.{topic}.{ver}", caller()), None)
+        }
+        TRoute::JobAdd { topic, ver } | TRoute::JobCancel { topic, ver } => {
+            (format!("{}.{topic}.{ver}", caller()), None)
+        }
+        TRoute::Sub { appid, topic, ver }
+        | TRoute::WsSub { appid, topic, ver }
+        | TRoute::Bury { appid, topic, ver } => (format!("{appid}.{topic}.{ver}"), group),
+        TRoute::Offsets { appid, topic, ver, group }
+        | TRoute::Seek { appid, topic, ver, group, .. }
+        | TRoute::Shadow { appid, topic, ver, group }
+        | TRoute::GroupDelete { appid, topic, ver, group } => {
+            (format!("{appid}.{topic}.{ver}"), Some(Arc::from(group.as_str())))
+        }
+        TRoute::CreateTopic { appid, topic, ver }
+        | TRoute::Partitions { appid, topic, ver }
+        | TRoute::JobQueue { appid, topic, ver }
+        | TRoute::TopicStatus { appid, topic, ver }
+        | TRoute::Peek { appid, topic, ver } => (format!("{appid}.{topic}.{ver}"), None),
+        TRoute::Alive | TRoute::Status | TRoute::SubStatus | TRoute::Subd { .. } => return None,
+    };
+    Some((Arc::from(raw), group))
 }

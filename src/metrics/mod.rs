@@ -121,6 +121,8 @@ pub struct Bucket {
     pub series: Series,
     pub route: RouteTag,
     pub key: Option<Arc<str>>,
+    /// The topics half's `topic:` and `group:` tags (with `ESUB_TAG_KEYS`).
+    pub topic: Option<(Arc<str>, Option<Arc<str>>)>,
     pub auth: bool,
     pub success: bool,
     pub confirmed: bool,
@@ -154,6 +156,8 @@ pub struct Event<'a> {
     pub series: Series,
     pub route: RouteTag,
     pub key: Option<&'a Arc<str>>,
+    /// A topics request's topic (raw name) and group.
+    pub topic: Option<&'a (Arc<str>, Option<Arc<str>>)>,
     pub auth: bool,
     pub success: bool,
     pub confirmed: bool,
@@ -194,6 +198,7 @@ impl WorkerMetrics {
             series: e.series,
             route: e.route,
             key: e.key.filter(|_| self.tag_keys).cloned(),
+            topic: e.topic.filter(|_| self.tag_keys).cloned(),
             auth: e.auth,
             success: e.success,
             confirmed: e.confirmed,
@@ -258,14 +263,21 @@ pub fn lines(
     let mut keyed: Vec<(&Bucket, &Agg)> = acc.iter().filter(|(_, a)| a.count > 0).collect();
     // A stable order makes packets comparable between flushes (and testable).
     keyed.sort_by_key(|(b, _)| {
-        (b.series as u8, b.route.index(), b.key.clone(), b.auth, b.success, b.confirmed)
+        let t = b.topic.clone();
+        (b.series as u8, b.route.index(), b.key.clone(), t, b.auth, b.success, b.confirmed)
     });
     for (b, a) in keyed {
         let key_tag = b.key.as_ref().map(|k| statsd::sanitize_tag(&format!("key:{k}")));
+        let topic_tag = b.topic.as_ref().map(|(t, _)| statsd::sanitize_tag(&format!("topic:{t}")));
+        let group_tag = b
+            .topic
+            .as_ref()
+            .and_then(|(_, g)| g.as_ref())
+            .map(|g| statsd::sanitize_tag(&format!("group:{g}")));
         let route = format!("route:{}", b.route.name());
         let mut tags: Vec<&str> = vec![&route];
-        if let Some(k) = &key_tag {
-            tags.push(k);
+        for tag in [&key_tag, &topic_tag, &group_tag].into_iter().flatten() {
+            tags.push(tag);
         }
         if b.auth {
             tags.push("auth:true");
@@ -395,12 +407,36 @@ mod tests {
     use super::*;
 
     #[test]
+    fn topic_and_group_tags() {
+        let mut acc = Snapshot::new();
+        let b = Bucket {
+            series: Series::Requests,
+            route: RouteTag::Sub,
+            key: None,
+            topic: Some((Arc::from("app1.orders.v1"), Some(Arc::from("billing")))),
+            auth: true,
+            success: true,
+            confirmed: false,
+        };
+        acc.insert(b, Agg { count: 2, sum_us: 2_000, max_us: 1_500 });
+        let got: Vec<String> = lines("esub", &acc, &[], &[])
+            .into_iter()
+            .map(|l| String::from_utf8(l).unwrap())
+            .collect();
+        assert_eq!(
+            got[0],
+            "esub.requests:2|c|#route:sub,topic:app1.orders.v1,group:billing,auth:true,success:true"
+        );
+    }
+
+    #[test]
     fn flush_lines_with_tags_in_order() {
         let mut acc = Snapshot::new();
         let b = Bucket {
             series: Series::Requests,
             route: RouteTag::Rep,
             key: Some(Arc::from("k:1")),
+            topic: None,
             auth: true,
             success: true,
             confirmed: true,
@@ -410,6 +446,7 @@ mod tests {
             series: Series::SubReply,
             route: RouteTag::Sub,
             key: None,
+            topic: None,
             auth: false,
             success: false,
             confirmed: false,

@@ -193,6 +193,7 @@ mod tests {
             series,
             route,
             key: None,
+            topic: None,
             auth: false,
             success,
             confirmed: false,
