@@ -176,7 +176,7 @@ const VARS: &[(&str, &str, &str)] = &[
     ("DATADOG_SERVICE_PORT", "8125", "DogStatsD UDP port"),
     ("ESUB_METRIC_PREFIX", "esub", "metric name prefix"),
     ("ESUB_ENVIRONMENT_NAME", "unset", "adds an environment: tag"),
-    ("ESUB_TAG_KEYS", "unset", "adds key: tags"),
+    ("ESUB_TAG_KEYS", "unset", "adds key: tags (topics: topic: and group:)"),
     ("ESUB_METRIC_INTERVAL_MS", "10000", "statsd flush period"),
     ("ESUB_DEBUG", "unset", "per-request debug lines"),
     ("ESUB_VERBOSE_DEBUG", "unset", "socket-level debug lines"),
