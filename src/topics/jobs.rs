@@ -25,7 +25,10 @@ pub fn due_ms(due: Option<&[u8]>, delay: Option<&[u8]>, now_ms: u64) -> Result<u
     if at <= now_ms as i64 {
         return Err("invalid param");
     }
-    Ok(at as u64)
+    // `now_ms` is the arrival's millisecond, rounded down: a delay counts from the next one,
+    // so a job never fires before `delay` seconds after its request really arrived.
+    let round_up = i64::from(due.is_none());
+    Ok(at.saturating_add(round_up) as u64)
 }
 
 /// A cancel's `id`: an i64 written with at least 18 digits (and nothing else).
@@ -179,7 +182,7 @@ mod tests {
             (None, b("1.5"), Err("invalid delay param")),
             (None, b("0"), Err("invalid param")),
             (None, b("-3"), Err("invalid param")),
-            (None, b("1"), Ok(now + 1000)),
+            (None, b("1"), Ok(now + 1001)),
             (b("x"), b("1"), Err("invalid due param")),
             (b(""), None, Err("invalid due param")),
             (b("1700000000"), b("5"), Err("invalid param")),
