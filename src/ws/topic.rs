@@ -241,6 +241,8 @@ impl TSub {
             progressed = true;
             let filter: Vec<&[u8]> = self.filter.iter().map(Vec::as_slice).collect();
             let mut sent = 0u64;
+            // `ack=1`: the partitions handed out, marked under one lock after the loop.
+            let mut handed: Vec<u32> = Vec::new();
             for (p, m) in msgs {
                 if !filter.is_empty() && !codec::tag_matches(&filter, &m.tag) {
                     if !self.ack {
@@ -260,10 +262,17 @@ impl TSub {
                 out.push_shared(m.payload.clone());
                 sent += 1;
                 if self.ack {
-                    self.topic.lock().mark_sent(&self.gid, self.inst, p, ctx.now);
-                }
-                if !self.ack {
+                    if !handed.contains(&p) {
+                        handed.push(p);
+                    }
+                } else {
                     self.written.push_back((out.total_queued(), p, m.offset));
+                }
+            }
+            if !handed.is_empty() {
+                let mut st = self.topic.lock();
+                for p in handed {
+                    st.mark_sent(&self.gid, self.inst, p, ctx.now);
                 }
             }
             hub.msgs_out.fetch_add(sent, Ordering::Relaxed);
