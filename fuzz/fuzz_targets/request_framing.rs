@@ -117,7 +117,12 @@ fn check_head<'a>(
         assert!(inside(target, head), "target outside the head");
         assert!(minor <= 1, "HTTP/1.{minor}");
         match framing {
-            Framing::Length(n) => assert!(n > 0 && n <= max_body, "Length({n}), limit {max_body}"),
+            // `/v1/` and `/alive` judge a declared length per route (their limits differ, their
+            // errors are JSON): the head parser leaves it to them.
+            Framing::Length(n) => assert!(
+                n > 0 && (n <= max_body || esub::http::request::is_topic_target(target)),
+                "Length({n}), limit {max_body}"
+            ),
             Framing::None => assert!(!expect, "100-continue without a body"),
             Framing::Chunked => {}
         }
