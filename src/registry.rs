@@ -83,9 +83,24 @@ pub enum Claim {
 
 type Shard = HashMap<Arc<str>, Slot>;
 
-/// Told, after the change and outside the shard lock, that a key's waiting sub appeared or
-/// went (cluster mode: the cluster thread then looks the key up and (un)subscribes).
-pub type Watch = Box<dyn Fn(&Arc<str>) + Send + Sync>;
+/// What happened to a key's holders (its waiting sub and its pool), as the announce feed names
+/// it (`API-cluster.md` section 2). A local takeover and pool deliveries change no holder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    /// The key appeared: its first sub or pool.
+    New,
+    /// The key left because its sub got a rep.
+    Fulfilled,
+    /// The key left otherwise: disconnect, takeover by another node, last pool member.
+    Gone,
+    /// A sub or pool appeared or went while the key stayed.
+    Holders,
+}
+
+/// Told, after the change and outside the shard lock, that a key's sub or pool appeared or
+/// went (the cluster thread then looks the key up and (un)subscribes; the announce feed
+/// records `New`, `Fulfilled` and `Gone`).
+pub type Watch = Box<dyn Fn(&Arc<str>, Change) + Send + Sync>;
 
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
@@ -123,15 +138,25 @@ impl Registry {
         Registry { watch: Some(watch), ..Registry::default() }
     }
 
-    fn changed(&self, key: &Arc<str>) {
+    fn changed(&self, key: &Arc<str>, change: Change) {
         if let Some(w) = &self.watch {
-            w(key);
+            w(key, change);
         }
+    }
+
+    /// `change` when the key left (its slot is empty), `Holders` when it is still held.
+    fn left(slot_empty: bool, change: Change) -> Change {
+        if slot_empty { change } else { Change::Holders }
     }
 
     /// Whether a sub waits on `key`.
     pub fn has_sub(&self, key: &str) -> bool {
         self.shard(key).get(key).is_some_and(|s| s.sub.is_some())
+    }
+
+    /// Whether `key` has a sub waiting, and whether it has a pool.
+    pub fn holders(&self, key: &str) -> (bool, bool) {
+        self.shard(key).get(key).map_or((false, false), |s| (s.sub.is_some(), s.pool.is_some()))
     }
 
     /// Another node's sub claims `key` (the rules of `park`, without parking anything here).
@@ -146,13 +171,14 @@ impl Registry {
             let k: Arc<str> = Arc::from(key);
             let conn = old.conn;
             slot.sub = None;
-            if slot.is_empty() {
+            let empty = slot.is_empty();
+            if empty {
                 shard.remove(key);
             }
             self.waiting.fetch_sub(1, Ordering::Relaxed);
-            (k, conn)
+            (k, conn, empty)
         };
-        self.changed(&taken.0);
+        self.changed(&taken.0, Self::left(taken.2, Change::Gone));
         TakeOver::Taken(taken.1)
     }
 
@@ -177,7 +203,7 @@ impl Registry {
 
     /// Parks `conn` on `key` with `token` (API.md section 2: 403 or takeover).
     pub fn park(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Park {
-        let park = {
+        let (park, fresh) = {
             let mut shard = self.shard(key);
             let slot = shard.entry(key.clone()).or_default();
             if let Some(old) = &slot.sub
@@ -185,17 +211,18 @@ impl Registry {
             {
                 return Park::Forbidden;
             }
+            let fresh = slot.pool.is_none();
             let new = Waiter { conn, token: token.map(Box::from) };
             match slot.sub.replace(new) {
-                Some(old) => Park::Displaced(old.conn),
+                Some(old) => (Park::Displaced(old.conn), false),
                 None => {
                     self.waiting.fetch_add(1, Ordering::Relaxed);
-                    Park::Parked
+                    (Park::Parked, fresh)
                 }
             }
         };
         if park == Park::Parked {
-            self.changed(key);
+            self.changed(key, if fresh { Change::New } else { Change::Holders });
         }
         park
     }
@@ -213,13 +240,14 @@ impl Registry {
             }
             let conn = sub.conn;
             slot.sub = None;
-            if slot.is_empty() {
+            let empty = slot.is_empty();
+            if empty {
                 shard.remove(key);
             }
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             drop(shard);
             if self.watch.is_some() {
-                self.changed(&Arc::from(key));
+                self.changed(&Arc::from(key), Self::left(empty, Change::Fulfilled));
             }
             return Claim::Sub(conn);
         }
@@ -239,9 +267,12 @@ impl Registry {
         let mut shard = self.shard(key);
         let slot = shard.entry(key.clone()).or_default();
         let Some(pool) = &mut slot.pool else {
+            let fresh = slot.sub.is_none();
             let name = PoolRef { key: key.clone(), token: token.map(Arc::from) };
             slot.pool = Some(Pool { name, shared, members: vec![conn], next: 0 });
             self.waiting.fetch_add(1, Ordering::Relaxed);
+            drop(shard);
+            self.changed(key, if fresh { Change::New } else { Change::Holders });
             return Join::Joined(Vec::new());
         };
         if pool.name.token.as_deref() != token || pool.shared != shared {
@@ -281,8 +312,13 @@ impl Registry {
         }
         if pool.members.is_empty() {
             slot.pool = None;
-            if slot.is_empty() {
+            let empty = slot.is_empty();
+            if empty {
                 shard.remove(key);
+            }
+            drop(shard);
+            if self.watch.is_some() {
+                self.changed(&Arc::from(key), Self::left(empty, Change::Gone));
             }
         }
         true
@@ -305,12 +341,13 @@ impl Registry {
         }
         slot.sub = None;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
-        if slot.is_empty() {
+        let empty = slot.is_empty();
+        if empty {
             shard.remove(key);
         }
         drop(shard);
         if self.watch.is_some() {
-            self.changed(&Arc::from(key));
+            self.changed(&Arc::from(key), Self::left(empty, Change::Gone));
         }
         true
     }
@@ -402,9 +439,10 @@ mod tests {
 
     #[test]
     fn take_over_counts_and_watch() {
-        let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+        let seen = Arc::new(Mutex::new(Vec::<(String, Change)>::new()));
         let log = seen.clone();
-        let r = Registry::watched(Box::new(move |k| log.lock().unwrap().push(k.to_string())));
+        let r =
+            Registry::watched(Box::new(move |k, c| log.lock().unwrap().push((k.to_string(), c))));
         let k: Arc<str> = Arc::from("k");
         assert_eq!(r.take_over("k", None), TakeOver::Free);
         r.park(&k, id(1), Some("t"));
@@ -419,8 +457,13 @@ mod tests {
         assert_eq!(r.claim("k", None, false), Claim::Sub(id(4)));
         r.park(&k, id(5), None);
         assert!(r.unpark("k", id(5)));
+        assert!(r.leave("k", id(3)));
         // Appearances and departures only: the takeover by id(2) of id(1) is not one.
-        assert_eq!(seen.lock().unwrap().len(), 6);
+        use Change::*;
+        let want = [New, Holders, Holders, Holders, Holders, Holders, Holders, Gone];
+        let got: Vec<Change> = seen.lock().unwrap().iter().map(|(_, c)| *c).collect();
+        assert_eq!(got, want);
+        assert!(seen.lock().unwrap().iter().all(|(k, _)| k == "k"));
     }
 
     #[test]

@@ -19,12 +19,34 @@ use crate::server::mailbox::{ClaimOutcome, ConnId, Msg, ReplyTo};
 /// its subscriber left, without "no responders"; a lingering subscription answers a miss.
 const LINGER: Duration = Duration::from_millis(500);
 
-/// A key's subscriptions on this node.
-struct KeySubs {
-    rr: Sid,
-    claim: Sid,
-    /// The key went; the subjects go at this time unless it comes back first.
+/// One of a key's subscriptions on this node.
+struct Held {
+    sid: Sid,
+    /// Its holder went; the subscription goes at this time unless the holder comes back first.
     linger: Option<Instant>,
+}
+
+/// A key's subscriptions on this node: `rr` and `claim` follow its waiting sub, `pool` its
+/// psub pool.
+#[derive(Default)]
+struct KeySubs {
+    rr: Option<Held>,
+    claim: Option<Held>,
+    pool: Option<Held>,
+}
+
+impl KeySubs {
+    fn slot(&mut self, which: KeySubject) -> &mut Option<Held> {
+        match which {
+            KeySubject::Rr => &mut self.rr,
+            KeySubject::Claim => &mut self.claim,
+            KeySubject::Pool => &mut self.pool,
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.rr.is_none() && self.claim.is_none() && self.pool.is_none()
+    }
 }
 
 /// A rep asked over NATS, waiting for the holder's answer.
@@ -42,7 +64,7 @@ pub(super) struct Routing {
     from: String,
     timeout: Duration,
     keys: HashMap<Arc<str>, KeySubs>,
-    lingering: VecDeque<(Instant, Arc<str>)>,
+    lingering: VecDeque<(Instant, Arc<str>, KeySubject)>,
     forwards: HashMap<RequestToken, Forward>,
     claims: HashMap<RequestToken, ConnId>,
     /// Reply subjects of reps delivered here for other nodes, by delivery id.
@@ -65,47 +87,74 @@ impl Routing {
         }
     }
 
-    /// The registry says `key`'s sub appeared or went: (un)subscribe to match it now.
+    /// The registry says `key`'s sub or pool appeared or went: (un)subscribe to match it now
+    /// (a subject whose holder went lingers first).
     pub fn key_changed(&mut self, c: &mut Client, s: &Shared, key: Arc<str>, now: Instant) {
-        let has = s.registry.has_sub(&key);
-        match (has, self.keys.get_mut(&key)) {
-            (true, Some(k)) => k.linger = None,
-            (true, None) => {
-                let rr = c.subscribe(&self.subjects.key(&key, KeySubject::Rr), Some("sub"));
-                let claim = c.subscribe(&self.subjects.key(&key, KeySubject::Claim), None);
-                if let (Ok(rr), Ok(claim)) = (rr, claim) {
-                    self.keys.insert(key, KeySubs { rr, claim, linger: None });
+        let (sub, pool) = s.registry.holders(&key);
+        let wanted = [(KeySubject::Rr, sub), (KeySubject::Claim, sub), (KeySubject::Pool, pool)];
+        if !sub && !pool && !self.keys.contains_key(&key) {
+            return;
+        }
+        let subs = self.keys.entry(key.clone()).or_default();
+        for (which, want) in wanted {
+            let slot = subs.slot(which);
+            match (want, slot) {
+                (true, Some(h)) => h.linger = None,
+                (true, slot @ None) => {
+                    let queue = match which {
+                        KeySubject::Rr => Some("sub"),
+                        KeySubject::Claim => None,
+                        KeySubject::Pool => Some("pool"),
+                    };
+                    match c.subscribe(&self.subjects.key(&key, which), queue) {
+                        Ok(sid) => *slot = Some(Held { sid, linger: None }),
+                        Err(e) => crate::warn!("cluster subscribe refused error={e:?}"),
+                    }
                 }
+                (false, Some(h)) if h.linger.is_none() => {
+                    let until = now + LINGER;
+                    h.linger = Some(until);
+                    self.lingering.push_back((until, key.clone(), which));
+                }
+                _ => {}
             }
-            (false, Some(k)) if k.linger.is_none() => {
-                let until = now + LINGER;
-                k.linger = Some(until);
-                self.lingering.push_back((until, key));
-            }
-            _ => {}
+        }
+        if subs.is_empty() {
+            self.keys.remove(&key);
         }
     }
 
-    /// Drops the subjects whose linger is over.
+    /// Drops the subscriptions whose linger is over.
     pub fn expire(&mut self, c: &mut Client, now: Instant) {
-        while let Some((until, _)) = self.lingering.front()
+        while let Some((until, _, _)) = self.lingering.front()
             && *until <= now
         {
-            let Some((until, key)) = self.lingering.pop_front() else { break };
-            if self.keys.get(&key).is_some_and(|k| k.linger == Some(until)) {
-                self.drop_key(c, &key);
+            let Some((until, key, which)) = self.lingering.pop_front() else { break };
+            let Some(subs) = self.keys.get_mut(&key) else { continue };
+            let slot = subs.slot(which);
+            if slot.as_ref().is_some_and(|h| h.linger == Some(until)) {
+                if let Some(h) = slot.take() {
+                    c.unsubscribe(h.sid);
+                }
+                if subs.is_empty() {
+                    self.keys.remove(&key);
+                }
             }
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.lingering.front().map(|(t, _)| *t)
+        self.lingering.front().map(|(t, _, _)| *t)
     }
 
-    fn drop_key(&mut self, c: &mut Client, key: &str) {
-        if let Some(k) = self.keys.remove(key) {
-            c.unsubscribe(k.rr);
-            c.unsubscribe(k.claim);
+    /// A claim took the key's sub away: its sub subjects go at once (a pool's stay).
+    fn drop_sub(&mut self, c: &mut Client, key: &str) {
+        let Some(subs) = self.keys.get_mut(key) else { return };
+        for h in [subs.rr.take(), subs.claim.take()].into_iter().flatten() {
+            c.unsubscribe(h.sid);
+        }
+        if subs.is_empty() {
+            self.keys.remove(key);
         }
     }
 
@@ -131,7 +180,7 @@ impl Routing {
                 }
                 TakeOver::Taken(old) => {
                     s.mailboxes[old.worker].post(Msg::TakenOver { to: old });
-                    self.drop_key(c, &key);
+                    self.drop_sub(c, &key);
                     respond(c, &reply, 200, "OK", false)
                 }
                 TakeOver::Free => respond(c, &reply, 404, "Unknown key", true),

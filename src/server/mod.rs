@@ -292,7 +292,7 @@ impl Server {
             let waker = mio::Waker::new(poll.registry(), crate::cluster::node::WAKER)?;
             let handle = Arc::new(ClusterHandle::new(waker));
             let h = handle.clone();
-            let watch = Box::new(move |k: &Arc<str>| h.post(ClusterMsg::KeyChanged(k.clone())));
+            let watch = Box::new(move |k: &Arc<str>, _| h.post(ClusterMsg::KeyChanged(k.clone())));
             (Some(poll), Some(handle), Registry::watched(watch))
         } else {
             (None, None, Registry::default())
