@@ -297,6 +297,50 @@ fn prep_frames_are_routed_across_nodes() {
 }
 
 #[test]
+fn a_psub_pool_on_another_node_takes_reps_round_robin() {
+    use common::ws::{expect_quiet, recv_bytes, ws_join};
+    let nats = Nats::start();
+    let a = esub_node(&nats.url(), "a", &[]);
+    let b = esub_node(&nats.url(), "b", &[]);
+    let mut members =
+        [ws_join(&b, "/psub/pl?token=t&shared=1"), ws_join(&b, "/psub/pl?token=t&shared=1")];
+    b.wait_for_key("pl");
+    wait_routed(&a, "pl");
+    a.post("/rep/pl", b"no").assert_text(403, "Invalid token");
+    for i in 0..4u8 {
+        let psub = if i % 2 == 0 { "" } else { "&psub=1" };
+        a.post(&format!("/rep/pl?token=t{psub}"), &[b'0' + i]).assert(200, b"OK");
+    }
+    assert_eq!(recv_bytes(&mut members[0]), b"0");
+    assert_eq!(recv_bytes(&mut members[1]), b"1");
+    assert_eq!(recv_bytes(&mut members[0]), b"2");
+    assert_eq!(recv_bytes(&mut members[1]), b"3");
+
+    // A sub on the asking node takes a plain rep there; psub=1 still goes to the pool.
+    let mut sub = a.sub("/sub/pl?token=t");
+    a.wait_for_key("pl");
+    a.post("/rep/pl?token=t&psub=1", b"pool").assert(200, b"OK");
+    assert_eq!(recv_bytes(&mut members[0]), b"pool");
+    a.post("/rep/pl?token=t", b"sub").assert(200, b"OK");
+    sub.read_response().assert_delivered(b"sub");
+    expect_quiet(&mut members[1], Duration::from_millis(200));
+
+    // The pool leaves with its last member: then nobody holds the key anywhere.
+    drop(members);
+    b.wait_for_key_gone("pl");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = a.post("/rep/pl?token=t&psub=1", b"late");
+        if r.status == 404 {
+            r.assert_text(404, "Unknown key");
+            break;
+        }
+        assert!(Instant::now() < end, "pool still answers: {r:?}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
 fn a_body_over_max_payload_is_413() {
     let nats = Nats::start();
     let big = [("ESUB_MAX_BODY_BYTES", "4194304")];

@@ -185,9 +185,10 @@ impl Server {
         c
     }
 
-    /// `GET /keys` decoded: the empty list for 204.
+    /// `GET /keys?local=1` decoded (this node's keys, in cluster mode too): the empty list
+    /// for 204.
     pub fn keys(&self) -> Vec<String> {
-        keys_of(&self.get("/keys"))
+        keys_of(&self.get("/keys?local=1"))
     }
 
     /// Poll `/keys` until every key in `want` is listed.
