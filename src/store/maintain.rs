@@ -47,12 +47,17 @@ impl Engine {
         self.segments.remove(&seq);
         self.readers.remove(&seq);
         let mut lost = 0;
-        self.index.retain(|_, q| {
+        let touched = &mut self.touched;
+        self.index.retain(|key, q| {
             let before = q.len();
             q.retain(|e| e.seg != seq);
             lost += before - q.len();
+            if q.is_empty() {
+                touched.push(key.clone());
+            }
             !q.is_empty()
         });
+        self.records -= lost as u64;
         if let Err(e) = std::fs::remove_file(segment::path(&self.dir, seq)) {
             crate::warn!("store cannot remove segment={seq} error={e}");
         }

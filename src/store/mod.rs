@@ -7,13 +7,14 @@ mod maintain;
 pub mod record;
 pub mod segment;
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::config::{Config, Fsync};
@@ -49,6 +50,32 @@ pub enum Taken {
     Nothing,
     InvalidToken,
     Failed,
+}
+
+/// Which keys have stored reps and how many reps are stored: written by the store thread after
+/// each batch, read by `HEAD /rsub`, heartbeats and the cluster thread (which subscribes a
+/// key's `stored` subject while it has some).
+#[derive(Default)]
+pub struct StoredKeys {
+    keys: Mutex<HashSet<Arc<str>>>,
+    count: AtomicU64,
+}
+
+impl StoredKeys {
+    pub fn has(&self, key: &str) -> bool {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
+    }
+
+    /// Reps stored now (leased ones included).
+    pub fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+
+    /// Records that `key` has stored reps or not; `true` when that changed.
+    fn set(&self, key: &Arc<str>, present: bool) -> bool {
+        let mut keys = self.keys.lock().unwrap_or_else(PoisonError::into_inner);
+        if present { keys.insert(key.clone()) } else { keys.remove(key) }
+    }
 }
 
 /// What workers ask of the store thread.
@@ -108,6 +135,10 @@ pub struct Engine {
     dirty: bool,
     /// Encoded records of the batch being committed.
     buf: Vec<u8>,
+    /// Records in the index.
+    records: u64,
+    /// Keys whose first record arrived or whose last went since `publish` last ran.
+    touched: Vec<Arc<str>>,
 }
 
 fn now_ms() -> u64 {
@@ -199,6 +230,8 @@ impl Engine {
             next_id,
             dirty: false,
             buf: Vec::new(),
+            records: live as u64,
+            touched: Vec::new(),
         })
     }
 
@@ -207,6 +240,9 @@ impl Engine {
         let mut batch = Vec::with_capacity(BATCH);
         let mut next_sync = Instant::now() + self.fsync_every;
         let mut next_maintenance = Instant::now() + MAINTENANCE;
+        // The keys found at start-up.
+        self.touched.extend(self.index.keys().cloned());
+        self.publish(&shared);
         loop {
             let wake = if self.dirty { next_sync.min(next_maintenance) } else { next_maintenance };
             let mut stop = false;
@@ -236,9 +272,24 @@ impl Engine {
                 self.maintain();
                 next_maintenance = now + MAINTENANCE;
             }
+            self.publish(&shared);
             if stop {
                 crate::info!("store closed");
                 return;
+            }
+        }
+    }
+
+    /// Tells `shared.stored` (and the cluster thread) which keys gained their first stored rep
+    /// or lost their last one, and the count.
+    fn publish(&mut self, shared: &Shared) {
+        shared.stored.count.store(self.records, Ordering::Relaxed);
+        for key in self.touched.drain(..) {
+            let present = self.index.contains_key(&key);
+            if shared.stored.set(&key, present)
+                && let Some(cluster) = &shared.cluster
+            {
+                cluster.post(crate::cluster::handle::ClusterMsg::KeyChanged(key));
             }
         }
     }
@@ -278,7 +329,12 @@ impl Engine {
                     // Offsets are fixed below, once the segment the batch goes to is known.
                     let e =
                         Entry { id, seg: 0, offset: at as u64, len, time_ms, token, leased: false };
-                    self.index.entry(key.clone()).or_default().push_back(e);
+                    let q = self.index.entry(key.clone()).or_default();
+                    if q.is_empty() {
+                        self.touched.push(key.clone());
+                    }
+                    q.push_back(e);
+                    self.records += 1;
                     appended.push((reply, key, id));
                 }
                 Req::Take { key, token, reply } => takes.push((key, token, reply)),
@@ -361,8 +417,11 @@ impl Engine {
         let q = self.index.get_mut(key)?;
         let i = q.iter().position(|e| e.id == id)?;
         let e = q.remove(i)?;
-        if q.is_empty() {
-            self.index.remove(key);
+        self.records -= 1;
+        if q.is_empty()
+            && let Some((k, _)) = self.index.remove_entry(key)
+        {
+            self.touched.push(k);
         }
         if let Some(s) = self.segments.get_mut(&e.seg) {
             s.live = s.live.saturating_sub(e.len as u64);
