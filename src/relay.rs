@@ -10,7 +10,7 @@ use crate::conn::{Conn, Keep, ReqMetric, Request, State, Stream, undeliverable};
 use crate::http::response::{self, Persist};
 use crate::metrics::RouteTag;
 use crate::registry::{Claim, Join, Park};
-use crate::router::{Route, RouteError};
+use crate::router::{Holder, Route, RouteError};
 use crate::server::Ctx;
 use crate::server::mailbox::{ClaimOutcome, Msg, ReplyTo};
 use crate::store::{Req, StoreFail, Taken};
@@ -59,6 +59,7 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             let json = ctx.shared.members_json();
             conn.respond(ctx, 200, response::JSON, &json, "");
         }
+        Ok(Route::Head { of, key, path }) => locate(conn, ctx, of, key, path),
         Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
         Ok(Route::Rsub { key, query }) => rsub(conn, ctx, key, query.token),
         Ok(Route::Rep { key, query }) => {
@@ -81,6 +82,48 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         },
     }
+}
+
+/// `HEAD /sub|/psub|/rep|/rsub/K`: this node when it holds K, else the holder the cluster
+/// finds (API-cluster.md section 3); a single node answers from what it holds.
+fn locate<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, of: Holder, key: String, path: String) {
+    let s = &ctx.shared;
+    let (sub, pool) = s.registry.holders(&key);
+    let here = match of {
+        Holder::Sub => sub,
+        Holder::Psub => pool,
+        Holder::Rep => sub || pool,
+        Holder::Rsub => s.stored.has(&key),
+    };
+    if here {
+        let addr = Some(Arc::from(s.advertise.as_str()));
+        return located(conn, ctx, 200, addr.as_ref(), &path);
+    }
+    match &s.cluster {
+        None => located(conn, ctx, 404, None, &path),
+        Some(c) if !c.joined() => located(conn, ctx, 503, None, &path),
+        Some(c) => {
+            let reply = ReplyTo { conn: conn.id, seq: 0 };
+            c.post(ClusterMsg::Where { key: Arc::from(key), of, reply });
+            conn.state = State::AwaitWhere { path: path.into_boxed_str() };
+            conn.set_deadline(None, ctx);
+        }
+    }
+}
+
+/// A `HEAD`'s answer: no body; `Location` names the holder's node on a 200.
+fn located<S: Stream>(
+    conn: &mut Conn<S>,
+    ctx: &mut Ctx,
+    status: u16,
+    addr: Option<&Arc<str>>,
+    path: &str,
+) {
+    let extra = match addr.filter(|_| status == 200) {
+        Some(a) => format!("Location: http://{a}{path}\r\n"),
+        None => String::new(),
+    };
+    conn.respond(ctx, status, response::TEXT, b"", &extra);
 }
 
 /// 400 for a request that is not a valid websocket upgrade; it names the version we speak.
@@ -296,6 +339,12 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
         Msg::Answer { reply, status, text } => {
             let frame = if status == 200 { "ok" } else { text };
             answer(conn, ctx, reply, status, text, frame)
+        }
+        Msg::Located { status, addr, .. } => {
+            let Some(conn) = conn else { return };
+            let State::AwaitWhere { path } = &mut conn.state else { return };
+            let path = std::mem::take(path);
+            located(conn, ctx, status, addr.as_ref(), &path);
         }
         Msg::Claimed { outcome, .. } => {
             if let Some(conn) = conn {

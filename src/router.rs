@@ -32,11 +32,28 @@ pub enum Route {
         key: String,
         query: Query,
     },
+    /// `HEAD /sub|/psub|/rep|/rsub/K` (API-cluster.md section 3): where `of` is held; `path`
+    /// is the request's path as received, without its query.
+    Head {
+        of: Holder,
+        key: String,
+        path: String,
+    },
     /// `/v1/...` and `/alive`: the topics half routes these itself (`topics::route`).
     Topic {
         method: String,
         target: Vec<u8>,
     },
+}
+
+/// What a `HEAD` asks for the node of: a waiting sub, a psub pool, where a rep would go (the
+/// sub's node, else a pool's), or stored reps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Holder {
+    Sub,
+    Psub,
+    Rep,
+    Rsub,
 }
 
 /// Why a request has no route; each variant names the response it becomes.
@@ -57,11 +74,11 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("keys", false, "GET"),
     ("metrics", false, "GET"),
     ("members", false, "GET"),
-    ("sub", true, "GET"),
-    ("rep", true, "POST"),
-    ("psub", true, "GET"),
+    ("sub", true, "GET, HEAD"),
+    ("rep", true, "POST, HEAD"),
+    ("psub", true, "GET, HEAD"),
     ("prep", false, "GET"),
-    ("rsub", true, "GET"),
+    ("rsub", true, "GET, HEAD"),
 ];
 
 /// Routes an origin-form request target (`/path?query`).
@@ -85,8 +102,18 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         (true, Some(k)) if !k.is_empty() && !k.contains(&b'/') => Some(decode_key(k)?),
         _ => return Err(RouteError::NotFound),
     };
-    if method != allow {
+    if !allow.split(", ").any(|m| m == method) {
         return Err(RouteError::MethodNotAllowed(allow));
+    }
+    if method == "HEAD" {
+        let of = match name {
+            "sub" => Holder::Sub,
+            "psub" => Holder::Psub,
+            "rep" => Holder::Rep,
+            _ => Holder::Rsub,
+        };
+        let path = String::from_utf8_lossy(path).into_owned();
+        return Ok(Route::Head { of, key: key.ok_or(RouteError::NotFound)?, path });
     }
     let query = || Query::parse(raw_query).map_err(|_| RouteError::BadRequest("Bad query string"));
     Ok(match (name, key) {
@@ -124,6 +151,10 @@ mod tests {
         Ok(Route::Sub { key: key.to_string(), query })
     }
 
+    fn head(of: Holder, key: &str, path: &str) -> Result<Route, RouteError> {
+        Ok(Route::Head { of, key: key.to_string(), path: path.to_string() })
+    }
+
     #[test]
     fn table() {
         use RouteError::*;
@@ -159,10 +190,18 @@ mod tests {
             ("GET", &long, Err(BadRequest("Key too long"))),
             ("GET", &max, sub(&"k".repeat(256), None)),
             ("GET", &max_escaped, sub(&"A".repeat(256), None)),
-            ("POST", "/sub/k", Err(MethodNotAllowed("GET"))),
-            ("GET", "/rep/k", Err(MethodNotAllowed("POST"))),
+            ("POST", "/sub/k", Err(MethodNotAllowed("GET, HEAD"))),
+            ("GET", "/rep/k", Err(MethodNotAllowed("POST, HEAD"))),
             ("get", "/ping", Err(MethodNotAllowed("GET"))),
-            ("POST", "/psub/k", Err(MethodNotAllowed("GET"))),
+            ("POST", "/psub/k", Err(MethodNotAllowed("GET, HEAD"))),
+            ("PUT", "/rsub/k", Err(MethodNotAllowed("GET, HEAD"))),
+            ("HEAD", "/prep", Err(MethodNotAllowed("GET"))),
+            ("HEAD", "/sub/a%20b?token=t", head(Holder::Sub, "a b", "/sub/a%20b")),
+            ("HEAD", "/psub/p", head(Holder::Psub, "p", "/psub/p")),
+            ("HEAD", "/rep/r?psub=1", head(Holder::Rep, "r", "/rep/r")),
+            ("HEAD", "/rsub/s", head(Holder::Rsub, "s", "/rsub/s")),
+            ("HEAD", "/rsub/%zz", Err(BadRequest("Bad key"))),
+            ("HEAD", "/rsub/", Err(NotFound)),
             ("GET", "/psub", Err(NotFound)),
             ("GET", "/prep", Ok(Route::Prep { query: Query::default() })),
             ("GET", "/prep/x", Err(NotFound)),

@@ -340,6 +340,65 @@ fn a_psub_pool_on_another_node_takes_reps_round_robin() {
     }
 }
 
+/// Polls `HEAD path` on `via` until it answers 200; returns its `Location`.
+fn wait_location(via: &Server, path: &str) -> String {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = via.head(path);
+        if r.status == 200 {
+            assert_eq!(r.header("content-length"), Some("0"), "{r:?}");
+            return r.header("location").expect("a 200 to HEAD has a Location").to_string();
+        }
+        assert_eq!(r.status, 404, "HEAD {path} via {}: {r:?}", via.addr);
+        assert!(Instant::now() < end, "HEAD {path} via {}: {r:?}", via.addr);
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn head_names_the_node_that_holds_a_key() {
+    use common::ws::ws_join;
+    let mut nats = Nats::start();
+    let node = |name: &str, addr: &str| esub_node(&nats.url(), name, &[("ESUB_ADVERTISE", addr)]);
+    let (a, b, c) = (node("a", "a.test:1"), node("b", "b.test:2"), node("c", "c.test:3"));
+    for path in ["/sub/hk", "/psub/hk", "/rep/hk", "/rsub/hk"] {
+        a.head(path).assert(404, b"");
+    }
+    let mut sub = b.sub("/sub/hk?token=t");
+    b.wait_for_key("hk");
+    assert_eq!(wait_location(&a, "/sub/hk?token=other"), "http://b.test:2/sub/hk");
+    assert_eq!(wait_location(&c, "/rep/hk"), "http://b.test:2/rep/hk");
+    assert_eq!(wait_location(&b, "/sub/hk"), "http://b.test:2/sub/hk");
+    a.head("/psub/hk").assert(404, b"");
+    a.head("/rsub/hk").assert(404, b"");
+
+    // A pool on c: /psub and /rep find it; once a sub waits on a, /rep finds the sub first.
+    let member = ws_join(&c, "/psub/pk");
+    assert_eq!(wait_location(&a, "/psub/pk"), "http://c.test:3/psub/pk");
+    assert_eq!(wait_location(&b, "/rep/pk"), "http://c.test:3/rep/pk");
+    b.head("/sub/pk").assert(404, b"");
+    let _sub_a = a.sub("/sub/pk");
+    a.wait_for_key("pk");
+    assert_eq!(wait_location(&b, "/sub/pk"), "http://a.test:1/sub/pk");
+    assert_eq!(wait_location(&b, "/rep/pk"), "http://a.test:1/rep/pk");
+    drop(member);
+
+    // HEAD took nothing: the sub still gets its rep.
+    b.post("/rep/hk?token=t", b"still here").assert(200, b"OK");
+    sub.read_response().assert_delivered(b"still here");
+
+    // NATS down: a key held elsewhere cannot be located (503); one held here still is.
+    let _local = a.sub("/sub/mine");
+    a.wait_for_key("mine");
+    nats.kill();
+    let end = Instant::now() + DEADLINE;
+    while a.head("/sub/elsewhere").status != 503 {
+        assert!(Instant::now() < end, "no 503 to HEAD with NATS down");
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(a.head("/sub/mine").header("location"), Some("http://a.test:1/sub/mine"));
+}
+
 #[test]
 fn a_body_over_max_payload_is_413() {
     let nats = Nats::start();

@@ -447,3 +447,74 @@ fn raised_body_limit_delivers_8_mib_while_rep_is_still_sending() {
     r.assert_delivered(&expected);
     rep.join().expect("rep thread").assert(200, b"OK");
 }
+
+/// Polls `HEAD path` until its status is `want`.
+fn wait_head(s: &Server, path: &str, want: u16) -> common::Response {
+    let end = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = s.head(path);
+        if r.status == want {
+            return r;
+        }
+        assert!(Instant::now() < end, "HEAD {path}: {r:?}, want {want}");
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn head_locates_what_this_node_holds() {
+    use common::ws::ws_join;
+    let dir = common::topics::DataDir::new("head");
+    let s = Server::start(&[
+        ("ESUB_ADVERTISE", "esub.test:8090"),
+        ("ESUB_STORE", "undelivered"),
+        ("ESUB_DATA_DIR", dir.as_str()),
+        ("ESUB_TOPICS", "off"),
+    ]);
+    let location = |r: &common::Response| r.header("location").map(str::to_string);
+    for path in ["/sub/k", "/psub/k", "/rep/k", "/rsub/k"] {
+        let r = s.head(path);
+        assert_eq!((r.status, location(&r), r.body.len()), (404, None, 0), "{path}: {r:?}");
+    }
+    // A sub: HEAD /sub and /rep name this node; the path as received, the query dropped.
+    let mut sub = s.sub("/sub/a%20b?token=t");
+    s.wait_for_key("a b");
+    for (path, want) in [("/sub/a%20b?token=x", "/sub/a%20b"), ("/rep/a%20b", "/rep/a%20b")] {
+        let r = s.head(path);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        assert_eq!(location(&r).as_deref(), Some(&*format!("http://esub.test:8090{want}")));
+        assert_eq!(r.header("content-length"), Some("0"));
+        assert!(r.body.is_empty());
+    }
+    assert_eq!(s.head("/psub/a%20b").status, 404);
+    assert_eq!(s.head("/rsub/a%20b").status, 404);
+    // HEAD changes nothing: the sub still gets its rep.
+    s.post("/rep/a%20b?token=t", b"x").assert(200, b"OK");
+    sub.read_response().assert_delivered(b"x");
+    assert_eq!(s.head("/sub/a%20b").status, 404);
+
+    // A pool: /psub and /rep, not /sub.
+    let member = ws_join(&s, "/psub/p");
+    assert_eq!(s.head("/psub/p").status, 200);
+    assert_eq!(location(&s.head("/rep/p")).as_deref(), Some("http://esub.test:8090/rep/p"));
+    assert_eq!(s.head("/sub/p").status, 404);
+    drop(member);
+    wait_head(&s, "/psub/p", 404);
+
+    // Stored reps: /rsub while some are left.
+    s.post("/rep/st", b"1").assert_text(404, "Unknown key");
+    let r = wait_head(&s, "/rsub/st", 200);
+    assert_eq!(location(&r).as_deref(), Some("http://esub.test:8090/rsub/st"));
+    s.get("/rsub/st").assert(200, b"1");
+    wait_head(&s, "/rsub/st", 404);
+
+    // On one keep-alive connection the stream stays in step: no HEAD answer carries a body.
+    let mut c = s.client();
+    assert_eq!(c.head("/nope").status, 404);
+    let r = c.head("/prep");
+    assert_eq!((r.status, r.allow()), (405, vec!["GET".to_string()]));
+    assert_eq!(c.head("/rsub/st").status, 404);
+    c.get("/ping").assert(200, b"OK");
+    let r = c.post("/sub/x", b"");
+    assert_eq!((r.status, r.allow()), (405, vec!["GET".to_string(), "HEAD".to_string()]));
+}

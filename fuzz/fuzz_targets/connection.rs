@@ -685,6 +685,7 @@ fn state_name(state: &State) -> &'static str {
         State::Ws(_) => "websocket",
         State::Topic(_) => "topic",
         State::AwaitClaim { .. } => "await-claim",
+        State::AwaitWhere { .. } => "await-where",
         State::Closing => "closing",
     }
 }

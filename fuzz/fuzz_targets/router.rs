@@ -4,11 +4,12 @@
 #![no_main]
 
 use esub::http::query::{Query, percent_decode};
-use esub::router::{MAX_KEY_BYTES, Route, RouteError, route};
+use esub::router::{Holder, MAX_KEY_BYTES, Route, RouteError, route};
 use libfuzzer_sys::fuzz_target;
 
 /// Where a route comes from and what it carries: the path (for a keyed route, the prefix before
-/// the key), the one method allowed, the key and the query. A new route is added here.
+/// the key), the method that routes it, the key and the query (`HEAD` ignores the query). A new
+/// route is added here.
 struct Parts<'a> {
     path: &'static str,
     method: &'static str,
@@ -28,6 +29,15 @@ fn parts(r: &Route) -> Parts<'_> {
         Route::Rep { key, query } => ("/rep/", "POST", Some(key.as_str()), Some(query)),
         Route::Psub { key, query } => ("/psub/", "GET", Some(key.as_str()), Some(query)),
         Route::Rsub { key, query } => ("/rsub/", "GET", Some(key.as_str()), Some(query)),
+        Route::Head { of, key, .. } => {
+            let path = match of {
+                Holder::Sub => "/sub/",
+                Holder::Psub => "/psub/",
+                Holder::Rep => "/rep/",
+                Holder::Rsub => "/rsub/",
+            };
+            (path, "HEAD", Some(key.as_str()), None)
+        }
         Route::Topic { .. } => unreachable!("checked by check_topic"),
     };
     Parts { path, method, key, query }
@@ -78,6 +88,9 @@ fn check_routed(method: &str, target: &[u8], got: &Route) {
         return;
     };
     let raw_key = path.strip_prefix(p.path.as_bytes()).expect("a keyed route's prefix");
+    if let Route::Head { path: got_path, .. } = got {
+        assert_eq!(got_path.as_bytes(), path, "HEAD keeps the path as received");
+    }
     assert!(!key.is_empty(), "empty key");
     assert!(key.len() <= MAX_KEY_BYTES, "key of {} bytes", key.len());
     assert!(!raw_key.contains(&b'/'), "raw key {raw_key:?} has a '/'");
@@ -95,9 +108,10 @@ fn check_routed(method: &str, target: &[u8], got: &Route) {
     let again = route(method, plain.as_bytes()).expect("re-encoded key routes");
     let q = parts(&again);
     assert_eq!((q.path, q.key), (p.path, p.key), "re-encoded key {plain}");
+    let Some(query) = p.query else { return };
     assert_eq!(q.query, Some(&Query::default()), "re-encoded key {plain}");
     // With the query re-encoded too, the very same route.
-    let full = format!("{plain}?{}", encode_query(p.query.expect("keyed routes have a query")));
+    let full = format!("{plain}?{}", encode_query(query));
     assert_eq!(route(method, full.as_bytes()).as_ref(), Ok(got), "re-encoded target {full}");
 }
 
@@ -132,14 +146,16 @@ fuzz_target!(|data: &[u8]| {
         Ok(got) => check_routed(&method, target, &got),
         // 405 is for a path that exists: its own method routes it (or finds its query bad).
         Err(RouteError::MethodNotAllowed(allow)) => {
-            assert_ne!(&*method, allow);
-            assert!(
-                !matches!(
-                    route(allow, target),
-                    Err(RouteError::MethodNotAllowed(_) | RouteError::NotFound)
-                ),
-                "{allow} is not allowed on the path it was offered for"
-            );
+            for m in allow.split(", ") {
+                assert_ne!(&*method, m);
+                assert!(
+                    !matches!(
+                        route(m, target),
+                        Err(RouteError::MethodNotAllowed(_) | RouteError::NotFound)
+                    ),
+                    "{m} is not allowed on the path it was offered for"
+                );
+            }
         }
         // 404 is decided by the path alone.
         Err(RouteError::NotFound) => {

@@ -131,6 +131,7 @@ impl Node {
                 let f = Forward { key, token, pool: psub, body, reply };
                 self.routing.forward(c, s, f)
             }
+            ClusterMsg::Where { key, of, reply } => self.routing.locate(c, s, key, of, reply),
             ClusterMsg::Claim { key, token, conn } => {
                 self.routing.claim(c, s, &key, token.as_deref(), conn)
             }

@@ -12,6 +12,7 @@ use super::headers::Headers;
 use super::subject::{self, KeySubject, Subjects};
 use crate::conn::buffer::Body;
 use crate::registry::{Claim, TakeOver};
+use crate::router::Holder;
 use crate::server::Shared;
 use crate::server::mailbox::{ClaimOutcome, ConnId, Msg, ReplyTo};
 
@@ -27,12 +28,13 @@ struct Held {
 }
 
 /// A key's subscriptions on this node: `rr` and `claim` follow its waiting sub, `pool` its
-/// psub pool.
+/// psub pool, `stored` its stored reps.
 #[derive(Default)]
 struct KeySubs {
     rr: Option<Held>,
     claim: Option<Held>,
     pool: Option<Held>,
+    stored: Option<Held>,
 }
 
 impl KeySubs {
@@ -41,11 +43,12 @@ impl KeySubs {
             KeySubject::Rr => &mut self.rr,
             KeySubject::Claim => &mut self.claim,
             KeySubject::Pool => &mut self.pool,
+            KeySubject::Stored => &mut self.stored,
         }
     }
 
     fn is_empty(&self) -> bool {
-        self.rr.is_none() && self.claim.is_none() && self.pool.is_none()
+        self.rr.is_none() && self.claim.is_none() && self.pool.is_none() && self.stored.is_none()
     }
 }
 
@@ -59,6 +62,15 @@ pub(super) struct Forward {
     pub reply: ReplyTo,
 }
 
+/// A `HEAD` asked over NATS: which node holds `key` as `of` says.
+struct Where {
+    key: Arc<str>,
+    of: Holder,
+    /// The pool subject is being asked (a rep's second question).
+    pool: bool,
+    reply: ReplyTo,
+}
+
 pub(super) struct Routing {
     subjects: Subjects,
     from: String,
@@ -67,6 +79,7 @@ pub(super) struct Routing {
     lingering: VecDeque<(Instant, Arc<str>, KeySubject)>,
     forwards: HashMap<RequestToken, Forward>,
     claims: HashMap<RequestToken, ConnId>,
+    wheres: HashMap<RequestToken, Where>,
     /// Reply subjects of reps delivered here for other nodes, by delivery id.
     deliveries: HashMap<usize, String>,
     next_delivery: usize,
@@ -82,6 +95,7 @@ impl Routing {
             lingering: VecDeque::new(),
             forwards: HashMap::new(),
             claims: HashMap::new(),
+            wheres: HashMap::new(),
             deliveries: HashMap::new(),
             next_delivery: 0,
         }
@@ -91,8 +105,14 @@ impl Routing {
     /// (a subject whose holder went lingers first).
     pub fn key_changed(&mut self, c: &mut Client, s: &Shared, key: Arc<str>, now: Instant) {
         let (sub, pool) = s.registry.holders(&key);
-        let wanted = [(KeySubject::Rr, sub), (KeySubject::Claim, sub), (KeySubject::Pool, pool)];
-        if !sub && !pool && !self.keys.contains_key(&key) {
+        let stored = s.stored.has(&key);
+        let wanted = [
+            (KeySubject::Rr, sub),
+            (KeySubject::Claim, sub),
+            (KeySubject::Pool, pool),
+            (KeySubject::Stored, stored),
+        ];
+        if !sub && !pool && !stored && !self.keys.contains_key(&key) {
             return;
         }
         let subs = self.keys.entry(key.clone()).or_default();
@@ -105,6 +125,7 @@ impl Routing {
                         KeySubject::Rr => Some("sub"),
                         KeySubject::Claim => None,
                         KeySubject::Pool => Some("pool"),
+                        KeySubject::Stored => Some("stored"),
                     };
                     match c.subscribe(&self.subjects.key(&key, which), queue) {
                         Ok(sid) => *slot = Some(Held { sid, linger: None }),
@@ -173,6 +194,23 @@ impl Routing {
             None => None,
         };
         let psub = h.get("Esub-Psub") == Some("1");
+        if h.get("Esub-Op") == Some("where") {
+            let (sub, pool) = s.registry.holders(&key);
+            let here = match which {
+                KeySubject::Rr => sub,
+                KeySubject::Pool => pool,
+                KeySubject::Stored => s.stored.has(&key),
+                KeySubject::Claim => false,
+            };
+            return match here {
+                true => respond(c, &reply, 200, &s.advertise, false),
+                false => respond(c, &reply, 404, "Unknown key", true),
+            };
+        }
+        if which == KeySubject::Stored {
+            // `/rsub` forwarding is not built yet: as if nothing were stored here.
+            return respond(c, &reply, 404, "Nothing stored", true);
+        }
         if which == KeySubject::Claim {
             return match s.registry.take_over(&key, token.as_deref()) {
                 TakeOver::Forbidden => {
@@ -230,6 +268,36 @@ impl Routing {
         }
     }
 
+    /// A `HEAD` with no local holder: ask the subject `of` names (a rep: the sub's, then the
+    /// pool's).
+    pub fn locate(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        key: Arc<str>,
+        of: Holder,
+        reply: ReplyTo,
+    ) {
+        let pool = of == Holder::Psub;
+        self.ask_where(c, s, Where { key, of, pool, reply });
+    }
+
+    fn ask_where(&mut self, c: &mut Client, s: &Shared, w: Where) {
+        let which = match w.of {
+            Holder::Rsub => KeySubject::Stored,
+            _ if w.pool => KeySubject::Pool,
+            _ => KeySubject::Rr,
+        };
+        let subject = self.subjects.key(&w.key, which);
+        let h = self.headers("where", None, false);
+        match c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
+            Ok(t) => {
+                self.wheres.insert(t, w);
+            }
+            Err(_) => located(s, w.reply, 503, None),
+        }
+    }
+
     /// A sub with no local sub for its key asks the holder (if any) to give it up.
     pub fn claim(
         &mut self,
@@ -276,6 +344,25 @@ impl Routing {
                 _ => ClaimOutcome::Free,
             };
             claimed(s, conn, outcome);
+            return true;
+        }
+        if let Some(mut w) = self.wheres.remove(&token) {
+            match result {
+                Ok(m) if !status_of(&m).1 => {
+                    let addr = std::str::from_utf8(&m.payload).ok().map(Arc::from);
+                    match status_of(&m).0 {
+                        200 if addr.is_some() => located(s, w.reply, 200, addr),
+                        _ => located(s, w.reply, 404, None),
+                    }
+                }
+                Ok(_) | Err(RequestError::NoResponders) if w.of == Holder::Rep && !w.pool => {
+                    w.pool = true;
+                    self.ask_where(c, s, w);
+                }
+                Ok(_) | Err(RequestError::NoResponders) => located(s, w.reply, 404, None),
+                Err(RequestError::Timeout) => located(s, w.reply, 504, None),
+                Err(RequestError::Disconnected) => located(s, w.reply, 503, None),
+            }
             return true;
         }
         let Some(mut f) = self.forwards.remove(&token) else { return false };
@@ -342,6 +429,10 @@ fn respond(c: &mut Client, reply: &str, status: u16, text: &str, miss: bool) {
 
 fn answer(s: &Shared, reply: ReplyTo, status: u16, text: &'static str) {
     s.mailboxes[reply.conn.worker].post(Msg::Answer { reply, status, text });
+}
+
+fn located(s: &Shared, reply: ReplyTo, status: u16, addr: Option<Arc<str>>) {
+    s.mailboxes[reply.conn.worker].post(Msg::Located { reply, status, addr });
 }
 
 fn claimed(s: &Shared, to: ConnId, outcome: ClaimOutcome) {

@@ -56,6 +56,8 @@ pub enum KeySubject {
     Claim,
     /// `C.rr.E.pool`: a rep for a psub pool.
     Pool,
+    /// `C.rr.E.stored`: a `/rsub` (or a `HEAD /rsub`) for stored reps.
+    Stored,
 }
 
 impl KeySubject {
@@ -64,6 +66,7 @@ impl KeySubject {
             KeySubject::Rr => "",
             KeySubject::Claim => ".claim",
             KeySubject::Pool => ".pool",
+            KeySubject::Stored => ".stored",
         }
     }
 }
@@ -102,6 +105,7 @@ impl Subjects {
             None => (rest, KeySubject::Rr),
             Some((e, "claim")) => (e, KeySubject::Claim),
             Some((e, "pool")) => (e, KeySubject::Pool),
+            Some((e, "stored")) => (e, KeySubject::Stored),
             Some(_) => return None,
         };
         Some((decode(e)?, which))
@@ -139,7 +143,8 @@ mod tests {
         assert_eq!(s.key("k", KeySubject::Claim), "esub.eu.rr.k.claim");
         assert_eq!(s.key("k", KeySubject::Pool), "esub.eu.rr.k.pool");
         assert_eq!(s.node("h:1"), "esub.eu.node.h%3A1");
-        for which in [KeySubject::Rr, KeySubject::Claim, KeySubject::Pool] {
+        assert_eq!(s.key("k", KeySubject::Stored), "esub.eu.rr.k.stored");
+        for which in [KeySubject::Rr, KeySubject::Claim, KeySubject::Pool, KeySubject::Stored] {
             let subject = s.key("x y.z", which);
             assert_eq!(s.parse_key(&subject), Some(("x y.z".to_string(), which)));
         }

@@ -115,6 +115,11 @@ pub enum State {
     },
     /// A `/rsub` waiting for the store.
     AwaitTake,
+    /// A `HEAD` waiting for the cluster to say which node holds its key; `path` goes in the
+    /// `Location`.
+    AwaitWhere {
+        path: Box<str>,
+    },
     /// A stored body being written to a `/rsub`; the store hears how it ends.
     Replaying {
         key: Arc<str>,
@@ -170,6 +175,8 @@ pub struct Conn<S = TcpStream> {
     topic_checked: bool,
     /// The client's address (`None` off a socket, in the fuzz target).
     pub peer: Option<std::net::IpAddr>,
+    /// The current request is a `HEAD`: its response carries no body.
+    pub head_only: bool,
 }
 
 impl<S: Stream> Conn<S> {
@@ -194,6 +201,7 @@ impl<S: Stream> Conn<S> {
             topic_allow: None,
             topic_checked: false,
             peer: None,
+            head_only: false,
         };
         // "Opened and has not completed a head" runs the header timeout from the accept.
         conn.set_deadline(Some(ctx.now + ctx.shared.config.header_timeout), ctx);
@@ -258,6 +266,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitRep(_) => "await-rep",
             State::AwaitStore { .. } => "await-store",
             State::AwaitTake => "await-take",
+            State::AwaitWhere { .. } => "await-where",
             State::Replaying { .. } => "replaying",
             State::Ws(_) => "websocket",
             State::Topic(_) => "topic",
@@ -325,6 +334,9 @@ impl<S: Stream> Conn<S> {
     pub fn respond(&mut self, ctx: &mut Ctx, status: u16, ctype: &str, body: &[u8], extra: &str) {
         self.record(ctx, (200..300).contains(&status));
         let persist = self.persist;
+        // A `HEAD` gets the head alone, `Content-Length: 0` (API-cluster.md section 3): every
+        // response stays self-delimiting whatever a client assumes about HEAD.
+        let body = if self.head_only { &b""[..] } else { body };
         self.out.with_bytes(|v| response::full(v, status, ctype, body, persist, extra));
         self.after_response(ctx);
     }
@@ -590,6 +602,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitRep(_)
             | State::AwaitStore { .. }
             | State::AwaitTake
+            | State::AwaitWhere { .. }
             | State::AwaitClaim { .. } => Next::Continue,
             State::Topic(ref w) if !w.is_fetch() => Next::Continue,
             State::Head if !self.out.is_empty() && self.rx.is_empty() => {

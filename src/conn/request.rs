@@ -43,6 +43,7 @@ impl<S: Stream> Conn<S> {
         }
         let topic = head.topic;
         self.v1 = topic.is_some();
+        self.head_only = head.method == "HEAD";
         self.topic_checked = false;
         let request =
             Request { route, upgrade: head.upgrade, topic, cluster_token: head.cluster_token };

@@ -3,7 +3,7 @@
 //! wake-up. Depth is bounded by connections: every message answers or starts one step of one
 //! connection, and a connection has at most one such step outstanding.
 
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use crate::conn::buffer::Body;
@@ -83,6 +83,9 @@ pub enum Msg {
     /// A forwarded rep's status, from the cluster thread (the holder's, or the cluster's own
     /// 503, 504 or 413).
     Answer { reply: ReplyTo, status: u16, text: &'static str },
+    /// Where a `HEAD`'s key is held: 200 with the holder's advertise address, 404 (nobody),
+    /// 503 or 504 (the cluster could not tell).
+    Located { reply: ReplyTo, status: u16, addr: Option<Arc<str>> },
     /// The cluster's verdict on sub `to`'s claim of its key.
     Claimed { to: ConnId, outcome: ClaimOutcome },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
@@ -129,7 +132,8 @@ impl Msg {
             | Msg::Failed { reply, .. }
             | Msg::Stored { reply, .. }
             | Msg::Taken { reply, .. }
-            | Msg::Answer { reply, .. } => Some(reply.conn),
+            | Msg::Answer { reply, .. }
+            | Msg::Located { reply, .. } => Some(reply.conn),
             Msg::Drain => None,
         }
     }

@@ -50,6 +50,8 @@ pub struct Shared {
     pub advertise: String,
     /// The cluster thread (`None` without `ESUB_CLUSTER`).
     pub cluster: Option<Arc<ClusterHandle>>,
+    /// Which keys have stored reps (kept by the store thread; empty with `ESUB_STORE=off`).
+    pub stored: crate::store::StoredKeys,
 }
 
 impl Shared {
@@ -105,7 +107,7 @@ impl Shared {
             since_ms,
             subs: subs as u64,
             pools: pools as u64,
-            stored: 0,
+            stored: self.stored.count(),
             heartbeat_ms: self.config.cluster.heartbeat.as_millis() as u64,
         }
     }
@@ -172,6 +174,7 @@ impl Ctx {
             node_name: "standalone".into(),
             advertise: "127.0.0.1:0".into(),
             cluster: None,
+            stored: Default::default(),
             started_ms: crate::cluster::handle::unix_ms(),
             config,
             registry: Registry::default(),
@@ -307,6 +310,7 @@ impl Server {
             node_name,
             advertise,
             cluster,
+            stored: Default::default(),
             started_ms: crate::cluster::handle::unix_ms(),
             hub,
             prom: prom.clone(),

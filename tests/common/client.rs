@@ -194,6 +194,21 @@ impl Client {
 
     /// Like `read_response`, but a failure is returned as text.
     pub fn try_read_response(&mut self) -> Result<Response, String> {
+        self.read_inner(false)
+    }
+
+    /// Sends `HEAD path` and reads its answer: a head and no body (whatever its
+    /// `Content-Length` says).
+    #[track_caller]
+    pub fn head(&mut self, path: &str) -> Response {
+        self.send(format!("HEAD {path} HTTP/1.1\r\nHost: esub\r\n\r\n").as_bytes());
+        match self.read_inner(true) {
+            Ok(r) => r,
+            Err(e) => panic!("HEAD {path}: {e}"),
+        }
+    }
+
+    fn read_inner(&mut self, head_request: bool) -> Result<Response, String> {
         let head_end = loop {
             if let Some(i) = find(&self.buf, b"\r\n\r\n") {
                 break i + 4;
@@ -262,6 +277,7 @@ impl Client {
                 .parse::<usize>()
                 .map_err(|_| format!("bad Content-Length {:?}", lengths[0]))?
         };
+        let len = if head_request { 0 } else { len };
         while self.buf.len() < len {
             match self.fill() {
                 Ok(0) => {

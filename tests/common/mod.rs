@@ -174,6 +174,11 @@ impl Server {
         self.client().get(path)
     }
 
+    /// `HEAD path` on a fresh connection.
+    pub fn head(&self, path: &str) -> Response {
+        self.client().head(path)
+    }
+
     pub fn post(&self, path: &str, body: &[u8]) -> Response {
         self.client().post(path, body)
     }
