@@ -42,18 +42,34 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             let ctype = "text/plain; version=0.0.4; charset=utf-8";
             conn.respond(ctx, 200, ctype, text.as_bytes(), "");
         }
-        Ok(Route::Keys) => {
-            let keys = ctx.shared.registry.keys();
-            if keys.is_empty() {
-                conn.respond(ctx, 204, response::JSON, b"", "");
-            } else {
-                let json = serde_json::to_vec(&keys).unwrap_or_default();
-                conn.respond(ctx, 200, response::JSON, &json, "");
+        Ok(Route::Keys { local }) => match &ctx.shared.cluster {
+            // Cluster mode: `{node: [keys]}` for every live node (API-cluster.md section 2).
+            Some(cluster) if !local => {
+                if !cluster_token_ok(ctx, &request) {
+                    return conn.respond_text(ctx, 401, "Invalid cluster token");
+                }
+                if !cluster.joined() {
+                    // NATS down: what this node knows, the others unanswered.
+                    let others = cluster.others().into_iter().map(|b| (b.node, None));
+                    let json = ctx.shared.keys_map_json(others);
+                    return conn.respond(ctx, 200, response::JSON, &json, "");
+                }
+                cluster.post(ClusterMsg::Keys { reply: ReplyTo { conn: conn.id, seq: 0 } });
+                conn.state = State::AwaitCluster;
+                conn.set_deadline(None, ctx);
             }
-        }
+            _ => {
+                let keys = ctx.shared.registry.keys();
+                if keys.is_empty() {
+                    conn.respond(ctx, 204, response::JSON, b"", "");
+                } else {
+                    let json = serde_json::to_vec(&keys).unwrap_or_default();
+                    conn.respond(ctx, 200, response::JSON, &json, "");
+                }
+            }
+        },
         Ok(Route::Members) => {
-            let want = ctx.shared.config.cluster.token.as_deref().map(str::as_bytes);
-            if want.is_some_and(|w| request.cluster_token.as_deref() != Some(w)) {
+            if !cluster_token_ok(ctx, &request) {
                 return conn.respond_text(ctx, 401, "Invalid cluster token");
             }
             let json = ctx.shared.members_json();
@@ -82,6 +98,14 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         },
     }
+}
+
+/// Whether a cluster route's request carries `ESUB_CLUSTER_TOKEN` (when one is set).
+/// Compared in constant time.
+fn cluster_token_ok(ctx: &Ctx, request: &Request) -> bool {
+    let Some(want) = ctx.shared.config.cluster.token.as_deref() else { return true };
+    let got = request.cluster_token.as_deref().unwrap_or_default();
+    crate::topics::auth::ct_eq(got, want.as_bytes())
 }
 
 /// `HEAD /sub|/psub|/rep|/rsub/K`: this node when it holds K, else the holder the cluster
@@ -136,7 +160,7 @@ fn bad_upgrade<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, why: &'static str) 
 fn measure(route: &Result<Route, RouteError>, ctx: &Ctx) -> Option<ReqMetric> {
     let (route, key, token) = match route {
         Ok(Route::Info) => (RouteTag::Info, None, None),
-        Ok(Route::Keys) => (RouteTag::Keys, None, None),
+        Ok(Route::Keys { .. }) => (RouteTag::Keys, None, None),
         Ok(Route::Sub { key, query }) => (RouteTag::Sub, Some(key), query.token.as_ref()),
         Ok(Route::Rep { key, query }) => (RouteTag::Rep, Some(key), query.token.as_ref()),
         Ok(Route::Psub { key, query }) => (RouteTag::Psub, Some(key), query.token.as_ref()),
@@ -339,6 +363,12 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
         Msg::Answer { reply, status, text } => {
             let frame = if status == 200 { "ok" } else { text };
             answer(conn, ctx, reply, status, text, frame)
+        }
+        Msg::Json { status, body, .. } => {
+            let Some(conn) = conn else { return };
+            if matches!(conn.state, State::AwaitCluster) {
+                conn.respond(ctx, status, response::JSON, &body, "");
+            }
         }
         Msg::Located { status, addr, .. } => {
             let Some(conn) = conn else { return };

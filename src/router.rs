@@ -9,7 +9,10 @@ pub const MAX_KEY_BYTES: usize = 256;
 pub enum Route {
     Ping,
     Info,
-    Keys,
+    /// `GET /keys`: `local` (`?local=1`) asks for this node's keys alone in cluster mode.
+    Keys {
+        local: bool,
+    },
     Metrics,
     /// `GET /members` (API-cluster.md section 2).
     Members,
@@ -119,7 +122,7 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
     Ok(match (name, key) {
         ("ping", _) => Route::Ping,
         ("info", _) => Route::Info,
-        ("keys", _) => Route::Keys,
+        ("keys", _) => Route::Keys { local: query()?.local },
         ("metrics", _) => Route::Metrics,
         ("members", _) => Route::Members,
         ("sub", Some(key)) => Route::Sub { key, query: query()? },
@@ -165,7 +168,9 @@ mod tests {
             ("GET", "/ping", Ok(Route::Ping)),
             ("GET", "/ping?x=1", Ok(Route::Ping)),
             ("GET", "/info", Ok(Route::Info)),
-            ("GET", "/keys", Ok(Route::Keys)),
+            ("GET", "/keys", Ok(Route::Keys { local: false })),
+            ("GET", "/keys?local=1", Ok(Route::Keys { local: true })),
+            ("GET", "/keys?local=0", Ok(Route::Keys { local: false })),
             ("GET", "/members", Ok(Route::Members)),
             ("POST", "/members", Err(MethodNotAllowed("GET"))),
             ("POST", "/ping", Err(MethodNotAllowed("GET"))),

@@ -26,6 +26,25 @@ fn wait_routed(via: &Server, key: &str) {
     }
 }
 
+/// Polls until every thread of `pid` is stopped (`T` in `/proc/<pid>/task/*/stat`): a
+/// SIGSTOP reaches a busy process's threads a moment after `kill` returns.
+fn wait_stopped(pid: u32) {
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the process exists");
+        let stopped = tasks.flatten().all(|t| {
+            let stat = std::fs::read_to_string(t.path().join("stat")).unwrap_or_default();
+            // The state follows the command name's closing parenthesis.
+            stat.rsplit_once(") ").is_some_and(|(_, rest)| rest.starts_with('T'))
+        });
+        if stopped {
+            return;
+        }
+        assert!(Instant::now() < end, "{pid} never stopped");
+        thread::sleep(Duration::from_millis(5));
+    }
+}
+
 /// A binary body of `len` bytes, every value present.
 fn body(len: usize, seed: u8) -> Vec<u8> {
     (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
@@ -397,6 +416,55 @@ fn head_names_the_node_that_holds_a_key() {
         thread::sleep(Duration::from_millis(10));
     }
     assert_eq!(a.head("/sub/mine").header("location"), Some("http://a.test:1/sub/mine"));
+}
+
+#[test]
+fn keys_is_a_node_map_with_null_for_a_silent_node() {
+    let nats = Nats::start();
+    // Heartbeats of 1 s keep a frozen node a member (3 s) well past the 300 ms scatter.
+    let env = [
+        ("ESUB_CLUSTER_TIMEOUT_MS", "300"),
+        ("ESUB_CLUSTER_HEARTBEAT_MS", "1000"),
+        ("ESUB_CLUSTER_TOKEN", "ct"),
+    ];
+    let nodes: Vec<Server> =
+        ["a", "b", "c"].iter().map(|n| esub_node(&nats.url(), n, &env)).collect();
+    let _subs = [nodes[0].sub("/sub/k2"), nodes[0].sub("/sub/k1"), nodes[2].sub("/sub/z")];
+    nodes[0].wait_for_keys(&["k1", "k2"]);
+    nodes[2].wait_for_key("z");
+    let map = |s: &Server| {
+        let mut c = s.client();
+        c.send(b"GET /keys HTTP/1.1\r\nHost: esub\r\nX-Esub-Cluster-Token: ct\r\n\r\n");
+        let r = c.read_response();
+        assert_eq!(r.status, 200, "{r:?}");
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        r.body_str()
+    };
+    let want = r#"{"a":["k1","k2"],"b":[],"c":["z"]}"#;
+    // Each node lists the others once it has heard their heartbeats.
+    for n in &nodes {
+        let end = Instant::now() + DEADLINE;
+        while map(n) != want {
+            assert!(Instant::now() < end, "{}: {}", n.addr, map(n));
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+    // The local form needs no token; the map does.
+    assert_eq!(nodes[0].get("/keys?local=1").body_str(), r#"["k1","k2"]"#);
+    nodes[0].get("/keys").assert_text(401, "Invalid cluster token");
+
+    let signal = |sig: &str| {
+        let st =
+            std::process::Command::new("kill").args([sig, &nodes[2].pid().to_string()]).status();
+        assert!(st.unwrap().success());
+    };
+    signal("-STOP");
+    wait_stopped(nodes[2].pid());
+    let start = Instant::now();
+    assert_eq!(map(&nodes[1]), r#"{"a":["k1","k2"],"b":[],"c":null}"#);
+    let took = start.elapsed();
+    signal("-CONT");
+    assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
 }
 
 #[test]

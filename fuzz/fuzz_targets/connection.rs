@@ -686,6 +686,7 @@ fn state_name(state: &State) -> &'static str {
         State::Topic(_) => "topic",
         State::AwaitClaim { .. } => "await-claim",
         State::AwaitWhere { .. } => "await-where",
+        State::AwaitCluster => "await-cluster",
         State::Closing => "closing",
     }
 }

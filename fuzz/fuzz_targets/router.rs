@@ -21,7 +21,7 @@ fn parts(r: &Route) -> Parts<'_> {
     let (path, method, key, query) = match r {
         Route::Ping => ("/ping", "GET", None, None),
         Route::Info => ("/info", "GET", None, None),
-        Route::Keys => ("/keys", "GET", None, None),
+        Route::Keys { .. } => ("/keys", "GET", None, None),
         Route::Metrics => ("/metrics", "GET", None, None),
         Route::Members => ("/members", "GET", None, None),
         Route::Prep { query } => ("/prep", "GET", None, Some(query)),

@@ -19,6 +19,8 @@ pub enum ClusterMsg {
     KeyChanged(Arc<str>),
     /// A rep with no local holder: ask the holder over NATS; `reply` hears the status.
     Forward { key: Arc<str>, token: Option<Arc<str>>, psub: bool, body: Body, reply: ReplyTo },
+    /// `GET /keys`: gather every live node's keys (`Json`).
+    Keys { reply: ReplyTo },
     /// A `HEAD` with no local holder: ask which node holds `key` (`Located`).
     Where { key: Arc<str>, of: crate::router::Holder, reply: ReplyTo },
     /// A sub with no local sub for its key: ask the holder to give the key up (`Claimed`).

@@ -132,6 +132,10 @@ impl Node {
                 self.routing.forward(c, s, f)
             }
             ClusterMsg::Where { key, of, reply } => self.routing.locate(c, s, key, of, reply),
+            ClusterMsg::Keys { reply } => {
+                let expected = self.members.beats().map(|b| b.node.clone()).collect();
+                self.routing.scatter_keys(c, s, reply, expected)
+            }
             ClusterMsg::Claim { key, token, conn } => {
                 self.routing.claim(c, s, &key, token.as_deref(), conn)
             }
@@ -149,7 +153,7 @@ impl Node {
         if !self.members.expire(now).is_empty() {
             self.publish_members();
         }
-        self.routing.expire(&mut self.client, now);
+        self.routing.expire(&mut self.client, &self.shared, now);
     }
 
     fn beat(&mut self, now: Instant) {
@@ -236,7 +240,7 @@ impl Node {
                     c.subscribe(&self.subjects.heartbeat(), None),
                     c.subscribe(&self.subjects.leave(), None),
                 ];
-                if subs.iter().any(Result::is_err) {
+                if subs.iter().any(Result::is_err) || !self.routing.subscribe_fixed(c) {
                     crate::warn!("cluster subscriptions refused");
                 }
                 crate::info!("cluster joined node={}", self.shared.node_name);

@@ -2,7 +2,7 @@
 //! waiting sub (kept 500 ms after it goes, answering misses); reps and claims for keys held
 //! here are answered through the workers; reps and claims from here go out as NATS requests.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -71,6 +71,18 @@ struct Where {
     reply: ReplyTo,
 }
 
+/// A `/keys` scatter: the answers so far, by node; done when every expected node answered, or
+/// at `deadline` (the silent ones are `null`).
+struct Scatter {
+    reply: ReplyTo,
+    expected: Vec<String>,
+    got: BTreeMap<String, Option<Vec<String>>>,
+    deadline: Instant,
+}
+
+/// Keys one node lists in its answer to a scatter: an answer must fit NATS's `max_payload`.
+const MAX_SCATTER_KEYS: usize = 100_000;
+
 pub(super) struct Routing {
     subjects: Subjects,
     from: String,
@@ -80,6 +92,8 @@ pub(super) struct Routing {
     forwards: HashMap<RequestToken, Forward>,
     claims: HashMap<RequestToken, ConnId>,
     wheres: HashMap<RequestToken, Where>,
+    scatters: BTreeMap<u64, Scatter>,
+    next_scatter: u64,
     /// Reply subjects of reps delivered here for other nodes, by delivery id.
     deliveries: HashMap<usize, String>,
     next_delivery: usize,
@@ -96,6 +110,8 @@ impl Routing {
             forwards: HashMap::new(),
             claims: HashMap::new(),
             wheres: HashMap::new(),
+            scatters: BTreeMap::new(),
+            next_scatter: 0,
             deliveries: HashMap::new(),
             next_delivery: 0,
         }
@@ -145,8 +161,9 @@ impl Routing {
         }
     }
 
-    /// Drops the subscriptions whose linger is over.
-    pub fn expire(&mut self, c: &mut Client, now: Instant) {
+    /// Drops the subscriptions whose linger is over; answers the scatters that are late.
+    pub fn expire(&mut self, c: &mut Client, s: &Shared, now: Instant) {
+        self.expire_scatters(s, now);
         while let Some((until, _, _)) = self.lingering.front()
             && *until <= now
         {
@@ -165,7 +182,88 @@ impl Routing {
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.lingering.front().map(|(t, _, _)| *t)
+        let scatter = self.scatters.values().map(|s| s.deadline).min();
+        self.lingering.front().map(|(t, _, _)| *t).into_iter().chain(scatter).min()
+    }
+
+    /// The subscriptions every joined node keeps: `C.keys` and its own scatter answers.
+    pub fn subscribe_fixed(&mut self, c: &mut Client) -> bool {
+        let keys = c.subscribe(&self.subjects.keys(), None);
+        let answers = c.subscribe(&self.subjects.keys_reply(&self.from, "*"), None);
+        keys.is_ok() && answers.is_ok()
+    }
+
+    /// `GET /keys`: ask every node for its keys; `expected` are the other live nodes.
+    pub fn scatter_keys(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        reply: ReplyTo,
+        expected: Vec<String>,
+    ) {
+        let id = self.next_scatter;
+        self.next_scatter += 1;
+        let answers = self.subjects.keys_reply(&self.from, &id.to_string());
+        if c.publish(&self.subjects.keys(), Some(&answers), None, &b""[..]).is_err() {
+            let others = expected.into_iter().map(|n| (n, None));
+            return keys_answer(s, reply, others);
+        }
+        let deadline = Instant::now() + self.timeout;
+        let sc = Scatter { reply, expected, got: BTreeMap::new(), deadline };
+        self.scatters.insert(id, sc);
+        self.finish_scatter(s, id);
+    }
+
+    /// Sends a scatter's answer when every expected node has answered.
+    fn finish_scatter(&mut self, s: &Shared, id: u64) {
+        let Some(sc) = self.scatters.get(&id) else { return };
+        if sc.expected.iter().all(|n| sc.got.contains_key(n))
+            && let Some(sc) = self.scatters.remove(&id)
+        {
+            keys_answer(s, sc.reply, scatter_rows(sc));
+        }
+    }
+
+    /// Scatters past their deadline answer with what they have.
+    fn expire_scatters(&mut self, s: &Shared, now: Instant) {
+        let late: Vec<u64> =
+            self.scatters.iter().filter(|(_, sc)| sc.deadline <= now).map(|(id, _)| *id).collect();
+        for id in late {
+            if let Some(sc) = self.scatters.remove(&id) {
+                keys_answer(s, sc.reply, scatter_rows(sc));
+            }
+        }
+    }
+
+    /// A message on `C.keys` (answer with this node's keys) or on our scatter answers.
+    fn on_keys_msg(&mut self, c: &mut Client, s: &Shared, m: &Message) -> bool {
+        if m.subject == self.subjects.keys() {
+            if let Some(reply) = &m.reply {
+                let mut keys = s.registry.keys();
+                keys.truncate(MAX_SCATTER_KEYS);
+                let body = serde_json::json!({ "node": s.node_name, "keys": keys }).to_string();
+                if let Err(e) = c.publish(reply, None, None, body.as_bytes()) {
+                    crate::warn!("cluster keys answer not sent error={e:?}");
+                }
+            }
+            return true;
+        }
+        let prefix = self.subjects.keys_reply(&self.from, "");
+        let Some(id) = m.subject.strip_prefix(&prefix) else { return false };
+        let Ok(id) = id.parse::<u64>() else { return true };
+        let Some(sc) = self.scatters.get_mut(&id) else { return true };
+        let v: serde_json::Value = serde_json::from_slice(&m.payload).unwrap_or_default();
+        let node = v.get("node").and_then(|n| n.as_str());
+        let keys = v.get("keys").and_then(|k| k.as_array()).map(|ks| {
+            ks.iter().filter_map(|k| k.as_str().map(str::to_string)).collect::<Vec<String>>()
+        });
+        if let (Some(node), Some(keys)) = (node, keys)
+            && node != s.node_name
+        {
+            sc.got.insert(node.to_string(), Some(keys));
+        }
+        self.finish_scatter(s, id);
+        true
     }
 
     /// A claim took the key's sub away: its sub subjects go at once (a pool's stay).
@@ -179,8 +277,11 @@ impl Routing {
         }
     }
 
-    /// A request on one of the subjects of a key held here.
+    /// A request on one of the subjects of a key held here, or a `/keys` scatter message.
     pub fn on_msg(&mut self, c: &mut Client, s: &Shared, m: Message) {
+        if self.on_keys_msg(c, s, &m) {
+            return;
+        }
         let (Some((key, which)), Some(reply)) = (self.subjects.parse_key(&m.subject), m.reply)
         else {
             return;
@@ -429,6 +530,24 @@ fn respond(c: &mut Client, reply: &str, status: u16, text: &str, miss: bool) {
 
 fn answer(s: &Shared, reply: ReplyTo, status: u16, text: &'static str) {
     s.mailboxes[reply.conn.worker].post(Msg::Answer { reply, status, text });
+}
+
+/// A scatter's rows: every node that answered, and `null` for the expected ones that did not.
+fn scatter_rows(sc: Scatter) -> impl Iterator<Item = (String, Option<Vec<String>>)> {
+    let mut got = sc.got;
+    for n in sc.expected {
+        got.entry(n).or_insert(None);
+    }
+    got.into_iter()
+}
+
+fn keys_answer(
+    s: &Shared,
+    reply: ReplyTo,
+    others: impl Iterator<Item = (String, Option<Vec<String>>)>,
+) {
+    let body = s.keys_map_json(others);
+    s.mailboxes[reply.conn.worker].post(Msg::Json { reply, status: 200, body });
 }
 
 fn located(s: &Shared, reply: ReplyTo, status: u16, addr: Option<Arc<str>>) {

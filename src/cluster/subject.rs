@@ -94,6 +94,16 @@ impl Subjects {
         format!("{}.leave", self.prefix)
     }
 
+    /// `C.keys`: every node answers a `/keys` scatter with its keys.
+    pub fn keys(&self) -> String {
+        format!("{}.keys", self.prefix)
+    }
+
+    /// Where node `e` (encoded) hears the answers to its scatter `id`; `id` `*` for all.
+    pub fn keys_reply(&self, e: &str, id: &str) -> String {
+        format!("{}.keysr.{e}.{id}", self.prefix)
+    }
+
     pub fn node(&self, name: &str) -> String {
         format!("{}.node.{}", self.prefix, encode(name))
     }

@@ -115,6 +115,8 @@ pub enum State {
     },
     /// A `/rsub` waiting for the store.
     AwaitTake,
+    /// A cluster route (`/keys`) waiting for the cluster thread's JSON.
+    AwaitCluster,
     /// A `HEAD` waiting for the cluster to say which node holds its key; `path` goes in the
     /// `Location`.
     AwaitWhere {
@@ -267,6 +269,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitStore { .. } => "await-store",
             State::AwaitTake => "await-take",
             State::AwaitWhere { .. } => "await-where",
+            State::AwaitCluster => "await-cluster",
             State::Replaying { .. } => "replaying",
             State::Ws(_) => "websocket",
             State::Topic(_) => "topic",
@@ -603,6 +606,7 @@ impl<S: Stream> Conn<S> {
             | State::AwaitStore { .. }
             | State::AwaitTake
             | State::AwaitWhere { .. }
+            | State::AwaitCluster
             | State::AwaitClaim { .. } => Next::Continue,
             State::Topic(ref w) if !w.is_fetch() => Next::Continue,
             State::Head if !self.out.is_empty() && self.rx.is_empty() => {

@@ -59,6 +59,8 @@ pub struct Query {
     pub shared: bool,
     pub replay: bool,
     pub confirm: bool,
+    /// `local=1` on `/keys`: this node's keys, in cluster mode too.
+    pub local: bool,
 }
 
 /// `1`, `true`, `yes` and `on` are true; anything else (including absence) is false.
@@ -88,6 +90,7 @@ impl Query {
                 b"shared" => q.shared = truthy(&value),
                 b"replay" => q.replay = truthy(&value),
                 b"confirm" => q.confirm = truthy(&value),
+                b"local" => q.local = truthy(&value),
                 _ => {}
             }
         }

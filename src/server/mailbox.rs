@@ -83,6 +83,8 @@ pub enum Msg {
     /// A forwarded rep's status, from the cluster thread (the holder's, or the cluster's own
     /// 503, 504 or 413).
     Answer { reply: ReplyTo, status: u16, text: &'static str },
+    /// A cluster route's JSON answer (`/keys`), from the cluster thread.
+    Json { reply: ReplyTo, status: u16, body: Vec<u8> },
     /// Where a `HEAD`'s key is held: 200 with the holder's advertise address, 404 (nobody),
     /// 503 or 504 (the cluster could not tell).
     Located { reply: ReplyTo, status: u16, addr: Option<Arc<str>> },
@@ -133,7 +135,8 @@ impl Msg {
             | Msg::Stored { reply, .. }
             | Msg::Taken { reply, .. }
             | Msg::Answer { reply, .. }
-            | Msg::Located { reply, .. } => Some(reply.conn),
+            | Msg::Located { reply, .. }
+            | Msg::Json { reply, .. } => Some(reply.conn),
             Msg::Drain => None,
         }
     }

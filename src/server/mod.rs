@@ -121,6 +121,17 @@ impl Shared {
         serde_json::to_vec(&rows).unwrap_or_default()
     }
 
+    /// `GET /keys` in cluster mode: `{node: [keys sorted] | null}`, nodes sorted, this node's
+    /// own keys included.
+    pub fn keys_map_json(
+        &self,
+        others: impl Iterator<Item = (String, Option<Vec<String>>)>,
+    ) -> Vec<u8> {
+        let mut map: std::collections::BTreeMap<String, Option<Vec<String>>> = others.collect();
+        map.insert(self.node_name.clone(), Some(self.registry.keys()));
+        serde_json::to_vec(&map).unwrap_or_default()
+    }
+
     /// A message for the cluster thread from a worker: the outcome of a forwarded rep's
     /// delivery (the `ReplyTo` names the cluster thread and the delivery).
     pub fn to_cluster(&self, msg: Msg) {
