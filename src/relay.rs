@@ -52,12 +52,27 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         }
         Ok(Route::Members) => {
-            let want = ctx.shared.config.cluster.token.as_deref().map(str::as_bytes);
-            if want.is_some_and(|w| request.cluster_token.as_deref() != Some(w)) {
+            if !cluster_token_ok(ctx, &request) {
                 return conn.respond_text(ctx, 401, "Invalid cluster token");
             }
             let json = ctx.shared.members_json();
             conn.respond(ctx, 200, response::JSON, &json, "");
+        }
+        Ok(Route::Announce { since, wait_ms }) => {
+            if !cluster_token_ok(ctx, &request) {
+                return conn.respond_text(ctx, 401, "Invalid cluster token");
+            }
+            if ctx.draining {
+                conn.persist = Persist::Close;
+                return conn.respond_text(ctx, 503, "Shutting down");
+            }
+            if !request.upgrade.websocket {
+                return conn.announce_poll(ctx, since.unwrap_or(0), wait_ms);
+            }
+            match handshake::check(&request.upgrade) {
+                Err(why) => bad_upgrade(conn, ctx, why),
+                Ok(accept) => conn.announce_ws(ctx, since, &accept),
+            }
         }
         Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
         Ok(Route::Rsub { key, query }) => rsub(conn, ctx, key, query.token),
@@ -81,6 +96,12 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             }
         },
     }
+}
+
+/// The cluster routes' token: `ESUB_CLUSTER_TOKEN` unset, or sent exactly (else 401).
+fn cluster_token_ok(ctx: &Ctx, request: &Request) -> bool {
+    let want = ctx.shared.config.cluster.token.as_deref().map(str::as_bytes);
+    want.is_none_or(|w| request.cluster_token.as_deref() == Some(w))
 }
 
 /// 400 for a request that is not a valid websocket upgrade; it names the version we speak.
@@ -348,6 +369,11 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
                 conn.taken_over(ctx);
             }
         }
+        Msg::Announce { .. } => {
+            if let Some(conn) = conn {
+                conn.announce_wake(ctx);
+            }
+        }
         Msg::Drain => {}
     }
 }
@@ -378,5 +404,6 @@ pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
         conn.persist = Persist::Close;
     }
     conn.topic_drain(ctx);
+    conn.announce_drain(ctx);
     conn.drain(ctx);
 }

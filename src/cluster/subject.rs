@@ -91,6 +91,11 @@ impl Subjects {
         format!("{}.leave", self.prefix)
     }
 
+    /// Key events of every node (`GET /announce`).
+    pub fn events(&self) -> String {
+        format!("{}.ev", self.prefix)
+    }
+
     pub fn node(&self, name: &str) -> String {
         format!("{}.node.{}", self.prefix, encode(name))
     }
@@ -139,6 +144,8 @@ mod tests {
         assert_eq!(s.key("k", KeySubject::Claim), "esub.eu.rr.k.claim");
         assert_eq!(s.key("k", KeySubject::Pool), "esub.eu.rr.k.pool");
         assert_eq!(s.node("h:1"), "esub.eu.node.h%3A1");
+        assert_eq!(s.events(), "esub.eu.ev");
+        assert_eq!(s.parse_key("esub.eu.ev"), None);
         for which in [KeySubject::Rr, KeySubject::Claim, KeySubject::Pool] {
             let subject = s.key("x y.z", which);
             assert_eq!(s.parse_key(&subject), Some(("x y.z".to_string(), which)));
