@@ -655,6 +655,7 @@ impl World {
                     Role::Prep(_) => preps += 1,
                     // The standalone context has no topics half: these never occur here.
                     Role::TopicPub(_) | Role::TopicSub(_) => {}
+                    Role::Announce(_) => {}
                 },
                 _ => {}
             }
@@ -685,6 +686,7 @@ fn state_name(state: &State) -> &'static str {
         State::Ws(_) => "websocket",
         State::Topic(_) => "topic",
         State::AwaitClaim { .. } => "await-claim",
+        State::Announce { .. } => "announce",
         State::Closing => "closing",
     }
 }
