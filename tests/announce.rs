@@ -310,14 +310,20 @@ fn an_event_on_one_node_reaches_the_feed_of_another() {
     let mine = a.sub("/sub/near");
     let (seq, node, key, event) = next_event(&mut ws);
     assert_eq!((node.as_str(), key.as_str(), event.as_str()), ("a", "near", "new"));
-    let on_a = feed(&a, 0).into_iter().filter(|e| e.1 == "a" && e.2 == "near").count();
-    assert_eq!(on_a, 1);
     let end = Instant::now() + DEADLINE;
     while !feed(&b, 0).contains(&ev(seq, "a", "near", "new")) {
         assert!(Instant::now() < end, "a's event never reached b");
         let _ = events_of(&b.get("/announce?since=0&wait_ms=100"));
     }
+    // An event b makes now reaches a after a's own echo would have (NATS keeps that order):
+    // the next frame on a is b's, not a second copy of a's.
+    let probe = b.sub("/sub/after");
+    let (_, node, key, event) = next_event(&mut ws);
+    assert_eq!((node.as_str(), key.as_str(), event.as_str()), ("b", "after", "new"));
+    let on_a = feed(&a, 0).into_iter().filter(|e| e.1 == "a" && e.2 == "near").count();
+    assert_eq!(on_a, 1);
     drop(mine);
     let (_, node, key, event) = next_event(&mut ws);
     assert_eq!((node.as_str(), key.as_str(), event.as_str()), ("a", "near", "gone"));
+    drop(probe);
 }
