@@ -47,3 +47,33 @@ impl Listener {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::announce::{Feed, Kind, RING};
+    use std::sync::Arc;
+
+    #[test]
+    fn frames_then_backlog_and_lag_close() {
+        let id = ConnId { worker: 0, token: 1, generation: 1 };
+        let feed = Arc::new(Feed::new("me"));
+        let key: Arc<str> = Arc::from("k");
+        feed.record(&key, Kind::New);
+        let mut l = Listener::new(feed.lease(id).unwrap(), 0, Some(0));
+        let mut out = OutQueue::default();
+        assert_eq!(l.fetch(&mut out, id), Ok(()));
+        let json = br#"{"seq":1,"node":"me","key":"k","event":"new"}"#;
+        assert_eq!(out.pending(), 2 + json.len());
+        // Woken by the next event; a reader that stopped reading is closed, not grown.
+        assert_eq!(feed.record(&key, Kind::Gone).1, vec![id]);
+        out.with_bytes(|v| v.resize(v.len() + MAX_UNSENT, b'x'));
+        assert_eq!(l.fetch(&mut out, id), Err((1008, "listener too slow")));
+        // More than the ring between two fetches: events were lost, the listener is closed.
+        for _ in 0..RING + 1 {
+            feed.record(&key, Kind::New);
+        }
+        let mut out = OutQueue::default();
+        assert_eq!(l.fetch(&mut out, id), Err((1008, "listener fell behind")));
+    }
+}
