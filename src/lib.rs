@@ -14,6 +14,7 @@
 //! A rep claims its sub in the sharded `Registry` and posts the body (an `Arc`, never copied)
 //! to the sub's worker, which writes head and body with one vectored write and answers back.
 
+pub mod announce;
 pub mod cluster;
 pub mod config;
 pub mod conn;

@@ -144,6 +144,18 @@ impl Registry {
         }
     }
 
+    /// The map's own `Arc` of `key` (no copy of its bytes for the watch), removing its slot
+    /// when `empty`.
+    fn own_key(shard: &mut Shard, key: &str, empty: bool) -> Arc<str> {
+        let found = if empty {
+            shard.remove_entry(key).map(|(k, _)| k)
+        } else {
+            shard.get_key_value(key).map(|(k, _)| k.clone())
+        };
+        // The caller holds the slot it just changed: the key is there.
+        found.unwrap_or_else(|| Arc::from(key))
+    }
+
     /// `change` when the key left (its slot is empty), `Holders` when it is still held.
     fn left(slot_empty: bool, change: Change) -> Change {
         if slot_empty { change } else { Change::Holders }
@@ -168,13 +180,10 @@ impl Registry {
             if old.token.as_deref().is_some_and(|t| Some(t) != token) {
                 return TakeOver::Forbidden;
             }
-            let k: Arc<str> = Arc::from(key);
             let conn = old.conn;
             slot.sub = None;
             let empty = slot.is_empty();
-            if empty {
-                shard.remove(key);
-            }
+            let k = Self::own_key(&mut shard, key, empty);
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             (k, conn, empty)
         };
@@ -241,14 +250,10 @@ impl Registry {
             let conn = sub.conn;
             slot.sub = None;
             let empty = slot.is_empty();
-            if empty {
-                shard.remove(key);
-            }
+            let k = Self::own_key(&mut shard, key, empty);
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             drop(shard);
-            if self.watch.is_some() {
-                self.changed(&Arc::from(key), Self::left(empty, Change::Fulfilled));
-            }
+            self.changed(&k, Self::left(empty, Change::Fulfilled));
             return Claim::Sub(conn);
         }
         let Some(pool) = &mut slot.pool else {
@@ -313,13 +318,9 @@ impl Registry {
         if pool.members.is_empty() {
             slot.pool = None;
             let empty = slot.is_empty();
-            if empty {
-                shard.remove(key);
-            }
+            let k = Self::own_key(&mut shard, key, empty);
             drop(shard);
-            if self.watch.is_some() {
-                self.changed(&Arc::from(key), Self::left(empty, Change::Gone));
-            }
+            self.changed(&k, Self::left(empty, Change::Gone));
         }
         true
     }
@@ -342,13 +343,9 @@ impl Registry {
         slot.sub = None;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let empty = slot.is_empty();
-        if empty {
-            shard.remove(key);
-        }
+        let k = Self::own_key(&mut shard, key, empty);
         drop(shard);
-        if self.watch.is_some() {
-            self.changed(&Arc::from(key), Self::left(empty, Change::Gone));
-        }
+        self.changed(&k, Self::left(empty, Change::Gone));
         true
     }
 

@@ -76,6 +76,22 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             conn.respond(ctx, 200, response::JSON, &json, "");
         }
         Ok(Route::Head { of, key, path }) => locate(conn, ctx, of, key, path),
+        Ok(Route::Announce { since, wait_ms }) => {
+            if !cluster_token_ok(ctx, &request) {
+                return conn.respond_text(ctx, 401, "Invalid cluster token");
+            }
+            if ctx.draining {
+                conn.persist = Persist::Close;
+                return conn.respond_text(ctx, 503, "Shutting down");
+            }
+            if !request.upgrade.websocket {
+                return conn.announce_poll(ctx, since.unwrap_or(0), wait_ms);
+            }
+            match handshake::check(&request.upgrade) {
+                Err(why) => bad_upgrade(conn, ctx, why),
+                Ok(accept) => conn.announce_ws(ctx, since, &accept),
+            }
+        }
         Ok(Route::Sub { key, query }) => sub(conn, ctx, key, query.token.as_deref()),
         Ok(Route::Rsub { key, query }) => rsub(conn, ctx, key, query.token),
         Ok(Route::Rep { key, query }) => {
@@ -427,6 +443,11 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
                 conn.taken_over(ctx);
             }
         }
+        Msg::Announce { .. } => {
+            if let Some(conn) = conn {
+                conn.announce_wake(ctx);
+            }
+        }
         Msg::Drain => {}
     }
 }
@@ -457,5 +478,6 @@ pub fn on_drain<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx) {
         conn.persist = Persist::Close;
     }
     conn.topic_drain(ctx);
+    conn.announce_drain(ctx);
     conn.drain(ctx);
 }

@@ -1,6 +1,6 @@
 //! `(method, target) -> Route`: pure, table-tested and fuzzed. Keys are decoded and bounded here.
 
-use crate::http::query::{Query, percent_decode};
+use crate::http::query::{Query, param, percent_decode};
 
 /// Longest key after percent-decoding (API.md section 1).
 pub const MAX_KEY_BYTES: usize = 256;
@@ -16,6 +16,11 @@ pub enum Route {
     Metrics,
     /// `GET /members` (API-cluster.md section 2).
     Members,
+    /// `GET /announce?since=N&wait_ms=M` (API-cluster.md section 2).
+    Announce {
+        since: Option<i64>,
+        wait_ms: Option<u64>,
+    },
     Sub {
         key: String,
         query: Query,
@@ -77,6 +82,7 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("keys", false, "GET"),
     ("metrics", false, "GET"),
     ("members", false, "GET"),
+    ("announce", false, "GET"),
     ("sub", true, "GET, HEAD"),
     ("rep", true, "POST, HEAD"),
     ("psub", true, "GET, HEAD"),
@@ -125,6 +131,13 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("keys", _) => Route::Keys { local: query()?.local },
         ("metrics", _) => Route::Metrics,
         ("members", _) => Route::Members,
+        ("announce", _) => {
+            query()?;
+            let since = integer(raw_query, b"since").ok_or(RouteError::BadRequest("Bad since"))?;
+            let wait =
+                integer(raw_query, b"wait_ms").ok_or(RouteError::BadRequest("Bad wait_ms"))?;
+            Route::Announce { since, wait_ms: wait }
+        }
         ("sub", Some(key)) => Route::Sub { key, query: query()? },
         ("rep", Some(key)) => Route::Rep { key, query: query()? },
         ("psub", Some(key)) => Route::Psub { key, query: query()? },
@@ -132,6 +145,15 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("rsub", Some(key)) => Route::Rsub { key, query: query()? },
         _ => return Err(RouteError::NotFound),
     })
+}
+
+/// Parameter `name` as an integer: `Some(None)` when absent, `None` when it is not one.
+fn integer<T: std::str::FromStr>(raw_query: &[u8], name: &[u8]) -> Option<Option<T>> {
+    match param(raw_query, name) {
+        Ok(None) => Some(None),
+        Ok(Some(v)) => std::str::from_utf8(&v).ok()?.parse().ok().map(Some),
+        Err(_) => None,
+    }
 }
 
 fn decode_key(raw: &[u8]) -> Result<String, RouteError> {
@@ -173,6 +195,19 @@ mod tests {
             ("GET", "/keys?local=0", Ok(Route::Keys { local: false })),
             ("GET", "/members", Ok(Route::Members)),
             ("POST", "/members", Err(MethodNotAllowed("GET"))),
+            ("GET", "/announce", Ok(Route::Announce { since: None, wait_ms: None })),
+            (
+                "GET",
+                "/announce?since=5&wait_ms=0",
+                Ok(Route::Announce { since: Some(5), wait_ms: Some(0) }),
+            ),
+            ("GET", "/announce?since=-1", Ok(Route::Announce { since: Some(-1), wait_ms: None })),
+            ("GET", "/announce?since=x", Err(BadRequest("Bad since"))),
+            ("GET", "/announce?since=", Err(BadRequest("Bad since"))),
+            ("GET", "/announce?wait_ms=1.5", Err(BadRequest("Bad wait_ms"))),
+            ("GET", "/announce?wait_ms=-1", Err(BadRequest("Bad wait_ms"))),
+            ("POST", "/announce", Err(MethodNotAllowed("GET"))),
+            ("GET", "/announce/k", Err(NotFound)),
             ("POST", "/ping", Err(MethodNotAllowed("GET"))),
             ("HEAD", "/keys", Err(MethodNotAllowed("GET"))),
             ("GET", "/ping/x", Err(NotFound)),

@@ -655,6 +655,7 @@ impl World {
                     Role::Prep(_) => preps += 1,
                     // The standalone context has no topics half: these never occur here.
                     Role::TopicPub(_) | Role::TopicSub(_) => {}
+                    Role::Announce(_) => {}
                 },
                 _ => {}
             }
@@ -687,6 +688,7 @@ fn state_name(state: &State) -> &'static str {
         State::AwaitClaim { .. } => "await-claim",
         State::AwaitWhere { .. } => "await-where",
         State::AwaitCluster => "await-cluster",
+        State::Announce { .. } => "announce",
         State::Closing => "closing",
     }
 }

@@ -27,6 +27,8 @@ pub enum ClusterMsg {
     Claim { key: Arc<str>, token: Option<Arc<str>>, conn: ConnId },
     /// A worker's outcome for the delivery `id` of a forwarded rep.
     Outcome { id: usize, status: u16, text: &'static str },
+    /// A key event of this node, for `C.ev` (dropped while not in the cluster).
+    Announce(crate::announce::Event),
     /// SIGTERM: publish the leave message, close NATS, stop.
     Shutdown,
 }

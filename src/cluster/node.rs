@@ -140,6 +140,13 @@ impl Node {
                 self.routing.claim(c, s, &key, token.as_deref(), conn)
             }
             ClusterMsg::Outcome { id, status, text } => self.routing.outcome(c, id, status, text),
+            ClusterMsg::Announce(event) => {
+                if self.phase == Phase::Joined && c.is_connected() {
+                    let mut json = Vec::with_capacity(64 + event.key.len());
+                    event.write_json(&mut json);
+                    let _ = c.publish(&self.subjects.events(), None, None, &json[..]);
+                }
+            }
             ClusterMsg::Shutdown => return false,
         }
         true
@@ -239,6 +246,7 @@ impl Node {
                     c.subscribe(&self.subjects.node(&self.shared.node_name), None),
                     c.subscribe(&self.subjects.heartbeat(), None),
                     c.subscribe(&self.subjects.leave(), None),
+                    c.subscribe(&self.subjects.events(), None),
                 ];
                 if subs.iter().any(Result::is_err) || !self.routing.subscribe_fixed(c) {
                     crate::warn!("cluster subscriptions refused");
@@ -267,6 +275,11 @@ impl Node {
                 && self.members.left(node)
             {
                 self.publish_members();
+            }
+        } else if m.subject == self.subjects.events() {
+            if let Some(event) = crate::announce::Event::parse(&m.payload) {
+                let woken = self.shared.announce.append(event);
+                self.shared.wake_listeners(woken);
             }
         } else if m.subject == self.subjects.node(&self.shared.node_name) {
             if let Some(reply) = &m.reply {

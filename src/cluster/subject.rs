@@ -104,6 +104,11 @@ impl Subjects {
         format!("{}.keysr.{e}.{id}", self.prefix)
     }
 
+    /// Key events of every node (`GET /announce`).
+    pub fn events(&self) -> String {
+        format!("{}.ev", self.prefix)
+    }
+
     pub fn node(&self, name: &str) -> String {
         format!("{}.node.{}", self.prefix, encode(name))
     }
@@ -153,6 +158,8 @@ mod tests {
         assert_eq!(s.key("k", KeySubject::Claim), "esub.eu.rr.k.claim");
         assert_eq!(s.key("k", KeySubject::Pool), "esub.eu.rr.k.pool");
         assert_eq!(s.node("h:1"), "esub.eu.node.h%3A1");
+        assert_eq!(s.events(), "esub.eu.ev");
+        assert_eq!(s.parse_key("esub.eu.ev"), None);
         assert_eq!(s.key("k", KeySubject::Stored), "esub.eu.rr.k.stored");
         for which in [KeySubject::Rr, KeySubject::Claim, KeySubject::Pool, KeySubject::Stored] {
             let subject = s.key("x y.z", which);

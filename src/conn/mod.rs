@@ -2,6 +2,7 @@
 //! allows (edge-triggered: read and write until `WouldBlock`) and returns what the loop should
 //! do next; the loop never looks inside.
 
+mod announce;
 pub mod buffer;
 mod deliver;
 mod request;
@@ -129,6 +130,11 @@ pub enum State {
     },
     /// A websocket: a psub member or a `/prep` socket.
     Ws(Box<Ws>),
+    /// A `GET /announce` long poll waiting for an event with seq above `since`.
+    Announce {
+        lease: crate::announce::Lease,
+        since: i64,
+    },
     /// A topics request waiting for the store, its topic's creation, or messages.
     Topic(Box<TopicWait>),
     /// Flush what is queued, then close.
@@ -235,6 +241,10 @@ impl<S: Stream> Conn<S> {
                 self.topic_deadline(ctx);
                 Next::Continue
             }
+            Some(_) if matches!(self.state, State::Announce { .. }) => {
+                self.announce_answer(ctx, true);
+                Next::Continue
+            }
             Some(_) => {
                 if let State::Ws(ws) = &mut self.state {
                     let mut io = ws::Io { rx: &mut self.rx, out: &mut self.out, id: self.id };
@@ -272,6 +282,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitCluster => "await-cluster",
             State::Replaying { .. } => "replaying",
             State::Ws(_) => "websocket",
+            State::Announce { .. } => "announce",
             State::Topic(_) => "topic",
             State::Closing => "closing",
         }
@@ -583,8 +594,10 @@ impl<S: Stream> Conn<S> {
                 if self.rx.len() < cap {
                     self.can_read = false;
                 }
-                if matches!(self.state, State::Parked { .. } | State::Ws(_))
-                    && let Some(storage) = self.rx.release()
+                if matches!(
+                    self.state,
+                    State::Parked { .. } | State::Ws(_) | State::Announce { .. }
+                ) && let Some(storage) = self.rx.release()
                 {
                     ctx.give_buffer(storage);
                 }

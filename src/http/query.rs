@@ -98,6 +98,22 @@ impl Query {
     }
 }
 
+/// The last value of parameter `name` in `raw` (the text after `?`), form-decoded; `None` when
+/// it is absent.
+pub fn param(raw: &[u8], name: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+    let mut found = None;
+    for pair in raw.split(|&b| b == b'&').filter(|p| !p.is_empty()) {
+        let (n, value) = match pair.iter().position(|&b| b == b'=') {
+            Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+            None => (pair, &b""[..]),
+        };
+        if *decode_cow(n)? == *name {
+            found = Some(decode_cow(value)?.into_owned());
+        }
+    }
+    Ok(found)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -138,5 +154,10 @@ mod tests {
         assert_eq!(Query::parse(b"token=%zz"), Err(DecodeError));
         assert_eq!(Query::parse(b"token=%ff"), Err(DecodeError));
         assert_eq!(Query::parse(b"other=%zz"), Err(DecodeError));
+        assert_eq!(param(b"since=4&x=1", b"since"), Ok(Some(b"4".to_vec())));
+        assert_eq!(param(b"since=4&since=%35", b"since"), Ok(Some(b"5".to_vec())));
+        assert_eq!(param(b"sinc%65", b"since"), Ok(Some(Vec::new())));
+        assert_eq!(param(b"x=1", b"since"), Ok(None));
+        assert_eq!(param(b"since=%z", b"since"), Err(DecodeError));
     }
 }

@@ -92,6 +92,8 @@ pub enum Msg {
     Claimed { to: ConnId, outcome: ClaimOutcome },
     /// Shut down: stop accepting, finish in-flight work, close the rest.
     Drain,
+    /// The announce feed has news for listener `to`.
+    Announce { to: ConnId },
     /// The topics half: a store answer or a wake-up for connection `to`.
     Topic { to: ConnId, ev: TopicEv },
 }
@@ -129,7 +131,8 @@ impl Msg {
             Msg::Deliver { to, .. }
             | Msg::TakenOver { to }
             | Msg::Topic { to, .. }
-            | Msg::Claimed { to, .. } => Some(*to),
+            | Msg::Claimed { to, .. }
+            | Msg::Announce { to } => Some(*to),
             Msg::Delivered { reply, .. }
             | Msg::Failed { reply, .. }
             | Msg::Stored { reply, .. }

@@ -13,13 +13,14 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
+use crate::announce::{Feed, Kind};
 use crate::cluster::handle::{CLUSTER_WORKER, ClusterHandle, ClusterMsg};
 use crate::config::Config;
 use crate::conn::buffer::READ_CHUNK;
 use crate::metrics::prometheus::{self, PromWorker};
 use crate::metrics::{self, WorkerMetrics};
-use crate::registry::Registry;
-use mailbox::{Mailbox, Msg};
+use crate::registry::{Registry, Watch};
+use mailbox::{ConnId, Mailbox, Msg};
 use timer::TimerWheel;
 
 /// What every worker shares.
@@ -52,6 +53,8 @@ pub struct Shared {
     pub cluster: Option<Arc<ClusterHandle>>,
     /// Which keys have stored reps (kept by the store thread; empty with `ESUB_STORE=off`).
     pub stored: crate::store::StoredKeys,
+    /// The announce feed (`GET /announce`): this node's key events and other nodes'.
+    pub announce: Arc<Feed>,
 }
 
 impl Shared {
@@ -132,6 +135,23 @@ impl Shared {
         serde_json::to_vec(&map).unwrap_or_default()
     }
 
+    /// A key event of this node: into the feed, its waiting listeners woken; in cluster mode
+    /// the cluster thread publishes it on `C.ev`.
+    pub fn announce(&self, key: &Arc<str>, kind: Kind) {
+        let (event, woken) = self.announce.record(key, kind);
+        self.wake_listeners(woken);
+        if let Some(cluster) = &self.cluster {
+            cluster.post(ClusterMsg::Announce(event));
+        }
+    }
+
+    /// Wakes announce listeners through their workers' mailboxes.
+    pub fn wake_listeners(&self, woken: Vec<ConnId>) {
+        for to in woken {
+            self.mailboxes[to.worker].post(Msg::Announce { to });
+        }
+    }
+
     /// A message for the cluster thread from a worker: the outcome of a forwarded rep's
     /// delivery (the `ReplyTo` names the cluster thread and the delivery).
     pub fn to_cluster(&self, msg: Msg) {
@@ -186,6 +206,7 @@ impl Ctx {
             advertise: "127.0.0.1:0".into(),
             cluster: None,
             stored: Default::default(),
+            announce: Arc::new(Feed::new("standalone")),
             started_ms: crate::cluster::handle::unix_ms(),
             config,
             registry: Registry::default(),
@@ -249,6 +270,19 @@ fn on_fire(s: Arc<Shared>) -> crate::topics::scheduler::OnFire {
     })
 }
 
+/// What the registry tells of a key's holders: the cluster thread (re)subscribes its subjects
+/// on every change; the announce feed records appearances and departures.
+fn watch(shared: std::sync::Weak<Shared>, cluster: Option<Arc<ClusterHandle>>) -> Watch {
+    Box::new(move |key: &Arc<str>, change| {
+        if let Some(c) = &cluster {
+            c.post(ClusterMsg::KeyChanged(key.clone()));
+        }
+        if let (Some(kind), Some(s)) = (Kind::of(change), shared.upgrade()) {
+            s.announce(key, kind);
+        }
+    })
+}
+
 /// A running server: its address and its worker threads.
 pub struct Server {
     pub addr: SocketAddr,
@@ -301,15 +335,12 @@ impl Server {
             None => (None, None),
         };
         // Cluster mode: the cluster thread's poll first, for the waker the registry posts to.
-        let (cluster_poll, cluster, registry) = if config.cluster.enabled() {
+        let (cluster_poll, cluster) = if config.cluster.enabled() {
             let poll = mio::Poll::new()?;
             let waker = mio::Waker::new(poll.registry(), crate::cluster::node::WAKER)?;
-            let handle = Arc::new(ClusterHandle::new(waker));
-            let h = handle.clone();
-            let watch = Box::new(move |k: &Arc<str>, _| h.post(ClusterMsg::KeyChanged(k.clone())));
-            (Some(poll), Some(handle), Registry::watched(watch))
+            (Some(poll), Some(Arc::new(ClusterHandle::new(waker))))
         } else {
-            (None, None, Registry::default())
+            (None, None)
         };
         let ip = config.node_ip.clone().unwrap_or_else(|| crate::node::first_ipv4().to_string());
         let host = crate::node::host_name();
@@ -317,7 +348,10 @@ impl Server {
             config.cluster.node_name.clone().unwrap_or_else(|| format!("{host}:{}", addr.port()));
         let advertise =
             config.cluster.advertise.clone().unwrap_or_else(|| format!("{ip}:{}", addr.port()));
-        let shared = Arc::new(Shared {
+        // The registry's watch reaches the feed through the `Shared` that owns both.
+        let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
+            registry: Registry::watched(watch(weak.clone(), cluster.clone())),
+            announce: Arc::new(Feed::new(&node_name)),
             node_name,
             advertise,
             cluster,
@@ -332,7 +366,6 @@ impl Server {
             ip,
             port: addr.port(),
             config,
-            registry,
             mailboxes,
             open: AtomicUsize::new(0),
             started: Instant::now(),

@@ -349,9 +349,12 @@ impl Engine {
             }
             crate::warn!("store write failed appends={} fail={fail:?}", appended.len());
         }
-        for (reply, _, _) in appended {
+        for (reply, key, _) in appended {
             let msg = Msg::Stored { reply, result };
             shared.mailboxes[reply.conn.worker].post(msg);
+            if result.is_ok() {
+                shared.announce(&key, crate::announce::Kind::Stored);
+            }
         }
         for (key, token, reply) in takes {
             let taken = self.take(&key, token.as_deref(), time_ms);

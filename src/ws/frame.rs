@@ -187,6 +187,11 @@ pub fn binary_header(out: &mut Vec<u8>, len: usize) {
     header(out, OpCode::Data(Data::Binary), len);
 }
 
+/// The header of a TEXT frame of `len` payload bytes (valid UTF-8 is the caller's promise).
+pub fn text_header(out: &mut Vec<u8>, len: usize) {
+    header(out, OpCode::Data(Data::Text), len);
+}
+
 /// A whole small TEXT frame.
 pub fn text(out: &mut Vec<u8>, s: &str) {
     header(out, OpCode::Data(Data::Text), s.len());

@@ -2,6 +2,7 @@
 //! `/prep` socket sending reps as JSON messages. Keepalive (pings, silence limit), receipts,
 //! backpressure and redirects on failure live here; the frame codec is in `frame`.
 
+pub mod announce;
 pub mod frame;
 pub mod handshake;
 pub mod prep;
@@ -68,6 +69,8 @@ pub enum Role {
     TopicPub(topic::TPub),
     /// A topics consumer instance (API-topics 5.5).
     TopicSub(topic::TSub),
+    /// An announce feed listener (API-cluster 2).
+    Announce(announce::Listener),
 }
 
 pub struct Ws {
@@ -300,7 +303,7 @@ impl Ws {
                 .as_ref()
                 .map(|(_, at)| *at)
                 .or_else(|| m.inflight.front().map(|(_, d)| d.arrived + write_timeout)),
-            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => None,
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) | Role::Announce(_) => None,
         };
         Some(receipt.map_or(keepalive, |r| r.min(keepalive)))
     }
@@ -329,15 +332,17 @@ impl Ws {
     pub fn fail(&mut self, id: ConnId, ctx: &mut Ctx) {
         match &mut self.role {
             Role::Psub(m) => m.fail(id, ctx),
-            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => {}
+            // A listener's place goes with its lease, when the session is dropped.
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) | Role::Announce(_) => {}
         }
     }
 
     pub fn deliver(&mut self, d: Delivery, io: &mut Io, ctx: &mut Ctx) {
         match &mut self.role {
             Role::Psub(m) => m.deliver(d, self.closing, io.out, ctx),
-            // A prep or topics socket is not a subscriber; a stale address cannot reach it.
-            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) => {
+            // A prep, topics or announce socket is not a subscriber; a stale address cannot
+            // reach it.
+            Role::Prep(_) | Role::TopicPub(_) | Role::TopicSub(_) | Role::Announce(_) => {
                 if let Some(reply) = d.reply {
                     ctx.post(Msg::Failed { reply, body: d.body, why: Undelivered::UnknownKey });
                 }
@@ -382,6 +387,16 @@ impl Ws {
             m.deliver(d, false, io.out, ctx);
         }
         Ok(())
+    }
+
+    /// The announce feed has news for this listener: send it (or close a laggard).
+    pub fn announce(&mut self, io: &mut Io, ctx: &mut Ctx) {
+        if let Role::Announce(l) = &mut self.role
+            && !self.closing
+            && let Err((code, reason)) = l.fetch(io.out, io.id)
+        {
+            self.close(code, reason, io, ctx);
+        }
     }
 
     /// The answer to one of this prep socket's reps.
@@ -465,7 +480,10 @@ impl Ws {
                     self.close(code, reason, io, ctx);
                 }
             }
-            Incoming::Text(data) | Incoming::Binary(data) if matches!(self.role, Role::Psub(_)) => {
+            // A listener's data frames mean nothing; they prove it alive, like any frame.
+            Incoming::Text(data) | Incoming::Binary(data)
+                if matches!(self.role, Role::Psub(_) | Role::Announce(_)) =>
+            {
                 let _ = data;
                 if let Role::Psub(m) = &mut self.role
                     && m.receipt
