@@ -97,9 +97,13 @@ impl Link {
         self.tls.is_none() && self.rx.drained(n)
     }
 
-    /// Whether `flush` has something to write (plaintext, or TLS records such as the handshake).
+    /// Whether `flush` has something it can write now: plaintext (under TLS, once the handshake
+    /// is done: until then it waits for the server, not for us), or TLS records.
     pub fn wants_write(&self) -> bool {
-        !self.tx.is_empty() || self.tls.as_ref().is_some_and(|t| t.wants_write())
+        match &self.tls {
+            None => !self.tx.is_empty(),
+            Some(t) => t.wants_write() || (!self.tx.is_empty() && !t.is_handshaking()),
+        }
     }
 
     /// Writes until the queue is empty or the socket is full; `Err` when the link is dead.

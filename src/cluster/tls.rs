@@ -74,6 +74,11 @@ impl Tls {
         self.conn.wants_write()
     }
 
+    /// Until the handshake is done, plaintext stays in the link's queue.
+    pub fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
     /// Queues a `close_notify` for the last `flush`.
     pub fn close(&mut self) {
         self.conn.send_close_notify();

@@ -354,6 +354,11 @@ fn tls_follows_the_url_or_the_server_and_never_goes_back_to_plaintext() {
     // A handshake record, TLS 1.x.
     assert_eq!(hello[..2], [0x16, 0x03]);
     assert!(h.client.is_tls());
+    // CONNECT waits behind the handshake, and the client waits for the server, not in a loop:
+    // its next deadline is the handshake's.
+    h.turn();
+    assert!(h.client.outgoing() > 0);
+    assert!(h.client.next_deadline().unwrap() > Instant::now() + Duration::from_millis(500));
     // The server goes away (a reset, as the rest of the hello is unread): the attempt fails.
     drop(s);
     let reason = failure(&mut h);
