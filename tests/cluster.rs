@@ -1,10 +1,12 @@
 //! Cluster mode (`API-cluster.md`) with real processes on loopback: nats-server(s) on free ports
 //! and esub nodes with `ESUB_CLUSTER`. Reps cross nodes (every pair, binary bodies byte for
-//! byte), token rules, racing reps, cross-node takeover, membership, duplicate names, NATS down.
+//! byte), token rules, racing reps, cross-node takeover, membership, duplicate names, NATS down,
+//! NATS over TLS.
 
 mod common;
 
 use common::nats::{Nats, esub_node, wait_joined};
+use common::tls::Pki;
 use common::{Json, Server, parse_json, run_to_exit};
 use std::sync::{Arc, Barrier};
 use std::thread;
@@ -246,11 +248,48 @@ fn invalid_cluster_settings_exit_2() {
         ("ESUB_ADVERTISE", "nohost"),
         ("ESUB_CLUSTER_HEARTBEAT_MS", "0"),
         ("ESUB_CLUSTER_TIMEOUT_MS", "x"),
+        ("ESUB_CLUSTER_CA", "/nonexistent/ca.pem"),
     ] {
         let out = run_to_exit(&[], &[(var, value)], DEADLINE);
         assert_eq!(out.status.and_then(|s| s.code()), Some(2), "{var}={value}");
         assert!(out.stderr.contains(var), "{}", out.stderr);
     }
+}
+
+#[test]
+fn reps_cross_nodes_over_tls_and_an_unknown_ca_never_joins() {
+    let (pki, other) = (Pki::new(), Pki::new());
+    let nats = Nats::start_tls(&pki);
+    let ca = [("ESUB_CLUSTER_CA", pki.ca_path())];
+    let a = esub_node(&nats.tls_url(), "a", &ca);
+    let b = esub_node(&nats.tls_url(), "b", &ca);
+    let mut sub = b.sub("/sub/secure");
+    b.wait_for_key("secure");
+    wait_routed(&a, "secure");
+    let sent = body(300 * 1024, 9);
+    a.post("/rep/secure", &sent).assert(200, b"OK");
+    sub.read_response().assert_delivered(&sent);
+    assert!(a.stderr().contains("tls=true"), "{}", a.stderr());
+
+    // Another CA: every attempt fails the handshake, logged as a WARN; the node serves local
+    // routes and stays "connecting".
+    let env = [
+        ("ESUB_CLUSTER", nats.tls_url()),
+        ("ESUB_CLUSTER_CA", other.ca_path().to_string()),
+        ("ESUB_NODE_NAME", "c".to_string()),
+        ("ESUB_TOPICS", "off".to_string()),
+    ];
+    let env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let c = Server::start(&env);
+    let end = Instant::now() + DEADLINE;
+    while !c.stderr().contains("UnknownIssuer") {
+        assert!(Instant::now() < end, "no TLS failure logged: {}", c.stderr());
+        thread::sleep(Duration::from_millis(10));
+    }
+    assert!(c.stderr().contains("WARN"), "{}", c.stderr());
+    let info = c.get("/info").body_str();
+    assert!(info.contains("\"cluster\":\"connecting\""), "{info}");
+    assert_eq!(member_names(&a), ["a", "b"]);
 }
 
 #[test]

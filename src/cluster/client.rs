@@ -1,7 +1,8 @@
 //! The NATS connection as a non-blocking state machine: connects to the servers in turn with
 //! bounded back-off, handshakes, keeps subscriptions across reconnects, does request/reply
-//! through one inbox, sends keep-alive PINGs and bounds its send queue. No threads of its own:
-//! the owner's `mio::Poll` drives it through `on_readable`, `on_writable` and `on_timer`.
+//! through one inbox, sends keep-alive PINGs and bounds its send queue; goes TLS after the INFO
+//! when the URL or the server asks. No threads of its own: the owner's `mio::Poll` drives it
+//! through `on_readable`, `on_writable` and `on_timer`.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::io::Read;
@@ -40,7 +41,8 @@ enum Phase {
     AwaitInfo {
         deadline: Instant,
     },
-    /// CONNECT, the SUBs and a PING sent; the PONG means all of them took effect.
+    /// CONNECT, the SUBs and a PING sent (queued behind the TLS handshake when there is one);
+    /// the PONG means all of them took effect.
     AwaitPong {
         deadline: Instant,
     },
@@ -109,6 +111,11 @@ impl Client {
         matches!(self.phase, Phase::Connected { .. })
     }
 
+    /// Whether the current connection (or attempt) has gone TLS.
+    pub fn is_tls(&self) -> bool {
+        self.link.as_ref().is_some_and(Link::is_tls)
+    }
+
     /// The last INFO of the current (or last) server.
     pub fn server_info(&self) -> Option<&Info> {
         self.info.as_ref()
@@ -144,7 +151,7 @@ impl Client {
     /// timeout; or the last `now` seen when output is waiting or reading stopped at its budget.
     pub fn next_deadline(&self) -> Option<Instant> {
         if let Some(l) = &self.link
-            && (l.read_more || (!l.tx.is_empty() && !l.write_blocked))
+            && (l.read_more || (l.wants_write() && !l.write_blocked))
         {
             return Some(self.now);
         }
@@ -358,17 +365,18 @@ impl Client {
             let reason = Reason::Unresolved(url.host.clone());
             events.push(Event::ConnectFailed { addr: None, reason });
         });
-        let Some(addr) = next else {
+        let Some((addr, url)) = next else {
             self.phase = Phase::Idle { until: self.now + self.dialer.back_off() };
             return;
         };
-        match Link::open(addr, &self.registry, self.token) {
+        match Link::open(addr, url, &self.registry, self.token) {
             Ok(link) => {
                 self.link = Some(link);
                 self.phase = Phase::Connecting { deadline: self.now + self.opts.connect_timeout };
             }
             Err(e) => {
-                self.events.push(Event::ConnectFailed { addr: Some(addr), reason: Reason::Io(e) });
+                let reason = Reason::from(e);
+                self.events.push(Event::ConnectFailed { addr: Some(addr), reason });
                 self.next_attempt();
             }
         }
@@ -408,7 +416,7 @@ impl Client {
         match link.connected() {
             Ok(true) => self.phase = Phase::AwaitInfo { deadline },
             Ok(false) => {}
-            Err(e) => self.drop_link(Reason::Io(e)),
+            Err(e) => self.drop_link(Reason::from(e)),
         }
     }
 
@@ -428,7 +436,7 @@ impl Client {
             let cap = proto::MAX_LINE + self.max_payload() + 2;
             let Some(link) = &mut self.link else { return };
             match link.read(cap) {
-                Io::Progress(n) if n > 0 && link.rx.drained(n) => {
+                Io::Progress(n) if n > 0 && link.drained(n) => {
                     self.parse_buffered();
                     return;
                 }
@@ -436,7 +444,7 @@ impl Client {
                 // A full buffer still parses (see `proto::parse`); only an empty socket waits.
                 Io::WouldBlock => return,
                 Io::Eof => return self.drop_link(Reason::Eof),
-                Io::Fatal(e) => return self.drop_link(Reason::Io(e)),
+                Io::Fatal(e) => return self.drop_link(Reason::from(e)),
             }
         }
         if let Some(l) = &mut self.link {
@@ -478,8 +486,8 @@ impl Client {
     fn handle(&mut self, incoming: Incoming) {
         match (self.phase, incoming) {
             (Phase::AwaitInfo { deadline }, Incoming::Info(info)) => {
-                if info.tls_required {
-                    return self.drop_link(Reason::TlsRequired);
+                if let Err(reason) = self.secure(info.tls_required) {
+                    return self.drop_link(reason);
                 }
                 self.absorb(*info);
                 self.handshake();
@@ -511,6 +519,28 @@ impl Client {
             (_, Incoming::Msg(None)) => self.dropped += 1,
             (_, Incoming::Pong | Incoming::Ok) => {}
         }
+    }
+
+    /// After the plaintext INFO: starts TLS when the URL is `tls://` or the server requires it
+    /// (a `nats://` URL follows the server up to TLS, as NATS clients do; it is never taken
+    /// down to plaintext). TLS is checked against `Options::tls`, with the URL's host as the
+    /// name. The server sends nothing more until the handshake, so bytes behind the INFO are
+    /// refused: they would be taken as if they had come over TLS.
+    fn secure(&mut self, tls_required: bool) -> Result<(), Reason> {
+        let Some(link) = &mut self.link else { return Ok(()) };
+        if !link.url.tls && !tls_required {
+            return Ok(());
+        }
+        if !tls_required {
+            return Err(Reason::TlsUnavailable);
+        }
+        let Some(config) = self.opts.tls.clone() else {
+            return Err(Reason::TlsRequired);
+        };
+        if !link.rx.is_empty() {
+            return Err(Reason::Tls("plaintext after INFO".into()));
+        }
+        link.start_tls(config).map_err(Reason::Tls)
     }
 
     /// Keeps an INFO: its limits, and the cluster's other servers to fail over to.
@@ -569,7 +599,7 @@ impl Client {
         let Some(link) = &mut self.link else { return };
         match link.flush() {
             Ok(()) => {}
-            Err(Io::Fatal(e)) => self.drop_link(Reason::Io(e)),
+            Err(Io::Fatal(e)) => self.drop_link(Reason::from(e)),
             Err(_) => self.drop_link(Reason::Eof),
         }
     }

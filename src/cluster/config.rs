@@ -3,6 +3,9 @@
 
 use std::time::Duration;
 
+use rustls::RootCertStore;
+
+use super::tls;
 use super::url::ServerUrl;
 use crate::config::ConfigError;
 
@@ -21,6 +24,10 @@ pub struct ClusterConfig {
     pub heartbeat: Duration,
     /// One request over NATS (and the connect handshake).
     pub timeout: Duration,
+    /// `ESUB_CLUSTER_CA`: the CA certificates TLS servers are checked against, read at start-up
+    /// (a missing or bad file exits 2 then, not at the first TLS attempt). `None`: the bundled
+    /// Mozilla roots.
+    pub ca: Option<RootCertStore>,
 }
 
 impl ClusterConfig {
@@ -29,6 +36,7 @@ impl ClusterConfig {
     }
 
     /// Reads the `ESUB_CLUSTER*`, `ESUB_NODE_NAME` and `ESUB_ADVERTISE` variables through `get`.
+    /// `ESUB_CLUSTER_CA` names a file, which is read here.
     pub fn from_lookup(get: &impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let bad = |var: &'static str, value: String, expected: &'static str| ConfigError {
             var,
@@ -37,8 +45,9 @@ impl ClusterConfig {
         };
         let urls = match get("ESUB_CLUSTER").filter(|v| !v.trim().is_empty()) {
             None => Vec::new(),
-            Some(v) => ServerUrl::parse_list(v.trim())
-                .map_err(|_| bad("ESUB_CLUSTER", v, "nats://host:port[,nats://host:port]"))?,
+            Some(v) => ServerUrl::parse_list(v.trim()).map_err(|_| {
+                bad("ESUB_CLUSTER", v, "nats://host:port or tls://host:port, comma-separated")
+            })?,
         };
         let name = get("ESUB_CLUSTER_NAME").unwrap_or_else(|| "esub".into());
         if !valid_prefix(&name) {
@@ -66,6 +75,12 @@ impl ClusterConfig {
                 _ => Err(bad(var, v, "a whole number of milliseconds of at least 1")),
             },
         };
+        let ca = match get("ESUB_CLUSTER_CA").filter(|v| !v.trim().is_empty()) {
+            None => None,
+            Some(v) => Some(tls::load_roots(v.trim()).map_err(|_| {
+                bad("ESUB_CLUSTER_CA", v, "a readable PEM file of CA certificates")
+            })?),
+        };
         Ok(ClusterConfig {
             urls,
             name,
@@ -74,6 +89,7 @@ impl ClusterConfig {
             advertise,
             heartbeat: ms("ESUB_CLUSTER_HEARTBEAT_MS", 1000)?,
             timeout: ms("ESUB_CLUSTER_TIMEOUT_MS", 2000)?,
+            ca,
         })
     }
 }
@@ -115,8 +131,9 @@ mod tests {
         assert_eq!((c.name.as_str(), c.token.as_deref()), ("esub", None));
         assert_eq!(c.heartbeat, Duration::from_millis(1000));
         assert_eq!(c.timeout, Duration::from_millis(2000));
+        assert!(c.ca.is_none());
         let c = parse(&[
-            ("ESUB_CLUSTER", "nats://127.0.0.1:4222, nats://h:5"),
+            ("ESUB_CLUSTER", "nats://127.0.0.1:4222, tls://h:5"),
             ("ESUB_CLUSTER_NAME", "prod.eu"),
             ("ESUB_CLUSTER_TOKEN", "s3"),
             ("ESUB_NODE_NAME", "n1"),
@@ -126,7 +143,7 @@ mod tests {
         ])
         .unwrap();
         assert!(c.enabled());
-        assert_eq!(c.urls.len(), 2);
+        assert_eq!(c.urls.iter().map(|u| u.tls).collect::<Vec<_>>(), [false, true]);
         assert_eq!(c.name, "prod.eu");
         assert_eq!(c.token.as_deref(), Some("s3"));
         assert_eq!(c.node_name.as_deref(), Some("n1"));
@@ -154,6 +171,8 @@ mod tests {
             ("ESUB_CLUSTER_HEARTBEAT_MS", "0"),
             ("ESUB_CLUSTER_HEARTBEAT_MS", "x"),
             ("ESUB_CLUSTER_TIMEOUT_MS", "-1"),
+            ("ESUB_CLUSTER_CA", "/nonexistent/ca.pem"),
+            ("ESUB_CLUSTER_CA", "/dev/null"),
         ];
         for (var, value) in rows {
             let err = parse(&[(var, value)]).unwrap_err();

@@ -17,8 +17,9 @@ pub(super) struct Dialer {
     cursor: usize,
     /// URLs taken in this round.
     tried: usize,
-    /// Addresses of the URL being tried, not yet attempted.
+    /// Addresses of the URL being tried (`current`), not yet attempted.
     addrs: VecDeque<SocketAddr>,
+    current: Option<ServerUrl>,
     /// Rounds failed in a row.
     failures: u32,
     min: Duration,
@@ -38,6 +39,7 @@ impl Dialer {
             cursor: 0,
             tried: 0,
             addrs: VecDeque::new(),
+            current: None,
             failures: 0,
             min,
             max,
@@ -52,10 +54,13 @@ impl Dialer {
         self.urls.len() + self.discovered.len()
     }
 
-    /// The next address of this round, resolving the next URL when the last one's addresses
-    /// are used up; `unresolved` hears of each URL that resolved to nothing. `None`: the round
-    /// is over (call `back_off`).
-    pub fn next(&mut self, mut unresolved: impl FnMut(&ServerUrl)) -> Option<SocketAddr> {
+    /// The next address of this round and the URL it came from, resolving the next URL when
+    /// the last one's addresses are used up; `unresolved` hears of each URL that resolved to
+    /// nothing. `None`: the round is over (call `back_off`).
+    pub fn next(
+        &mut self,
+        mut unresolved: impl FnMut(&ServerUrl),
+    ) -> Option<(SocketAddr, ServerUrl)> {
         while self.addrs.is_empty() && self.tried < self.count() {
             let i = self.cursor % self.count();
             let url = match self.urls.get(i) {
@@ -68,8 +73,10 @@ impl Dialer {
             if self.addrs.is_empty() {
                 unresolved(url);
             }
+            self.current = Some(url.clone());
         }
-        self.addrs.pop_front()
+        let addr = self.addrs.pop_front()?;
+        Some((addr, self.current.clone()?))
     }
 
     /// Whether this round still has addresses or URLs to try.
@@ -93,13 +100,16 @@ impl Dialer {
         self.addrs.clear();
     }
 
-    /// Adds the servers an INFO announced (`host:port`) that are not known yet.
+    /// Adds the servers an INFO announced (`host:port`) that are not known yet. They want TLS
+    /// when a configured URL is `tls://` (as NATS clients do): one `tls://` asks for TLS with
+    /// the whole cluster, and an announcement cannot lower that.
     pub fn learn(&mut self, connect_urls: &[String]) {
+        let tls = self.urls.iter().any(|u| u.tls);
         for u in connect_urls {
             if self.discovered.len() >= MAX_DISCOVERED {
                 return;
             }
-            if let Ok(url) = ServerUrl::parse(u)
+            if let Ok(url) = ServerUrl::parse(u).map(|url| ServerUrl { tls: url.tls || tls, ..url })
                 && !self.urls.contains(&url)
                 && !self.discovered.contains(&url)
             {
@@ -114,7 +124,7 @@ mod tests {
     use super::*;
 
     fn url(port: u16) -> ServerUrl {
-        ServerUrl { host: "127.0.0.1".into(), port }
+        ServerUrl { host: "127.0.0.1".into(), port, tls: false }
     }
 
     #[test]
@@ -131,7 +141,7 @@ mod tests {
     fn rounds_go_through_every_url_then_wait() {
         let ms = Duration::from_millis;
         let mut d = Dialer::new(vec![url(1), url(2)], ms(100), ms(300));
-        let mut next = || d.next(|u| panic!("{u} did not resolve")).map(|a| a.port());
+        let mut next = || d.next(|u| panic!("{u} did not resolve")).map(|(a, _)| a.port());
         assert_eq!((next(), next(), next()), (Some(1), Some(2), None));
         assert!(!d.round_left());
         assert_eq!((d.back_off(), d.back_off(), d.back_off()), (ms(100), ms(200), ms(300)));
@@ -139,26 +149,39 @@ mod tests {
         // one stopped.
         d.learn(&["127.0.0.1:3".into(), "127.0.0.1:1".into(), "127.0.0.1:3".into(), "x y".into()]);
         assert_eq!(d.urls().map(|u| u.port).collect::<Vec<_>>(), [1, 2, 3]);
-        let mut next = || d.next(|_| {}).map(|a| a.port());
+        let mut next = || d.next(|_| {}).map(|(a, _)| a.port());
         assert_eq!((next(), next(), next(), next()), (Some(3), Some(1), Some(2), None));
         // After a connection to 2, a loss tries 3 first, without waiting.
         let mut d = Dialer::new(vec![url(1), url(2), url(3)], ms(100), ms(300));
         d.next(|_| {});
         d.back_off();
-        assert_eq!(d.next(|_| {}).map(|a| a.port()), Some(2));
+        assert_eq!(d.next(|_| {}).map(|(a, _)| a.port()), Some(2));
         d.connected();
         assert!(d.round_left());
-        assert_eq!(d.next(|_| {}).map(|a| a.port()), Some(3));
+        assert_eq!(d.next(|_| {}).map(|(a, _)| a.port()), Some(3));
         assert_eq!(d.back_off(), ms(100), "a connection resets the back-off");
     }
 
     #[test]
     fn names_that_do_not_resolve_are_reported_and_skipped() {
         // An empty name fails in the resolver itself, with no DNS traffic (`parse` refuses it).
-        let bad = ServerUrl { host: String::new(), port: 4222 };
+        let bad = ServerUrl { host: String::new(), port: 4222, tls: false };
         let mut d = Dialer::new(vec![bad, url(5)], Duration::ZERO, Duration::ZERO);
         let mut missing = Vec::new();
-        assert_eq!(d.next(|u| missing.push(u.host.clone())).map(|a| a.port()), Some(5));
+        assert_eq!(d.next(|u| missing.push(u.host.clone())).map(|(a, _)| a.port()), Some(5));
         assert_eq!(missing, [""]);
+    }
+
+    #[test]
+    fn announced_servers_want_tls_when_a_configured_one_does() {
+        let ms = Duration::from_millis;
+        let tls = ServerUrl { tls: true, ..url(1) };
+        let mut d = Dialer::new(vec![tls.clone()], ms(1), ms(1));
+        d.learn(&["127.0.0.1:1".into(), "127.0.0.1:2".into()]);
+        assert_eq!(d.urls().map(|u| (u.port, u.tls)).collect::<Vec<_>>(), [(1, true), (2, true)]);
+        assert_eq!(d.next(|_| {}), Some(("127.0.0.1:1".parse().unwrap(), tls)));
+        let mut d = Dialer::new(vec![url(1)], ms(1), ms(1));
+        d.learn(&["127.0.0.1:2".into()]);
+        assert!(d.urls().all(|u| !u.tls));
     }
 }

@@ -3,6 +3,7 @@
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::headers::Headers;
@@ -33,6 +34,10 @@ pub struct Options {
     pub max_outgoing: usize,
     /// Requests waiting for a reply; each is a few dozen bytes of bookkeeping.
     pub max_requests: usize,
+    /// How to verify servers over TLS (`tls::client_config`). With it, a `tls://` URL, or a
+    /// server whose INFO says `tls_required`, gets TLS after the plaintext INFO; without it
+    /// (the default, for tests of the plain protocol) either fails the attempt.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl Default for Options {
@@ -49,6 +54,7 @@ impl Default for Options {
             reconnect_max: Duration::from_secs(2),
             max_outgoing: 8 << 20,
             max_requests: 65_536,
+            tls: None,
         }
     }
 }
@@ -112,8 +118,13 @@ pub enum Reason {
     Timeout,
     /// `max_pings_out` PINGs unanswered.
     StalePings,
-    /// The server wants TLS, which this client does not speak yet.
+    /// TLS is wanted (a `tls://` URL, or INFO's `tls_required`) but `Options::tls` is unset.
     TlsRequired,
+    /// A `tls://` URL, and the server's INFO does not offer TLS: nothing goes out in the clear.
+    TlsUnavailable,
+    /// The TLS handshake or a record failed: an unknown issuer, a name mismatch, an alert from
+    /// the server, bytes that are not TLS.
+    Tls(String),
     /// A host name resolved to no address.
     Unresolved(String),
 }
@@ -128,9 +139,29 @@ impl fmt::Display for Reason {
             Reason::Server(t) => write!(f, "server error: {t}"),
             Reason::Timeout => f.write_str("handshake timed out"),
             Reason::StalePings => f.write_str("PINGs unanswered"),
-            Reason::TlsRequired => f.write_str("the server requires TLS"),
+            Reason::TlsRequired => f.write_str("TLS is required but not configured"),
+            Reason::TlsUnavailable => f.write_str("tls:// URL but the server does not offer TLS"),
+            Reason::Tls(e) => write!(f, "TLS: {e}"),
             Reason::Unresolved(h) => write!(f, "{h} resolves to no address"),
         }
+    }
+}
+
+/// A failed socket call; a TLS error inside it (see `tls::error`) is `Reason::Tls`.
+impl From<std::io::Error> for Reason {
+    fn from(e: std::io::Error) -> Reason {
+        match e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()) {
+            Some(tls) => Reason::Tls(tls.to_string()),
+            None => Reason::Io(e),
+        }
+    }
+}
+
+impl Reason {
+    /// Whether retrying cannot cure it without an operator (settings or certificates): worth
+    /// a WARN at every attempt rather than a debug line.
+    pub fn is_misconfiguration(&self) -> bool {
+        matches!(self, Reason::TlsRequired | Reason::TlsUnavailable | Reason::Tls(_))
     }
 }
 

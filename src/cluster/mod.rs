@@ -1,6 +1,7 @@
 //! Cluster mode (`API-cluster.md`): our own NATS client, driven by the cluster thread's
 //! `mio::Poll`. `proto` and `headers` are pure (the wire text); `client` is the state machine;
 //! `node` is the cluster thread (membership), `routing` its phase 4 half, `handle` what workers see.
+//! `link` is one socket, `tls` the TLS session on it.
 
 pub mod client;
 pub mod config;
@@ -14,6 +15,7 @@ pub mod node;
 pub mod proto;
 mod routing;
 pub mod subject;
+pub mod tls;
 pub mod url;
 
 pub use client::{Client, Options};

@@ -45,9 +45,12 @@ impl Node {
     pub fn new(poll: Poll, shared: Arc<Shared>) -> io::Result<Node> {
         let handle = shared.cluster.clone().ok_or(io::ErrorKind::InvalidInput)?;
         let cfg = &shared.config.cluster;
+        // Always built: a `nats://` URL follows a server that requires TLS.
+        let tls = super::tls::client_config(cfg.ca.clone()).map_err(io::Error::other)?;
         let opts = Options {
             name: shared.node_name.clone(),
             connect_timeout: cfg.timeout,
+            tls: Some(tls),
             ..Options::default()
         };
         let registry = poll.registry().try_clone()?;
@@ -177,8 +180,11 @@ impl Node {
         for e in events {
             match e {
                 Event::Connected { addr, .. } => {
-                    crate::info!("cluster connected nats={addr}");
+                    crate::info!("cluster connected nats={addr} tls={}", self.client.is_tls());
                     self.on_connected(now);
+                }
+                Event::ConnectFailed { addr, reason } if reason.is_misconfiguration() => {
+                    crate::warn!("cluster connect failed nats={addr:?} reason={reason}");
                 }
                 Event::ConnectFailed { addr, reason } => {
                     crate::debug!("cluster connect failed nats={addr:?} reason={reason}");

@@ -1,5 +1,6 @@
-//! NATS server addresses: `nats://host[:port]` (port 4222 when absent), comma-separated lists
-//! as `ESUB_CLUSTER` gives them, and the bare `host:port` form INFO's `connect_urls` use.
+//! NATS server addresses: `nats://host[:port]` or `tls://host[:port]` (port 4222 when absent),
+//! comma-separated lists as `ESUB_CLUSTER` gives them, and the bare `host:port` form INFO's
+//! `connect_urls` use.
 
 use std::fmt;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -12,6 +13,9 @@ pub struct ServerUrl {
     /// A name or an IP address; IPv6 without its brackets.
     pub host: String,
     pub port: u16,
+    /// `tls://`: the connection must be TLS; a server that does not offer it fails the attempt.
+    /// (`nats://` takes TLS too when the server requires it.)
+    pub tls: bool,
 }
 
 /// Why a URL was refused; the text names the URL.
@@ -20,29 +24,31 @@ pub struct UrlError(pub String);
 
 impl fmt::Display for UrlError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "bad NATS URL {:?} (want nats://host[:port])", self.0)
+        write!(f, "bad NATS URL {:?} (want nats://host[:port] or tls://host[:port])", self.0)
     }
 }
 
 impl fmt::Display for ServerUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let scheme = if self.tls { "tls" } else { "nats" };
         if self.host.contains(':') {
-            write!(f, "nats://[{}]:{}", self.host, self.port)
+            write!(f, "{scheme}://[{}]:{}", self.host, self.port)
         } else {
-            write!(f, "nats://{}:{}", self.host, self.port)
+            write!(f, "{scheme}://{}:{}", self.host, self.port)
         }
     }
 }
 
 impl ServerUrl {
-    /// `nats://host[:port]`, or `host:port` without a scheme (INFO's `connect_urls`). No user
-    /// info, path or query: credentials go in `Options`. `tls://` is refused until TLS exists.
+    /// `nats://host[:port]`, `tls://host[:port]`, or `host:port` without a scheme (INFO's
+    /// `connect_urls`). No user info, path or query: credentials go in `Options`.
     pub fn parse(s: &str) -> Result<ServerUrl, UrlError> {
         let bad = || UrlError(s.to_string());
-        let rest = match s.split_once("://") {
-            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") => rest,
+        let (rest, tls) = match s.split_once("://") {
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("nats") => (rest, false),
+            Some((scheme, rest)) if scheme.eq_ignore_ascii_case("tls") => (rest, true),
             Some(_) => return Err(bad()),
-            None => s,
+            None => (s, false),
         };
         if rest.is_empty()
             || rest.contains(['/', '?', '#', '@'])
@@ -73,7 +79,7 @@ impl ServerUrl {
         if host.is_empty() {
             return Err(bad());
         }
-        Ok(ServerUrl { host: host.to_string(), port })
+        Ok(ServerUrl { host: host.to_string(), port, tls })
     }
 
     /// A comma-separated list (blanks around entries allowed); at least one URL.
@@ -99,16 +105,20 @@ mod tests {
 
     #[test]
     fn parses_urls() {
-        let rows: &[(&str, &str, u16)] = &[
-            ("nats://127.0.0.1:4223", "127.0.0.1", 4223),
-            ("nats://localhost", "localhost", DEFAULT_PORT),
-            ("NATS://h:1", "h", 1),
-            ("10.0.0.2:5222", "10.0.0.2", 5222),
-            ("nats://[::1]:4000", "::1", 4000),
-            ("[::1]", "::1", DEFAULT_PORT),
+        let rows: &[(&str, &str, u16, bool)] = &[
+            ("nats://127.0.0.1:4223", "127.0.0.1", 4223, false),
+            ("nats://localhost", "localhost", DEFAULT_PORT, false),
+            ("NATS://h:1", "h", 1, false),
+            ("10.0.0.2:5222", "10.0.0.2", 5222, false),
+            ("nats://[::1]:4000", "::1", 4000, false),
+            ("[::1]", "::1", DEFAULT_PORT, false),
+            ("tls://h:1", "h", 1, true),
+            ("TLS://nats.example.com", "nats.example.com", DEFAULT_PORT, true),
+            ("tls://[::1]:4443", "::1", 4443, true),
         ];
-        for &(s, host, port) in rows {
-            assert_eq!(ServerUrl::parse(s), Ok(ServerUrl { host: host.into(), port }), "{s}");
+        for &(s, host, port, tls) in rows {
+            let want = ServerUrl { host: host.into(), port, tls };
+            assert_eq!(ServerUrl::parse(s), Ok(want), "{s}");
         }
     }
 
@@ -118,7 +128,9 @@ mod tests {
             "",
             "nats://",
             "http://h:1",
-            "tls://h:1",
+            "tls://",
+            "tls://u:p@h:1",
+            "tcp://h:1",
             "nats://h:",
             "nats://h:0",
             "nats://h:65536",
@@ -136,14 +148,15 @@ mod tests {
 
     #[test]
     fn parses_lists_and_prints_urls() {
-        let urls = ServerUrl::parse_list("nats://a:1, nats://[::1]:2").unwrap();
+        let urls =
+            ServerUrl::parse_list("nats://a:1, nats://[::1]:2, tls://b, TLS://[::2]:3").unwrap();
         assert_eq!(
             urls.iter().map(ToString::to_string).collect::<Vec<_>>(),
-            ["nats://a:1", "nats://[::1]:2"]
+            ["nats://a:1", "nats://[::1]:2", "tls://b:4222", "tls://[::2]:3"]
         );
         assert!(ServerUrl::parse_list("nats://a:1,").is_err());
         assert_eq!(
-            ServerUrl { host: "127.0.0.1".into(), port: 9 }.resolve(),
+            ServerUrl { host: "127.0.0.1".into(), port: 9, tls: false }.resolve(),
             ["127.0.0.1:9".parse::<SocketAddr>().unwrap()]
         );
     }

@@ -6,6 +6,7 @@
 mod client;
 mod json;
 pub mod nats;
+pub mod tls;
 pub mod topics;
 pub mod ws;
 

@@ -1,5 +1,5 @@
-//! nats-server processes for the cluster tests: one server, or a cluster of them joined by
-//! routes, each on free loopback ports, killed by PID on drop.
+//! nats-server processes for the cluster tests: one server (plain or TLS), or a cluster of them
+//! joined by routes, each on free loopback ports, killed by PID on drop.
 
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -40,6 +40,20 @@ impl Nats {
     /// One server on a free port.
     pub fn start() -> Nats {
         Nats::start_with(free_port(), Vec::new())
+    }
+
+    /// One server on a free port that requires TLS of its clients, with `pki`'s certificate
+    /// (its INFO says `tls_required`; clients start TLS after it).
+    pub fn start_tls(pki: &super::tls::Pki) -> Nats {
+        let path = |p: &std::path::Path| p.to_str().unwrap().to_string();
+        let args = vec![
+            "--tls".into(),
+            "--tlscert".into(),
+            path(&pki.cert),
+            "--tlskey".into(),
+            path(&pki.key),
+        ];
+        Nats::start_with(free_port(), args)
     }
 
     /// `n` servers joined by routes (a full mesh, every route listed).
@@ -98,6 +112,10 @@ impl Nats {
 
     pub fn url(&self) -> String {
         format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn tls_url(&self) -> String {
+        format!("tls://127.0.0.1:{}", self.port)
     }
 
     /// SIGKILL by PID, then reaps it.

@@ -122,13 +122,13 @@ impl Harness {
 fn listener() -> (TcpListener, Vec<ServerUrl>) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = l.local_addr().unwrap().port();
-    (l, vec![ServerUrl { host: "127.0.0.1".into(), port }])
+    (l, vec![ServerUrl { host: "127.0.0.1".into(), port, tls: false }])
 }
 
 /// A loopback port nothing listens on (bound, read, released).
 fn refused() -> ServerUrl {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    ServerUrl { host: "127.0.0.1".into(), port }
+    ServerUrl { host: "127.0.0.1".into(), port, tls: false }
 }
 
 #[test]
@@ -297,7 +297,7 @@ fn bad_handshakes_fail_the_attempt() {
     for (script, want) in [
         (&b"PING\r\n"[..], "no INFO"),
         (b"BOGUS\r\n", "UnknownOp"),
-        (b"INFO {\"tls_required\":true}\r\n", "requires TLS"),
+        (b"INFO {\"tls_required\":true}\r\n", "TLS is required but not configured"),
     ] {
         let mut s = h.accept(&l);
         s.write_all(script).unwrap();
@@ -311,6 +311,65 @@ fn bad_handshakes_fail_the_attempt() {
     s.write_all(b"-ERR 'Authorization Violation'\r\n").unwrap();
     assert!(matches!(failure(&mut h), Reason::Server(t) if t == "Authorization Violation"));
     assert!(!h.client.is_connected());
+}
+
+#[test]
+fn tls_follows_the_url_or_the_server_and_never_goes_back_to_plaintext() {
+    let failure = |h: &mut Harness| {
+        let got = h.until("ConnectFailed", |e| matches!(e, Event::ConnectFailed { .. }));
+        match got.into_iter().last() {
+            Some(Event::ConnectFailed { reason, .. }) => reason.to_string(),
+            other => panic!("{other:?}"),
+        }
+    };
+    let config = super::super::tls::client_config(None).unwrap();
+    // tls:// and a server without TLS: refused, with or without TLS settings.
+    for tls in [None, Some(config.clone())] {
+        let (l, mut urls) = listener();
+        urls[0].tls = true;
+        let mut h = Harness::new(urls, Options { tls, ..Options::default() });
+        let mut s = h.accept(&l);
+        s.write_all(INFO).unwrap();
+        assert!(failure(&mut h).contains("server does not offer TLS"));
+        assert!(!h.client.is_tls());
+    }
+    // nats:// and a server that requires TLS: a ClientHello follows the INFO.
+    let (l, urls) = listener();
+    let mut h = Harness::new(urls, Options { tls: Some(config.clone()), ..Options::default() });
+    let mut s = h.accept(&l);
+    s.write_all(b"INFO {\"tls_required\":true}\r\n").unwrap();
+    s.set_nonblocking(true).unwrap();
+    let end = Instant::now() + STEP;
+    let mut hello = [0u8; 3];
+    loop {
+        assert!(Instant::now() < end, "no ClientHello");
+        h.turn();
+        match s.read(&mut hello) {
+            Ok(3) => break,
+            Ok(n) => panic!("{n} bytes"),
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    // A handshake record, TLS 1.x.
+    assert_eq!(hello[..2], [0x16, 0x03]);
+    assert!(h.client.is_tls());
+    // CONNECT waits behind the handshake, and the client waits for the server, not in a loop:
+    // its next deadline is the handshake's.
+    h.turn();
+    assert!(h.client.outgoing() > 0);
+    assert!(h.client.next_deadline().unwrap() > Instant::now() + Duration::from_millis(500));
+    // The server goes away (a reset, as the rest of the hello is unread): the attempt fails.
+    drop(s);
+    let reason = failure(&mut h);
+    assert!(reason.contains("closed by the server") || reason.contains("reset"), "{reason}");
+    // Bytes behind the INFO are refused rather than taken as if they had come over TLS (or,
+    // split by the socket, they are not a TLS record).
+    let (l, urls) = listener();
+    let mut h = Harness::new(urls, Options { tls: Some(config), ..Options::default() });
+    let mut s = h.accept(&l);
+    s.write_all(b"INFO {\"tls_required\":true}\r\nPING\r\n").unwrap();
+    assert!(failure(&mut h).starts_with("TLS: "));
 }
 
 #[test]
