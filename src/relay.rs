@@ -304,10 +304,23 @@ fn stored_or<S: Stream>(
 }
 
 fn rsub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<String>) {
+    let reply = ReplyTo { conn: conn.id, seq: 0 };
+    // Cluster mode: nothing stored here, so ask a node that has some (API-cluster.md section 3).
+    if let Some(cluster) = &ctx.shared.cluster
+        && !ctx.shared.stored.has(&key)
+    {
+        if !cluster.joined() {
+            return conn.respond_text(ctx, 503, "Cluster unavailable");
+        }
+        let (key, token) = (Arc::from(key), token.map(Arc::from));
+        cluster.post(ClusterMsg::Rsub { key, token, reply });
+        conn.state = State::AwaitTake;
+        conn.set_deadline(None, ctx);
+        return;
+    }
     let Some(store) = &ctx.shared.store else {
         return conn.respond_text(ctx, 404, "Nothing stored");
     };
-    let reply = ReplyTo { conn: conn.id, seq: 0 };
     if store.send(Req::Take { key, token, reply }).is_err() {
         return conn.respond_text(ctx, 500, "Store unavailable");
     }
@@ -412,7 +425,7 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
                 Err(StoreFail::Io) => conn.respond_text(ctx, 500, "Store error"),
             }
         }
-        Msg::Taken { taken, .. } => {
+        Msg::Taken { reply, taken } => {
             // A replaying psub member takes it, or a /rsub waiting for it; nobody else.
             let (conn, taken) = match conn {
                 Some(c) if matches!(c.state, State::Ws(_)) => match c.replay_taken(taken, ctx) {
@@ -425,6 +438,13 @@ pub fn on_message<S: Stream>(conn: Option<&mut Conn<S>>, ctx: &mut Ctx, msg: Msg
             match (conn, taken) {
                 (Some(conn), Taken::Got { key, id, body, remaining }) => {
                     conn.replay(key, id, body, remaining, ctx)
+                }
+                (Some(conn), Taken::Remote { key, token, body, remaining }) => {
+                    conn.replay_remote(Keep { key, token, body: Arc::new(body) }, remaining, ctx)
+                }
+                // Another node gave its body up for a client that is gone: it is stored here.
+                (None, Taken::Remote { key, token, body, .. }) => {
+                    store_back(ctx, reply, Keep { key, token, body: Arc::new(body) })
                 }
                 // Nobody to write it to: the record stays for the next replay.
                 (None, Taken::Got { key, id, .. }) => {
@@ -468,7 +488,21 @@ fn answer<S: Stream>(
             stored_or(conn, ctx, keep, status, text);
         }
         State::Ws(_) => conn.prep_answer(reply.seq, frame),
+        // A forwarded `/rsub` that got no body.
+        State::AwaitTake => conn.respond_text(ctx, status, text),
         _ => {}
+    }
+}
+
+/// Stores a body another node gave up for a `/rsub` whose client is gone (its store answer
+/// goes to a connection that no longer exists, and is dropped).
+pub fn store_back(ctx: &Ctx, reply: ReplyTo, keep: Keep) {
+    let Some(store) = &ctx.shared.store else {
+        return crate::warn!("rsub body lost: its client went and ESUB_STORE is off");
+    };
+    let req = Req::Append { key: keep.key, token: keep.token, body: keep.body, reply };
+    if store.send(req).is_err() {
+        crate::warn!("rsub body lost: the store is closed");
     }
 }
 

@@ -506,6 +506,77 @@ fn keys_is_a_node_map_with_null_for_a_silent_node() {
     assert!(took >= Duration::from_millis(250) && took < Duration::from_secs(2), "{took:?}");
 }
 
+/// The `stored` count `via`'s `/members` shows for `node`.
+fn stored_of(via: &Server, node: &str) -> Option<i64> {
+    match parse_json(&via.get("/members").body_str()) {
+        Ok(Json::Arr(rows)) => rows.iter().find_map(|r| match (r.get("node"), r.get("stored")) {
+            (Some(Json::Str(n)), Some(Json::Num(s))) if n == node => Some(*s as i64),
+            _ => None,
+        }),
+        other => panic!("/members: {other:?}"),
+    }
+}
+
+#[test]
+fn an_undelivered_forwarded_rep_is_stored_and_replayed_from_another_node() {
+    let nats = Nats::start();
+    let dir = common::topics::DataDir::new("cluster-phase2");
+    let store = [
+        ("ESUB_STORE", "undelivered"),
+        ("ESUB_DATA_DIR", dir.as_str()),
+        ("ESUB_ADVERTISE", "a.test:1"),
+    ];
+    let a = esub_node(&nats.url(), "a", &store);
+    let b = esub_node(&nats.url(), "b", &[]);
+    wait_members(&b, &["a", "b"], DEADLINE);
+    // Nobody holds the key anywhere: 404, stored on the node that took the rep.
+    for body in [&b"first"[..], b"second"] {
+        let r = a.post("/rep/later?token=t", body);
+        r.assert_text(404, "Unknown key");
+        assert_eq!(r.header("x-esub-stored"), Some("true"), "{r:?}");
+    }
+    // The next heartbeat counts them.
+    let end = Instant::now() + DEADLINE;
+    while stored_of(&b, "a") != Some(2) {
+        assert!(Instant::now() < end, "a's stored count: {:?}", stored_of(&b, "a"));
+        thread::sleep(Duration::from_millis(20));
+    }
+    // Another node finds them (HEAD) and replays them (its /rsub is forwarded), oldest first.
+    assert_eq!(wait_location(&b, "/rsub/later"), "http://a.test:1/rsub/later");
+    b.get("/rsub/later?token=x").assert_text(403, "Invalid token");
+    b.get("/rsub/later").assert_text(403, "Invalid token");
+    let r = b.get("/rsub/later?token=t");
+    r.assert(200, b"first");
+    assert_eq!(r.header("x-esub-remaining"), Some("1"));
+    let r = b.get("/rsub/later?token=t");
+    r.assert(200, b"second");
+    assert_eq!(r.header("x-esub-remaining"), Some("0"));
+    // Each was removed on a as it was answered: nothing is left anywhere.
+    a.get("/rsub/later?token=t").assert_text(404, "Nothing stored");
+    let end = Instant::now() + DEADLINE;
+    loop {
+        let r = b.get("/rsub/later?token=t");
+        if r.status == 404 {
+            r.assert_text(404, "Nothing stored");
+            break;
+        }
+        assert!(Instant::now() < end, "{r:?}");
+        thread::sleep(Duration::from_millis(20));
+    }
+    b.head("/rsub/later").assert(404, b"");
+
+    // A holder's 403 is never stored, even with a store.
+    let mut sub = b.sub("/sub/held?token=right");
+    b.wait_for_key("held");
+    wait_routed(&a, "held");
+    let r = a.post("/rep/held?token=wrong", b"no");
+    r.assert_text(403, "Invalid token");
+    assert_eq!(r.header("x-esub-stored"), None);
+    a.post("/rep/held?token=right", b"yes").assert(200, b"OK");
+    sub.read_response().assert_delivered(b"yes");
+    a.get("/rsub/held?token=wrong").assert_text(404, "Nothing stored");
+}
+
 #[test]
 fn a_body_over_max_payload_is_413() {
     let nats = Nats::start();

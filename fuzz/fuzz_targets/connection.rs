@@ -683,6 +683,7 @@ fn state_name(state: &State) -> &'static str {
         State::AwaitStore { .. } => "await-store",
         State::AwaitTake => "await-take",
         State::Replaying { .. } => "replaying",
+        State::ReplayingRemote(_) => "replaying-remote",
         State::Ws(_) => "websocket",
         State::Topic(_) => "topic",
         State::AwaitClaim { .. } => "await-claim",

@@ -19,6 +19,11 @@ pub enum ClusterMsg {
     KeyChanged(Arc<str>),
     /// A rep with no local holder: ask the holder over NATS; `reply` hears the status.
     Forward { key: Arc<str>, token: Option<Arc<str>>, psub: bool, body: Body, reply: ReplyTo },
+    /// A `/rsub` with nothing stored here: ask a node with stored reps for `key` (`Taken` with
+    /// `Taken::Remote`, or `Answer`).
+    Rsub { key: Arc<str>, token: Option<Arc<str>>, reply: ReplyTo },
+    /// The store's answer to a forwarded `/rsub` (delivery `id`).
+    Taken { id: usize, taken: crate::store::Taken },
     /// `GET /keys`: gather every live node's keys (`Json`).
     Keys { reply: ReplyTo },
     /// A `HEAD` with no local holder: ask which node holds `key` (`Located`).

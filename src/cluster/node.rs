@@ -135,6 +135,8 @@ impl Node {
                 self.routing.forward(c, s, f)
             }
             ClusterMsg::Where { key, of, reply } => self.routing.locate(c, s, key, of, reply),
+            ClusterMsg::Rsub { key, token, reply } => self.routing.rsub(c, s, key, token, reply),
+            ClusterMsg::Taken { id, taken } => self.routing.taken(c, s, id, taken),
             ClusterMsg::Keys { reply } => {
                 let expected = self.members.beats().map(|b| b.node.clone()).collect();
                 self.routing.scatter_keys(c, s, reply, expected)

@@ -71,6 +71,13 @@ struct Where {
     reply: ReplyTo,
 }
 
+/// A `/rsub` asked over NATS, waiting for a body.
+struct RsubAsk {
+    key: Arc<str>,
+    token: Option<Arc<str>>,
+    reply: ReplyTo,
+}
+
 /// A `/keys` scatter: the answers so far, by node; done when every expected node answered, or
 /// at `deadline` (the silent ones are `null`).
 struct Scatter {
@@ -92,6 +99,9 @@ pub(super) struct Routing {
     forwards: HashMap<RequestToken, Forward>,
     claims: HashMap<RequestToken, ConnId>,
     wheres: HashMap<RequestToken, Where>,
+    rsubs: HashMap<RequestToken, RsubAsk>,
+    /// Reply subjects of `/rsub`s other nodes forwarded here, by store request id.
+    takes: HashMap<usize, String>,
     scatters: BTreeMap<u64, Scatter>,
     next_scatter: u64,
     /// Reply subjects of reps delivered here for other nodes, by delivery id.
@@ -110,6 +120,8 @@ impl Routing {
             forwards: HashMap::new(),
             claims: HashMap::new(),
             wheres: HashMap::new(),
+            rsubs: HashMap::new(),
+            takes: HashMap::new(),
             scatters: BTreeMap::new(),
             next_scatter: 0,
             deliveries: HashMap::new(),
@@ -309,8 +321,7 @@ impl Routing {
             };
         }
         if which == KeySubject::Stored {
-            // `/rsub` forwarding is not built yet: as if nothing were stored here.
-            return respond(c, &reply, 404, "Nothing stored", true);
+            return self.take_for(c, s, key, token, reply);
         }
         if which == KeySubject::Claim {
             return match s.registry.take_over(&key, token.as_deref()) {
@@ -366,6 +377,77 @@ impl Routing {
             }
             Err(PubError::TooLarge) => answer(s, f.reply, 413, "Payload Too Large"),
             Err(_) => answer(s, f.reply, 503, "Cluster unavailable"),
+        }
+    }
+
+    /// Another node's `/rsub` for stored reps here: lease the oldest from the store (`taken`
+    /// answers it).
+    fn take_for(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        key: String,
+        token: Option<String>,
+        reply: String,
+    ) {
+        let Some(store) = &s.store else {
+            return respond(c, &reply, 404, "Nothing stored", true);
+        };
+        let id = self.next_delivery;
+        self.next_delivery = self.next_delivery.wrapping_add(1);
+        let conn = ConnId { worker: CLUSTER_WORKER, token: id, generation: 0 };
+        let req = crate::store::Req::Take { key, token, reply: ReplyTo { conn, seq: 0 } };
+        if store.send(req).is_err() {
+            return respond(c, &reply, 500, "Store error", false);
+        }
+        self.takes.insert(id, reply);
+    }
+
+    /// The store's answer to another node's `/rsub`: the body goes out, and is removed here
+    /// once it is on its way (a publish refused leaves it stored).
+    pub fn taken(&mut self, c: &mut Client, s: &Shared, id: usize, taken: crate::store::Taken) {
+        use crate::store::{Req, Taken};
+        let Some(reply) = self.takes.remove(&id) else {
+            // Not ours (cannot happen): a leased record must not stay leased.
+            if let (Taken::Got { key, id, .. }, Some(store)) = (taken, &s.store) {
+                let _ = store.send(Req::Done { key, id, delivered: false });
+            }
+            return;
+        };
+        match taken {
+            Taken::Got { key, id, body, remaining } => {
+                let mut h = Headers::new();
+                h.append("Esub-Status", "200");
+                h.append("Esub-Remaining", &remaining.to_string());
+                let sent = c.publish(&reply, None, Some(&h), Payload::Shared(Arc::new(body)));
+                if let Some(store) = &s.store {
+                    let _ = store.send(Req::Done { key, id, delivered: sent.is_ok() });
+                }
+            }
+            Taken::Nothing | Taken::Remote { .. } => {
+                respond(c, &reply, 404, "Nothing stored", false)
+            }
+            Taken::InvalidToken => respond(c, &reply, 403, "Invalid token", false),
+            Taken::Failed => respond(c, &reply, 500, "Store error", false),
+        }
+    }
+
+    /// A `/rsub` with nothing stored here: ask a node with stored reps for `key`.
+    pub fn rsub(
+        &mut self,
+        c: &mut Client,
+        s: &Shared,
+        key: Arc<str>,
+        token: Option<Arc<str>>,
+        reply: ReplyTo,
+    ) {
+        let subject = self.subjects.key(&key, KeySubject::Stored);
+        let h = self.headers("rsub", token.as_deref(), false);
+        match c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
+            Ok(t) => {
+                self.rsubs.insert(t, RsubAsk { key, token, reply });
+            }
+            Err(_) => answer(s, reply, 503, "Cluster unavailable"),
         }
     }
 
@@ -445,6 +527,29 @@ impl Routing {
                 _ => ClaimOutcome::Free,
             };
             claimed(s, conn, outcome);
+            return true;
+        }
+        if let Some(r) = self.rsubs.remove(&token) {
+            match result {
+                Ok(m) if !status_of(&m).1 && status_of(&m).0 == 200 => {
+                    let h = m.headers.as_ref();
+                    let remaining = h.and_then(|h| h.get("Esub-Remaining"));
+                    let remaining = remaining.and_then(|v| v.parse().ok()).unwrap_or(0);
+                    let (key, token, body) = (r.key, r.token, m.payload);
+                    let taken = crate::store::Taken::Remote { key, token, body, remaining };
+                    s.post(Msg::Taken { reply: r.reply, taken });
+                }
+                Ok(m) if !status_of(&m).1 => match status_of(&m).0 {
+                    403 => answer(s, r.reply, 403, "Invalid token"),
+                    404 => answer(s, r.reply, 404, "Nothing stored"),
+                    _ => answer(s, r.reply, 500, "Store error"),
+                },
+                Ok(_) | Err(RequestError::NoResponders) => {
+                    answer(s, r.reply, 404, "Nothing stored")
+                }
+                Err(RequestError::Timeout) => answer(s, r.reply, 504, "Cluster timeout"),
+                Err(RequestError::Disconnected) => answer(s, r.reply, 503, "Cluster unavailable"),
+            }
             return true;
         }
         if let Some(mut w) = self.wheres.remove(&token) {

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use crate::conn::{Conn, Next, State, Stream};
+use crate::conn::{Conn, Keep, Next, State, Stream};
 use crate::http::response::{self, Persist};
 use crate::metrics::{Event, Series};
 use crate::registry::PoolRef;
@@ -59,6 +59,19 @@ impl<S: Stream> Conn<S> {
         self.out.with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, &extra));
         self.out.push_shared(Arc::new(body));
         self.state = State::Replaying { key, id };
+        self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
+    }
+
+    /// Answers a forwarded `/rsub` with another node's body (already removed there); if it
+    /// cannot be written, it is stored here (`relay::store_back`).
+    pub fn replay_remote(&mut self, keep: Keep, remaining: usize, ctx: &mut Ctx) {
+        self.record(ctx, true);
+        let persist = self.persist;
+        let extra = format!("X-Esub-Remaining: {remaining}\r\n");
+        let len = keep.body.len();
+        self.out.with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, &extra));
+        self.out.push_shared(keep.body.clone());
+        self.state = State::ReplayingRemote(Box::new(keep));
         self.set_deadline(Some(ctx.now + ctx.shared.config.write_timeout), ctx);
     }
 

@@ -128,6 +128,9 @@ pub enum State {
         key: Arc<str>,
         id: u64,
     },
+    /// Another node's stored body being written to a forwarded `/rsub`; stored here if the
+    /// client goes first.
+    ReplayingRemote(Box<Keep>),
     /// A websocket: a psub member or a `/prep` socket.
     Ws(Box<Ws>),
     /// A `GET /announce` long poll waiting for an event with seq above `since`.
@@ -281,6 +284,7 @@ impl<S: Stream> Conn<S> {
             State::AwaitWhere { .. } => "await-where",
             State::AwaitCluster => "await-cluster",
             State::Replaying { .. } => "replaying",
+            State::ReplayingRemote(_) => "replaying-remote",
             State::Ws(_) => "websocket",
             State::Announce { .. } => "announce",
             State::Topic(_) => "topic",
@@ -307,6 +311,10 @@ impl<S: Stream> Conn<S> {
                 if let Some(store) = &ctx.shared.store {
                     let _ = store.send(crate::store::Req::Done { key, id, delivered: false });
                 }
+            }
+            State::ReplayingRemote(keep) => {
+                let reply = crate::server::mailbox::ReplyTo { conn: self.id, seq: 0 };
+                crate::relay::store_back(ctx, reply, *keep);
             }
             State::Ws(mut ws) => {
                 if ws.is_prep() {
@@ -480,6 +488,10 @@ impl<S: Stream> Conn<S> {
                     }
                     // The sub's own request is answered too.
                     self.record(ctx, true);
+                    self.after_response(ctx);
+                    continue;
+                }
+                State::ReplayingRemote(_) if self.out.is_empty() => {
                     self.after_response(ctx);
                     continue;
                 }

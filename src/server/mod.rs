@@ -152,10 +152,23 @@ impl Shared {
         }
     }
 
+    /// Posts `msg` to the worker (or the cluster thread) it is for, from any thread.
+    pub fn post(&self, msg: Msg) {
+        match msg.target() {
+            Some(to) if to.worker == CLUSTER_WORKER => self.to_cluster(msg),
+            Some(to) => self.mailboxes[to.worker].post(msg),
+            None => {}
+        }
+    }
+
     /// A message for the cluster thread from a worker: the outcome of a forwarded rep's
     /// delivery (the `ReplyTo` names the cluster thread and the delivery).
     pub fn to_cluster(&self, msg: Msg) {
         let Some(cluster) = &self.cluster else { return };
+        if let Msg::Taken { reply, taken } = msg {
+            // The store's answer to a `/rsub` another node forwarded here.
+            return cluster.post(ClusterMsg::Taken { id: reply.conn.token, taken });
+        }
         let (id, status, text) = match msg {
             Msg::Delivered { reply, .. } => (reply.conn.token, 200, "OK"),
             Msg::Failed { reply, why, .. } => (reply.conn.token, 404, why.text()),

@@ -50,6 +50,14 @@ pub enum Taken {
     Nothing,
     InvalidToken,
     Failed,
+    /// Another node's stored body, already removed there (`/rsub` forwarded over NATS): if it
+    /// cannot be written to the client, it is stored here.
+    Remote {
+        key: Arc<str>,
+        token: Option<Arc<str>>,
+        body: Vec<u8>,
+        remaining: usize,
+    },
 }
 
 /// Which keys have stored reps and how many reps are stored: written by the store thread after
@@ -358,7 +366,8 @@ impl Engine {
         }
         for (key, token, reply) in takes {
             let taken = self.take(&key, token.as_deref(), time_ms);
-            shared.mailboxes[reply.conn.worker].post(Msg::Taken { reply, taken });
+            // A take may come from the cluster thread (a `/rsub` forwarded from another node).
+            shared.post(Msg::Taken { reply, taken });
         }
     }
 

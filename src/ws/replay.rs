@@ -51,7 +51,8 @@ impl Replay {
                 self.current = Some((key, id, out.total_queued()));
                 true
             }
-            Taken::Nothing | Taken::InvalidToken | Taken::Failed => false,
+            // A replay asks this node's store only: `Remote` answers a forwarded `/rsub`.
+            Taken::Nothing | Taken::InvalidToken | Taken::Failed | Taken::Remote { .. } => false,
         }
     }
 
