@@ -1,5 +1,5 @@
 # esub: build, run, test, lint, bench. `make test` is the README's test command and CI's.
-.PHONY: cluster build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe bench-jobs docker-build docker-run docker-lint
+.PHONY: cluster build run test test-rust test-py lint fuzz bench bench-quick bench-statsd bench-store bench-topics bench-dedupe bench-jobs bench-cluster docker-build docker-run docker-lint
 
 CARGO ?= cargo
 
@@ -47,6 +47,12 @@ bench:
 
 bench-dedupe:
 	bash bench/dedupe.sh
+
+# The cluster's costs (issue 10): cross-node against same-node round trips, reps spread over 3
+# nodes against 3 independent nodes, the sub claim's park time, nchan with Redis across
+# instances (about 4 minutes; bench/cluster.sh). Not part of `make bench`.
+bench-cluster:
+	bash bench/cluster.sh
 
 bench-jobs:
 	bash bench/jobs.sh

@@ -11,7 +11,8 @@
 # NCHAN_WORKER_CONNECTIONS (default 8192, as in shared/peers/nchan.conf) caps connections per
 # worker; raise it for runs with more parked subs than that. NCHAN_RLIMIT_NOFILE (default: the
 # hard RLIMIT_NOFILE of this shell, `ulimit -Hn`) is nginx's worker_rlimit_nofile; nginx cannot
-# go past the hard limit without CAP_SYS_RESOURCE.
+# go past the hard limit without CAP_SYS_RESOURCE. NCHAN_REDIS_URL (redis://127.0.0.1:PORT) starts
+# the Redis-backed template nchan-redis.conf instead, for several instances sharing one Redis.
 set -euo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -80,13 +81,15 @@ start() {
         echo "nchan.sh: an nginx started by this script already runs on port $port" >&2
         exit 1
     fi
-    local dir
+    local dir template=nchan.conf
+    [ -n "${NCHAN_REDIS_URL:-}" ] && template=nchan-redis.conf
     dir=$(mktemp -d "${TMPDIR:-/tmp}/esub-bench-nchan.XXXXXX")
     mkdir -p "$dir/logs"
     sed -e "s|@PREFIX@|$dir|g" -e "s|@WORKERS@|$workers|g" -e "s|@PORT@|$port|g" \
         -e "s|@WORKER_CONNECTIONS@|${NCHAN_WORKER_CONNECTIONS:-8192}|g" \
         -e "s|@WORKER_RLIMIT_NOFILE@|$(rlimit_nofile)|g" \
-        "$here/nchan.conf" >"$dir/nchan.conf"
+        -e "s|@REDIS_URL@|${NCHAN_REDIS_URL:-}|g" \
+        "$here/$template" >"$dir/nchan.conf"
     echo "$dir" >"$state"
     if ! nginx -p "$dir" -e "$dir/logs/error.log" -c "$dir/nchan.conf" >&2; then
         cat "$dir/logs/error.log" >&2 || true

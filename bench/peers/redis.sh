@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Start or stop the Redis peer of the topics benchmark (Redis Streams, `shared/peers/README.md`).
 #
-#   redis.sh start <everysec|always>   install redis-server if missing, start a private redis on
+#   redis.sh start <everysec|always|none>
+#                                      install redis-server if missing, start a private redis on
 #                                      a free 127.0.0.1 port with the append-only file on and
-#                                      that appendfsync, data in a new temporary directory;
-#                                      prints "<pid> <port>"
+#                                      that appendfsync (none: no append-only file, for nchan's
+#                                      backend in the cluster benchmark), data in a new
+#                                      temporary directory; prints "<pid> <port>"
 #   redis.sh stop <pid>                SIGTERM that redis (only one this script started: its pid
 #                                      must have a state file and the matching command line),
 #                                      wait for it, remove its directory
@@ -15,7 +17,7 @@
 set -euo pipefail
 
 usage() {
-    echo "usage: $0 start everysec|always | stop <pid>" >&2
+    echo "usage: $0 start everysec|always|none | stop <pid>" >&2
     exit 2
 }
 
@@ -56,14 +58,14 @@ free_port() {
 }
 
 start() {
-    local fsync=$1 dir port pid attempt
-    case $fsync in everysec | always) ;; *) usage ;; esac
+    local fsync=$1 dir port pid attempt aof=(--appendonly yes --appendfsync "$1")
+    case $fsync in everysec | always) ;; none) aof=(--appendonly no) ;; *) usage ;; esac
     install_redis || { echo "redis: not available" >&2; exit 1; }
     for attempt in 1 2 3; do
         port=$(free_port) || { echo "redis.sh: no free port" >&2; exit 1; }
         dir=$(mktemp -d "${TMPDIR:-/tmp}/esub-bench-redis.XXXXXX")
         if redis-server --bind 127.0.0.1 --port "$port" --protected-mode yes --save '' \
-            --appendonly yes --appendfsync "$fsync" --auto-aof-rewrite-percentage 0 \
+            "${aof[@]}" --auto-aof-rewrite-percentage 0 \
             --daemonize yes --pidfile "$dir/redis.pid" --dir "$dir" --logfile "$dir/redis.log" >&2; then
             # Daemonized: the pid file follows the fork, the listening socket just before it.
             pid=

@@ -17,11 +17,13 @@ const MAX_REPS: usize = 512;
 const MIN_SIZE: usize = 40;
 /// esub's default request body limit.
 const MAX_SIZE: usize = 1 << 20;
+/// Servers in one list (`--url`, `--rep-url`, `--pid`): a cluster on one machine is a handful.
+const MAX_SERVERS: usize = 16;
 /// Upper bound on any one phase given on the command line, so a typo cannot run for hours.
 const MAX_PHASE: Duration = Duration::from_secs(3600);
 
 pub const USAGE: &str = "\
-usage: esub-bench --target esub|nchan --url 127.0.0.1:PORT [--scenario S] [options]
+usage: esub-bench --target esub|nchan --url 127.0.0.1:PORT[,...] [--scenario S] [options]
        esub-bench table FILE...            one comparison table from JSON result lines (medians)
        esub-bench chart OUT.svg FILE...    the latency chart of the same lines, as SVG
 
@@ -35,10 +37,23 @@ Scenarios (--scenario):
              then one rep to each; the window is the time to deliver all (--duration caps it)
   floor      HTTP floor: --reps keep-alive connections, each one GET at a time (esub /ping,
              nginx /ok); a request counts as a message
+  park       the time to park a sub (esub): --subs subs one after the other, each on a new key,
+             from its GET written until the node lists it in GET /keys (asked back to back);
+             a rep then releases it. The figures are these times, not round trips
 One JSON line per run on stdout, a human summary on stderr.
 
+Several servers (a cluster, or independent nodes): --url takes a comma-separated list and sub
+i parks on the (i mod n)-th; rep connection r goes to the (r mod m)-th of --rep-url (default:
+the --url list). Parked counts sum each sub server's count.
+
 options:
-  --pid PID          server pid for CPU time (nchan: the nginx master; its workers are summed)
+  --pid PID[,...]    server pids for CPU time, summed (nchan: the nginx master; its workers
+                     are summed)
+  --rep-url U[,...]  where the rep connections go (default: --url)
+  --rep-to any|home  any (default): a rep goes on any idle rep connection, so with the same
+                     n servers in both lists (n-1)/n of them cross to another server; home: a
+                     rep goes only on a connection to its sub's server (needs --rep-url unset
+                     and --reps a multiple of the --url count)
   --subs N           parked subs (default 1000)
   --reps M           rep connections (default 4)
   --size BYTES       payload size (default 100, at least 40)
@@ -57,6 +72,7 @@ pub enum Scenario {
     WebSocket,
     Capacity,
     Floor,
+    Park,
 }
 
 impl Scenario {
@@ -67,6 +83,7 @@ impl Scenario {
             Scenario::WebSocket => "round-trip-websocket",
             Scenario::Capacity => "parked-capacity",
             Scenario::Floor => "http-floor",
+            Scenario::Park => "park-time",
         }
     }
 
@@ -76,6 +93,7 @@ impl Scenario {
             "websocket" => Scenario::WebSocket,
             "capacity" => Scenario::Capacity,
             "floor" => Scenario::Floor,
+            "park" => Scenario::Park,
             _ => return None,
         })
     }
@@ -89,6 +107,15 @@ impl Scenario {
     pub fn once(self) -> bool {
         self == Scenario::Capacity
     }
+}
+
+/// Which rep connection may carry the rep of a key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepTo {
+    /// Any idle one, whatever server it goes to.
+    Any,
+    /// Only one to the server where the key's sub parks.
+    Home,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -158,8 +185,13 @@ impl Target {
 pub struct Config {
     pub target: Target,
     pub scenario: Scenario,
-    pub addr: SocketAddr,
-    pub pid: Option<u32>,
+    /// Servers of the subs: sub i parks on `urls[i % n]` (never empty).
+    pub urls: Vec<SocketAddr>,
+    /// Servers of the rep connections: connection r goes to `rep_urls[r % m]` (never empty).
+    pub rep_urls: Vec<SocketAddr>,
+    pub rep_to: RepTo,
+    /// Server processes whose CPU time is summed; empty: not measured.
+    pub pids: Vec<u32>,
     pub subs: usize,
     pub reps: usize,
     pub size: usize,
@@ -175,12 +207,13 @@ pub struct Config {
 impl Config {
     pub fn parse(args: &[String]) -> Result<Config, String> {
         let mut target = None;
-        let mut addr = None;
         let mut cfg = Config {
             target: Target::Esub,
             scenario: Scenario::LongPoll,
-            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-            pid: None,
+            urls: Vec::new(),
+            rep_urls: Vec::new(),
+            rep_to: RepTo::Any,
+            pids: Vec::new(),
             subs: 1000,
             reps: 4,
             size: 100,
@@ -206,14 +239,24 @@ impl Config {
                         _ => return Err(format!("--target: esub or nchan, not {value:?}")),
                     })
                 }
-                "--scenario" => {
-                    cfg.scenario = Scenario::from_flag(value).ok_or_else(|| {
-                        format!("--scenario: longpoll, websocket, capacity or floor, not {value:?}")
-                    })?
-                }
+                "--scenario" => cfg.scenario = Scenario::from_flag(value).ok_or_else(|| {
+                    format!(
+                        "--scenario: longpoll, websocket, capacity, floor or park, not {value:?}"
+                    )
+                })?,
                 "--sources" => cfg.sources = number(flag, value, 1, MAX_SOURCES as u64)? as usize,
-                "--url" => addr = Some(parse_addr(value)?),
-                "--pid" => cfg.pid = Some(number(flag, value, 1, u64::from(u32::MAX))? as u32),
+                "--url" => cfg.urls = list(value, parse_addr)?,
+                "--rep-url" => cfg.rep_urls = list(value, parse_addr)?,
+                "--rep-to" => {
+                    cfg.rep_to = match value.as_str() {
+                        "any" => RepTo::Any,
+                        "home" => RepTo::Home,
+                        _ => return Err(format!("--rep-to: any or home, not {value:?}")),
+                    }
+                }
+                "--pid" => {
+                    cfg.pids = list(value, |v| Ok(number(flag, v, 1, u64::from(u32::MAX))? as u32))?
+                }
                 "--subs" => cfg.subs = number(flag, value, 1, MAX_SUBS as u64)? as usize,
                 "--reps" => cfg.reps = number(flag, value, 1, MAX_REPS as u64)? as usize,
                 "--size" => {
@@ -229,9 +272,77 @@ impl Config {
             }
         }
         cfg.target = target.ok_or("--target is required")?;
-        cfg.addr = addr.ok_or("--url is required")?;
+        if cfg.urls.is_empty() {
+            return Err("--url is required".into());
+        }
+        if cfg.rep_to == RepTo::Home
+            && (!cfg.rep_urls.is_empty() || !cfg.reps.is_multiple_of(cfg.urls.len()))
+        {
+            return Err(
+                "--rep-to home: no --rep-url, and --reps a multiple of the --url count".into()
+            );
+        }
+        if cfg.rep_urls.is_empty() {
+            cfg.rep_urls = cfg.urls.clone();
+        }
         Ok(cfg)
     }
+
+    /// The server sub (or floor connection) `i` connects to.
+    pub fn sub_addr(&self, i: usize) -> SocketAddr {
+        self.urls[i % self.urls.len()]
+    }
+
+    /// The server rep connection `r` connects to.
+    pub fn rep_addr(&self, r: usize) -> SocketAddr {
+        self.rep_urls[r % self.rep_urls.len()]
+    }
+
+    /// Ready queues of keys and idle lists of rep connections: one shared by all, or one per
+    /// server with `--rep-to home`.
+    pub fn groups(&self) -> usize {
+        match self.rep_to {
+            RepTo::Any => 1,
+            RepTo::Home => self.urls.len(),
+        }
+    }
+
+    /// The group of key `k`; its reps go on connections of the same group.
+    pub fn key_group(&self, k: usize) -> usize {
+        k % self.groups()
+    }
+
+    /// The group of rep connection `r` (with `home`, connection r goes to `urls[r % n]`).
+    pub fn rep_group(&self, r: usize) -> usize {
+        r % self.groups()
+    }
+
+    /// The rep of key `k` on connection `r` goes to another server than the key's sub.
+    pub fn crosses(&self, r: usize, k: usize) -> bool {
+        self.rep_addr(r) != self.sub_addr(k)
+    }
+
+    /// The sub servers as given, for the report.
+    pub fn urls_text(&self) -> String {
+        join(&self.urls)
+    }
+
+    pub fn rep_urls_text(&self) -> String {
+        join(&self.rep_urls)
+    }
+}
+
+fn join(addrs: &[SocketAddr]) -> String {
+    addrs.iter().map(SocketAddr::to_string).collect::<Vec<_>>().join(",")
+}
+
+/// A comma-separated list, each item parsed by `one`; at most `MAX_SERVERS` items.
+fn list<T>(value: &str, one: impl Fn(&str) -> Result<T, String>) -> Result<Vec<T>, String> {
+    let items: Vec<T> = value.split(',').map(one).collect::<Result<_, _>>()?;
+    if items.len() > MAX_SERVERS {
+        return Err(format!("{value:?}: more than {MAX_SERVERS} items"));
+    }
+    Ok(items)
 }
 
 /// `127.0.0.1:PORT`, optionally as `http://127.0.0.1:PORT/`. Loopback only: the generator is
@@ -278,8 +389,8 @@ mod tests {
     fn accepted() {
         let c = parse("--target nchan --url http://127.0.0.1:8091/ --pid 7 --subs 100 --reps 1 --duration 0.5 --warmup 0").unwrap();
         assert_eq!(c.target, Target::Nchan);
-        assert_eq!(c.addr.port(), 8091);
-        assert_eq!((c.pid, c.subs, c.reps, c.size), (Some(7), 100, 1, 100));
+        assert_eq!(c.sub_addr(0).port(), 8091);
+        assert_eq!((c.pids, c.subs, c.reps, c.size), (vec![7], 100, 1, 100));
         assert_eq!((c.duration, c.warmup), (Duration::from_millis(500), Duration::ZERO));
         assert_eq!((c.scenario, c.sources), (Scenario::LongPoll, 1));
         let c =
@@ -292,6 +403,7 @@ mod tests {
             ("websocket", "round-trip-websocket"),
             ("capacity", "parked-capacity"),
             ("floor", "http-floor"),
+            ("park", "park-time"),
         ] {
             assert_eq!(Scenario::from_flag(flag).map(Scenario::name), Some(name));
         }
@@ -313,9 +425,52 @@ mod tests {
             "--target esub --url 127.0.0.1:1 --scenario pubsub",
             "--target esub --url 127.0.0.1:1 --sources 0",
             "--target esub --url 127.0.0.1:1 --subs 200001",
+            "--target esub --url 127.0.0.1:1,10.0.0.1:2",
+            "--target esub --url 127.0.0.1:1, --subs 1",
+            "--target esub --url 127.0.0.1:1 --rep-to near",
+            "--target esub --url 127.0.0.1:1,127.0.0.1:2 --rep-to home --reps 3",
+            "--target esub --url 127.0.0.1:1 --rep-url 127.0.0.1:2 --rep-to home",
+            "--target esub --url 127.0.0.1:1 --pid 1,x",
         ];
         for row in rows {
             assert!(parse(row).is_err(), "{row}");
         }
+    }
+
+    #[test]
+    fn servers() {
+        // One server: every sub and rep there, nothing crosses, one group.
+        let c = parse("--target esub --url 127.0.0.1:1 --reps 4").unwrap();
+        assert_eq!((c.rep_urls.clone(), c.groups()), (c.urls.clone(), 1));
+        assert!(!(0..4).any(|r| c.crosses(r, r + 1)));
+        // Subs on one node, reps to another: every rep crosses.
+        let c = parse("--target esub --url 127.0.0.1:1 --rep-url 127.0.0.1:2 --pid 5,6").unwrap();
+        assert_eq!(
+            (c.sub_addr(3).port(), c.rep_addr(3).port(), c.pids.clone()),
+            (1, 2, vec![5, 6])
+        );
+        assert!((0..4).all(|r| c.crosses(r, 7)));
+        // Three nodes, any connection: key k on node k % 3, connection r to node r % 3.
+        let c = parse("--target esub --url 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3 --reps 6").unwrap();
+        assert_eq!(c.groups(), 1);
+        let rows = [(0, 0, false), (0, 1, true), (4, 1, false), (5, 1, true), (2, 5, false)];
+        for (r, k, cross) in rows {
+            assert_eq!((c.key_group(k), c.rep_group(r)), (0, 0));
+            assert_eq!(c.crosses(r, k), cross, "rep {r} key {k}");
+        }
+        let crossing = (0..6).flat_map(|r| (0..30).map(move |k| (r, k)));
+        assert_eq!(crossing.filter(|&(r, k)| c.crosses(r, k)).count(), 6 * 20);
+        // Home: a key's group is its node, and a group's connections go to that node only.
+        let c =
+            parse("--target esub --url 127.0.0.1:1,127.0.0.1:2,127.0.0.1:3 --reps 6 --rep-to home")
+                .unwrap();
+        assert_eq!(c.groups(), 3);
+        for r in 0..6 {
+            for k in 0..30 {
+                let same = c.key_group(k) == c.rep_group(r);
+                assert_eq!(same, !c.crosses(r, k), "rep {r} key {k}");
+            }
+        }
+        assert_eq!(c.urls_text(), "127.0.0.1:1,127.0.0.1:2,127.0.0.1:3");
     }
 }

@@ -27,32 +27,26 @@ pub enum Parked {
     Unknown(String),
 }
 
-/// Waits until the server reports `want` parked subs of keys starting with `prefix`: esub's
-/// `GET /keys` lists them; nchan's `GET /nchan_status` counts all subscribers.
+/// Waits until the servers report `want` parked subs of keys starting with `prefix`, summed
+/// over `addrs` (each counted once): esub's `GET /keys` lists a node's own; nchan's
+/// `GET /nchan_status` counts all subscribers of an instance.
 pub fn wait_parked(
     target: Target,
-    addr: SocketAddr,
+    addrs: &[SocketAddr],
     prefix: &str,
     want: usize,
     timeout: Duration,
 ) -> Parked {
     let deadline = Instant::now() + timeout;
+    let mut distinct = addrs.to_vec();
+    distinct.sort_unstable();
+    distinct.dedup();
     loop {
-        let seen = match target {
-            Target::Esub => get(addr, "/keys").map(|(status, body)| match status {
-                200 => Ok(count_listed(&body, prefix)),
-                204 => Ok(0),
-                s => Err(format!("GET /keys answered {s}")),
-            }),
-            Target::Nchan => get(addr, "/nchan_status").map(|(status, body)| match status {
-                200 => nchan_subscribers(&body).ok_or_else(|| "no subscribers line".to_string()),
-                s => Err(format!("GET /nchan_status answered {s}")),
-            }),
-        };
+        let seen = distinct.iter().map(|&a| parked_on(target, a, prefix)).sum::<Result<_, _>>();
         let seen = match seen {
-            Ok(Ok(n)) if n >= want => return Parked::All,
-            Ok(Ok(n)) => n,
-            Ok(Err(why)) | Err(why) => {
+            Ok(n) if n >= want => return Parked::All,
+            Ok(n) => n,
+            Err(why) => {
                 sleep(BLIND_WAIT);
                 return Parked::Unknown(why);
             }
@@ -62,6 +56,22 @@ pub fn wait_parked(
         }
         sleep(POLL_INTERVAL);
     }
+}
+
+/// Parked subs of this run on one server, or why it cannot tell.
+fn parked_on(target: Target, addr: SocketAddr, prefix: &str) -> Result<usize, String> {
+    let seen = match target {
+        Target::Esub => get(addr, "/keys").map(|(status, body)| match status {
+            200 => Ok(count_listed(&body, prefix)),
+            204 => Ok(0),
+            s => Err(format!("GET /keys answered {s}")),
+        }),
+        Target::Nchan => get(addr, "/nchan_status").map(|(status, body)| match status {
+            200 => nchan_subscribers(&body).ok_or_else(|| "no subscribers line".to_string()),
+            s => Err(format!("GET /nchan_status answered {s}")),
+        }),
+    };
+    seen.and_then(|r| r)
 }
 
 /// One `GET` on a fresh connection: status and body.

@@ -64,6 +64,17 @@ impl ServerProbe {
         Some(ServerProbe { pids })
     }
 
+    /// Several servers measured as one (a cluster's nodes): each pid with its children.
+    pub fn of(pids: &[u32]) -> Option<ServerProbe> {
+        let mut all = Vec::new();
+        for &p in pids {
+            all.extend(ServerProbe::new(p)?.pids);
+        }
+        all.sort_unstable();
+        all.dedup();
+        Some(ServerProbe { pids: all })
+    }
+
     pub fn pids(&self) -> &[u32] {
         &self.pids
     }
@@ -172,6 +183,9 @@ mod tests {
         let m = probe.memory().unwrap();
         assert!(m.rss_kib > 0 && m.rss_kib >= m.anon_kib, "{m:?}");
         assert!(Mark::now(Some(&probe)).server.is_some());
+        let both = ServerProbe::of(&[std::process::id(), std::process::id()]).unwrap();
+        assert_eq!(both.pids(), probe.pids());
+        assert!(ServerProbe::of(&[std::process::id(), u32::MAX]).is_none());
     }
 
     #[test]

@@ -153,7 +153,7 @@ impl<'a> Floor<'a> {
     }
 
     fn reconnect(&mut self, c: usize) -> std::io::Result<()> {
-        let conn = Conn::connect(self.cfg.addr, None, self.poll.registry(), Token(c))?;
+        let conn = Conn::connect(self.cfg.sub_addr(c), None, self.poll.registry(), Token(c))?;
         self.clients[c].conn = Some(conn);
         Ok(())
     }

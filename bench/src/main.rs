@@ -10,7 +10,7 @@ use esub_bench::cpu::ServerProbe;
 use esub_bench::floor::Floor;
 use esub_bench::outcome::{Capacity, Outcome};
 use esub_bench::run::Run;
-use esub_bench::{report, svg, table};
+use esub_bench::{park, report, svg, table};
 
 /// nginx forks its workers after writing its pid file: how long to wait for them to show up
 /// before a probe that must see them from the start (parked capacity).
@@ -55,7 +55,7 @@ fn main() -> ExitCode {
             }
         }
         Err(e) => {
-            eprintln!("esub-bench: {} {}: {e}", cfg.target.name(), cfg.addr);
+            eprintln!("esub-bench: {} {}: {e}", cfg.target.name(), cfg.urls_text());
             ExitCode::FAILURE
         }
     }
@@ -63,16 +63,20 @@ fn main() -> ExitCode {
 
 /// One run; `Ok(false)` when it finished but was aborted for errors.
 fn bench(cfg: &Config) -> Result<bool, String> {
-    let subs = if cfg.scenario == Scenario::Floor { 0 } else { cfg.subs };
+    let subs = if matches!(cfg.scenario, Scenario::Floor | Scenario::Park) { 0 } else { cfg.subs };
     raise_fd_limit(subs + cfg.reps + 64)?;
     let outcome = match cfg.scenario {
         Scenario::LongPoll | Scenario::WebSocket => relay(cfg)?,
         Scenario::Capacity => capacity(cfg)?,
         Scenario::Floor => http_floor(cfg)?,
+        Scenario::Park => {
+            let probe = probe(cfg)?;
+            park::run(cfg, &key_prefix(), probe.as_ref())?
+        }
     };
     eprint!("{}", report::human(cfg, &outcome));
     println!("{}", report::json_line(cfg, &outcome));
-    if outcome.server_cpu.is_none() && cfg.pid.is_some() {
+    if outcome.server_cpu.is_none() && !cfg.pids.is_empty() {
         eprintln!(
             "  warning: server CPU unavailable (a process of the server exited during the run)"
         );
@@ -81,12 +85,11 @@ fn bench(cfg: &Config) -> Result<bool, String> {
 }
 
 fn probe(cfg: &Config) -> Result<Option<ServerProbe>, String> {
-    match cfg.pid {
-        Some(pid) => {
-            Ok(Some(ServerProbe::new(pid).ok_or_else(|| format!("--pid {pid}: no such process"))?))
-        }
-        None => Ok(None),
+    if cfg.pids.is_empty() {
+        return Ok(None);
     }
+    let probe = ServerProbe::of(&cfg.pids);
+    Ok(Some(probe.ok_or_else(|| format!("--pid {:?}: a process does not exist", cfg.pids))?))
 }
 
 /// Scenarios 1 and 2: round trips through parked or joined subs.
@@ -101,7 +104,9 @@ fn relay(cfg: &Config) -> Result<Outcome, String> {
 
 /// Scenario 3: the server's memory before and after parking every sub, then one rep to each.
 fn capacity(cfg: &Config) -> Result<Outcome, String> {
-    let pid = cfg.pid.ok_or("--scenario capacity needs --pid (the server's memory is measured)")?;
+    let &[pid] = cfg.pids.as_slice() else {
+        return Err("--scenario capacity needs one --pid (the server's memory is measured)".into());
+    };
     let deadline = Instant::now() + WORKERS_TIMEOUT;
     let probe = loop {
         let p = ServerProbe::new(pid).ok_or_else(|| format!("--pid {pid}: no such process"))?;

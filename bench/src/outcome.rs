@@ -110,6 +110,8 @@ pub struct Outcome {
     pub counts: Counts,
     pub lost: u64,
     pub unanswered: u64,
+    /// Reps sent (all phases) to another server than their key's sub.
+    pub crossed: u64,
     pub errors: Errors,
     pub aborted: Option<String>,
     pub server_pids: Vec<u32>,
@@ -139,6 +141,7 @@ impl Outcome {
             counts: Counts::default(),
             lost: 0,
             unanswered: 0,
+            crossed: 0,
             errors,
             aborted,
             server_pids: probe.map(|p| p.pids().to_vec()).unwrap_or_default(),

@@ -2,7 +2,7 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crate::config::{Config, Scenario};
+use crate::config::{Config, RepTo, Scenario};
 use crate::control::Parked;
 use crate::json::Writer;
 use crate::outcome::Outcome;
@@ -41,7 +41,15 @@ pub fn json_line(cfg: &Config, o: &Outcome) -> String {
         .str("scenario", cfg.scenario.name())
         .str("target", cfg.target.name())
         .str("label", &cfg.label)
-        .str("url", &cfg.addr.to_string())
+        .str("url", &cfg.urls_text())
+        .str("rep_url", &cfg.rep_urls_text())
+        .str(
+            "rep_to",
+            match cfg.rep_to {
+                RepTo::Any => "any",
+                RepTo::Home => "home",
+            },
+        )
         // The HTTP floor has no subs.
         .int("subs", if cfg.scenario == Scenario::Floor { 0 } else { cfg.subs as u64 })
         .int("reps", cfg.reps as u64)
@@ -65,6 +73,8 @@ pub fn json_line(cfg: &Config, o: &Outcome) -> String {
         .int("acked", o.counts.acked)
         .int("misses", o.counts.misses)
         .int("failed", o.counts.failed)
+        .int("crossed", o.crossed)
+        .num("cross_share", (o.counts.sent > 0).then(|| o.crossed as f64 / o.counts.sent as f64), 3)
         .int("delivered_total", o.counts.delivered)
         .int("lost", o.lost)
         .int("duplicated", o.counts.duplicated)

@@ -50,12 +50,13 @@ pub struct Run<'a> {
     ledger: Ledger,
     subs: Vec<Sub>,
     reps: Vec<Rep>,
-    /// Keys whose sub waits and which have nothing unresolved, oldest first.
-    ready: VecDeque<usize>,
+    /// Per group (`Config::groups`): keys whose sub waits and which have nothing unresolved,
+    /// oldest first.
+    ready: Vec<VecDeque<usize>>,
     /// Keys answered "nobody waits", with the time they may be tried again.
     deferred: VecDeque<(Instant, usize)>,
-    /// Open rep connections with nothing in flight.
-    idle: Vec<usize>,
+    /// Per group: open rep connections with nothing in flight.
+    idle: Vec<Vec<usize>>,
     scratch: Vec<u8>,
     body: Vec<u8>,
     /// Websocket keys and masks.
@@ -64,6 +65,8 @@ pub struct Run<'a> {
     open_reps: usize,
     parked: usize,
     inflight_reps: usize,
+    /// Reps sent to another server than their key's sub.
+    crossed: u64,
     sending: bool,
     /// Start of the measured window, while it lasts.
     measuring: Option<Instant>,
@@ -83,9 +86,9 @@ impl<'a> Run<'a> {
             ledger: Ledger::new(prefix, cfg.subs, cfg.size),
             subs: (0..cfg.subs).map(|_| Sub::new()).collect(),
             reps: (0..cfg.reps).map(|_| Rep { conn: None, inflight: None }).collect(),
-            ready: VecDeque::with_capacity(cfg.subs),
+            ready: (0..cfg.groups()).map(|_| VecDeque::with_capacity(cfg.subs)).collect(),
             deferred: VecDeque::new(),
-            idle: Vec::with_capacity(cfg.reps),
+            idle: (0..cfg.groups()).map(|_| Vec::with_capacity(cfg.reps)).collect(),
             // One read takes a whole burst of responses on a rep connection.
             scratch: vec![0; 64 * 1024],
             body: Vec::with_capacity(cfg.size + 64),
@@ -94,6 +97,7 @@ impl<'a> Run<'a> {
             open_reps: 0,
             parked: 0,
             inflight_reps: 0,
+            crossed: 0,
             sending: false,
             measuring: None,
             sent_before_window: 0,
@@ -138,7 +142,7 @@ impl<'a> Run<'a> {
         }
         let left = deadline.saturating_duration_since(Instant::now());
         let prefix = String::from_utf8_lossy(self.ledger.prefix()).into_owned();
-        Ok(control::wait_parked(self.cfg.target, self.cfg.addr, &prefix, self.cfg.subs, left))
+        Ok(control::wait_parked(self.cfg.target, &self.cfg.urls, &prefix, self.cfg.subs, left))
     }
 
     /// Warm-up, measured window and drain. CPU is sampled at the window's two ends. In the
@@ -210,6 +214,7 @@ impl<'a> Run<'a> {
             counts: self.ledger.counts,
             lost: self.ledger.lost(),
             unanswered: self.inflight_reps as u64,
+            crossed: self.crossed,
             ..Outcome::of_window(measured, probe, self.errors, self.aborted)
         }
     }
@@ -238,7 +243,8 @@ impl<'a> Run<'a> {
     }
 
     fn connect_sub(&mut self, i: usize) -> Result<(), String> {
-        let conn = Conn::connect(self.cfg.addr, self.source(i), self.poll.registry(), Token(i))
+        let addr = self.cfg.sub_addr(i);
+        let conn = Conn::connect(addr, self.source(i), self.poll.registry(), Token(i))
             .map_err(|e| format!("connect sub {i}: {e}"))?;
         self.subs[i].attach(conn);
         self.connecting += 1;
@@ -253,7 +259,7 @@ impl<'a> Run<'a> {
 
     fn connect_rep(&mut self, r: usize) -> Result<(), String> {
         let token = Token(self.subs.len() + r);
-        let conn = Conn::connect(self.cfg.addr, None, self.poll.registry(), token)
+        let conn = Conn::connect(self.cfg.rep_addr(r), None, self.poll.registry(), token)
             .map_err(|e| format!("connect rep {r}: {e}"))?;
         self.reps[r].conn = Some(conn);
         Ok(())
@@ -296,7 +302,7 @@ impl<'a> Run<'a> {
         let step = conn.step(ev, &mut self.scratch)?;
         if step.connected {
             self.open_reps += 1;
-            self.idle.push(r);
+            self.idle[self.cfg.rep_group(r)].push(r);
         }
         if !step.read {
             return Ok(());
@@ -338,7 +344,7 @@ impl<'a> Run<'a> {
             if close {
                 return Err(Broken("rep response had Connection: close".into()));
             }
-            self.idle.push(r);
+            self.idle[self.cfg.rep_group(r)].push(r);
             self.check_budget();
         }
     }
@@ -347,34 +353,37 @@ impl<'a> Run<'a> {
         let sub = &mut self.subs[key];
         if sub.waiting() && !sub.queued && !self.ledger.busy(key) {
             sub.queued = true;
-            self.ready.push_back(key);
+            self.ready[self.cfg.key_group(key)].push_back(key);
         }
     }
 
-    /// Gives every idle rep connection a key, while sending is on and keys are ready.
+    /// Gives every idle rep connection a key of its group, while sending is on and keys are
+    /// ready.
     fn dispatch(&mut self) {
-        while self.sending && !self.idle.is_empty() {
-            if self.cfg.max_msgs > 0
-                && self.measuring.is_some()
-                && self.ledger.counts.sent - self.sent_before_window >= self.cfg.max_msgs
-            {
-                self.sending = false;
-                return;
-            }
-            let Some(key) = self.pop_ready() else {
-                return;
-            };
-            let Some(r) = self.idle.pop() else {
-                return;
-            };
-            if let Err(b) = self.send_rep(r, key) {
-                self.rep_broken(r, b);
+        for g in 0..self.idle.len() {
+            while self.sending && !self.idle[g].is_empty() {
+                if self.cfg.max_msgs > 0
+                    && self.measuring.is_some()
+                    && self.ledger.counts.sent - self.sent_before_window >= self.cfg.max_msgs
+                {
+                    self.sending = false;
+                    return;
+                }
+                let Some(key) = self.pop_ready(g) else {
+                    break;
+                };
+                let Some(r) = self.idle[g].pop() else {
+                    break;
+                };
+                if let Err(b) = self.send_rep(r, key) {
+                    self.rep_broken(r, b);
+                }
             }
         }
     }
 
-    fn pop_ready(&mut self) -> Option<usize> {
-        while let Some(key) = self.ready.pop_front() {
+    fn pop_ready(&mut self, group: usize) -> Option<usize> {
+        while let Some(key) = self.ready[group].pop_front() {
             self.subs[key].queued = false;
             if self.subs[key].waiting() && !self.ledger.busy(key) {
                 return Some(key);
@@ -401,6 +410,9 @@ impl<'a> Run<'a> {
         conn.begin_write();
         rep.inflight = Some((key, seq));
         self.inflight_reps += 1;
+        if self.cfg.crosses(r, key) {
+            self.crossed += 1;
+        }
         conn.flush().map(|_| ())
     }
 
@@ -429,7 +441,7 @@ impl<'a> Run<'a> {
     fn rep_broken(&mut self, r: usize, why: Broken) {
         self.errors.connections += 1;
         self.errors.note(format!("rep {r}: {}", why.0));
-        self.idle.retain(|&x| x != r);
+        self.idle[self.cfg.rep_group(r)].retain(|&x| x != r);
         if let Some(mut conn) = self.reps[r].conn.take() {
             if conn.link == Link::Open {
                 self.open_reps -= 1;
