@@ -184,6 +184,35 @@ fn a_sub_on_another_node_takes_over_or_is_refused() {
 }
 
 #[test]
+fn a_key_fulfilled_here_and_claimed_elsewhere_is_claimed_back_over_nats() {
+    // Within the 500 ms a fulfilled key's subjects linger, a sub on the same node parks without
+    // asking NATS; once another node claimed the key meanwhile, it must ask (and take over).
+    let nats = Nats::start();
+    let a = esub_node(&nats.url(), "a", &[]);
+    let b = esub_node(&nats.url(), "b", &[]);
+    for round in 0..20 {
+        let mut sub = a.sub("/sub/hop");
+        a.wait_for_key("hop");
+        wait_routed(&b, "hop");
+        b.post("/rep/hop", b"x").assert(200, b"OK");
+        sub.read_response().assert_delivered(b"x");
+        // At once, b claims the free key (a's lingering subject answers), then a claims it
+        // back: b's sub must get 409, not stay parked beside a's.
+        let mut on_b = b.sub("/sub/hop");
+        b.wait_for_key("hop");
+        let mut back = a.sub("/sub/hop");
+        on_b.read_response().assert_text(409, "Sub taken over");
+        a.wait_for_key("hop");
+        b.wait_for_key_gone("hop");
+        wait_routed(&b, "hop");
+        let body = format!("r{round}");
+        b.post("/rep/hop", body.as_bytes()).assert(200, b"OK");
+        back.read_response().assert_delivered(body.as_bytes());
+        a.wait_for_key_gone("hop");
+    }
+}
+
+#[test]
 fn members_join_leave_and_loss() {
     let nats = Nats::start();
     let token = [("ESUB_CLUSTER_TOKEN", "ct")];

@@ -39,7 +39,13 @@ pub struct Node {
     phase: Phase,
     members: Members,
     next_beat: Option<Instant>,
+    /// This node's key events not yet published on `C.ev`: one JSON object per line, sent as
+    /// one message per loop iteration (or per `EVENTS_BATCH` bytes) rather than one per event.
+    events: Vec<u8>,
 }
+
+/// Bytes of key events sent in one `C.ev` message at most (well under NATS's `max_payload`).
+const EVENTS_BATCH: usize = 64 * 1024;
 
 impl Node {
     pub fn new(poll: Poll, shared: Arc<Shared>) -> io::Result<Node> {
@@ -67,6 +73,7 @@ impl Node {
             phase: Phase::Unchecked,
             members: Members::default(),
             next_beat: None,
+            events: Vec::new(),
         })
     }
 
@@ -106,6 +113,7 @@ impl Node {
                         return self.leave();
                     }
                 }
+                self.flush_events();
             }
             self.tick(now);
             let out = self.client.on_timer(now);
@@ -147,14 +155,29 @@ impl Node {
             ClusterMsg::Outcome { id, status, text } => self.routing.outcome(c, id, status, text),
             ClusterMsg::Announce(event) => {
                 if self.phase == Phase::Joined && c.is_connected() {
-                    let mut json = Vec::with_capacity(64 + event.key.len());
-                    event.write_json(&mut json);
-                    let _ = c.publish(&self.subjects.events(), None, None, &json[..]);
+                    if self.events.len() >= EVENTS_BATCH {
+                        self.flush_events();
+                    }
+                    if !self.events.is_empty() {
+                        self.events.push(b'\n');
+                    }
+                    event.write_json(&mut self.events);
                 }
             }
             ClusterMsg::Shutdown => return false,
         }
         true
+    }
+
+    /// Publishes the key events gathered so far as one `C.ev` message.
+    fn flush_events(&mut self) {
+        if self.events.is_empty() {
+            return;
+        }
+        if let Err(e) = self.client.publish(&self.subjects.events(), None, None, &self.events) {
+            crate::debug!("cluster events not sent error={e:?}");
+        }
+        self.events.clear();
     }
 
     /// Heartbeats when due, members gone silent, lingering subjects over.
@@ -285,9 +308,12 @@ impl Node {
                 self.publish_members();
             }
         } else if m.subject == self.subjects.events() {
-            if let Some(event) = crate::announce::Event::parse(&m.payload) {
-                let woken = self.shared.announce.append(event);
-                self.shared.wake_listeners(woken);
+            // One event per line (a batch); a line that is not one is skipped.
+            for line in m.payload.split(|&b| b == b'\n') {
+                if let Some(event) = crate::announce::Event::parse(line) {
+                    let woken = self.shared.announce.append(event);
+                    self.shared.wake_listeners(woken);
+                }
             }
         } else if m.subject == self.subjects.node(&self.shared.node_name) {
             if let Some(reply) = &m.reply {

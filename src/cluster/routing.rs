@@ -333,7 +333,12 @@ impl Routing {
                     self.drop_sub(c, &key);
                     respond(c, &reply, 200, "OK", false)
                 }
-                TakeOver::Free => respond(c, &reply, 404, "Unknown key", true),
+                // The key is free here and moves to the asker: this node's lingering
+                // subjects go at once, so that its own next sub asks again.
+                TakeOver::Free => {
+                    self.drop_sub(c, &key);
+                    respond(c, &reply, 404, "Unknown key", true)
+                }
             };
         }
         let pool_only = which == KeySubject::Pool || psub;
@@ -490,6 +495,12 @@ impl Routing {
         token: Option<&str>,
         conn: ConnId,
     ) {
+        // This node still holds the key's claim subject (its sub just went, or one waits and
+        // the registry settles it), and no other node claimed the key since (that drops the
+        // subject): NATS would route the claim back here, so the answer is known.
+        if self.keys.get(key).is_some_and(|k| k.claim.is_some()) {
+            return claimed(s, conn, ClaimOutcome::Free);
+        }
         let subject = self.subjects.key(key, KeySubject::Claim);
         let h = self.headers("claim", token, false);
         match c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
