@@ -15,6 +15,9 @@ pub const RING: usize = 1000;
 /// Listeners at once (parked GETs plus websockets): each costs a connection and a wake-up per
 /// burst of events; past this a new one gets 503 rather than making every event dearer.
 pub const MAX_LISTENERS: usize = 10_000;
+/// This node's events waiting to go out on `C.ev` at most (the cluster thread takes them every
+/// few milliseconds); past it the newest are not sent (they stay in this node's ring).
+const MAX_OUTBOX: usize = 10_000;
 /// A plain GET waits this long for its first event by default (`API-cluster.md` section 2).
 pub const DEFAULT_WAIT_MS: u64 = 25_000;
 /// Longer waits are cut to this: a long poll that outlives the proxies in front of it helps
@@ -122,6 +125,9 @@ struct Ring {
     events: VecDeque<Event>,
     /// Listeners to wake at the next event; each is woken once, then registers again.
     waiters: Vec<ConnId>,
+    /// Cluster mode: this node's events not yet taken by the cluster thread (`None`: a
+    /// single node, nothing to send).
+    outbox: Option<Vec<Event>>,
 }
 
 impl Ring {
@@ -160,8 +166,23 @@ impl Feed {
                 end: 0,
                 events: VecDeque::with_capacity(RING),
                 waiters: Vec::new(),
+                outbox: None,
             }),
             listeners: AtomicUsize::new(0),
+        }
+    }
+
+    /// A feed whose own events are also kept for the cluster thread (`take_outbox`).
+    pub fn for_cluster(node: &str) -> Feed {
+        let f = Feed::new(node);
+        f.ring().outbox = Some(Vec::new());
+        f
+    }
+
+    /// This node's events since the last call, for `C.ev`.
+    pub fn take_outbox(&self, into: &mut Vec<Event>) {
+        if let Some(out) = &mut self.ring().outbox {
+            std::mem::swap(out, into);
         }
     }
 
@@ -170,13 +191,20 @@ impl Feed {
         self.ring.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Records an event of this node (one short lock); returns it and the listeners to wake.
-    pub fn record(&self, key: &Arc<str>, kind: Kind) -> (Event, Vec<ConnId>) {
+    /// Records an event of this node (one short lock); returns the listeners to wake, and
+    /// whether it is the first the cluster thread has not taken yet (it is told then only).
+    pub fn record(&self, key: &Arc<str>, kind: Kind) -> (Vec<ConnId>, bool) {
         let mut ring = self.ring();
         let e = Event { seq: ring.next_seq, node: self.node.clone(), key: key.clone(), kind };
         ring.next_seq += 1;
-        let woken = ring.push(e.clone());
-        (e, woken)
+        let first = match &mut ring.outbox {
+            Some(out) if out.len() < MAX_OUTBOX => {
+                out.push(e.clone());
+                out.len() == 1
+            }
+            _ => false,
+        };
+        (ring.push(e), first)
     }
 
     /// Appends another node's event; returns the listeners to wake. This node's own echo is
@@ -309,16 +337,37 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_outbox_takes_own_events_and_says_when_it_was_empty() {
+        let f = Feed::for_cluster("me");
+        let k: Arc<str> = Arc::from("k");
+        assert!(f.record(&k, Kind::New).1);
+        assert!(!f.record(&k, Kind::Fulfilled).1);
+        assert!(f.append(ev(1, "other", "x", Kind::Stored)).is_empty());
+        let mut out = Vec::new();
+        f.take_outbox(&mut out);
+        let got: Vec<(u64, Kind)> = out.iter().map(|e| (e.seq, e.kind)).collect();
+        assert_eq!(got, [(1, Kind::New), (2, Kind::Fulfilled)]);
+        out.clear();
+        assert!(f.record(&k, Kind::Gone).1, "empty again after a take");
+        for _ in 0..MAX_OUTBOX + 5 {
+            f.record(&k, Kind::New);
+        }
+        f.take_outbox(&mut out);
+        assert_eq!(out.len(), MAX_OUTBOX);
+    }
+
+    #[test]
     fn since_filters_and_waits_once() {
         let f = Arc::new(Feed::new("me"));
         let k: Arc<str> = Arc::from("k");
         let _lease = f.lease(id(1)).unwrap();
         assert!(f.since(0, Some(id(1))).is_empty());
-        let (e, woken) = f.record(&k, Kind::New);
+        let (woken, first) = f.record(&k, Kind::New);
+        assert_eq!((woken, first), (vec![id(1)], false), "a single node keeps no outbox");
+        let e = f.since(0, None).remove(0);
         assert_eq!((e.seq, &*e.node, e.kind), (1, "me", Kind::New));
-        assert_eq!(woken, vec![id(1)]);
         // Woken once: the next event wakes nobody until it registers again.
-        assert!(f.record(&k, Kind::Gone).1.is_empty());
+        assert!(f.record(&k, Kind::Gone).0.is_empty());
         // Another node's events join the ring with their own seqs; our echo is ignored.
         assert!(f.append(ev(1, "other", "x", Kind::Stored)).is_empty());
         assert!(f.append(ev(1, "me", "k", Kind::New)).is_empty());
@@ -355,7 +404,7 @@ mod tests {
         );
         assert_eq!(cursor, RING as u64 + 5);
         assert!(f.follow(&mut cursor, None, id(1)).unwrap().is_empty());
-        assert_eq!(f.record(&k, Kind::Gone).1, vec![id(1)]);
+        assert_eq!(f.record(&k, Kind::Gone).0, vec![id(1)]);
         assert_eq!(f.follow(&mut cursor, None, id(1)).unwrap()[0].kind, Kind::Gone);
     }
 
@@ -368,6 +417,6 @@ mod tests {
         f.since(0, Some(id(3)));
         drop(leases);
         assert_eq!(f.listeners(), 0);
-        assert!(f.record(&Arc::from("k"), Kind::New).1.is_empty());
+        assert!(f.record(&Arc::from("k"), Kind::New).0.is_empty());
     }
 }

@@ -41,11 +41,32 @@ struct Pool {
 struct Slot {
     sub: Option<Waiter>,
     pool: Option<Pool>,
+    /// Cluster mode: which of the key's subjects the cluster thread holds (`SUB_SUBJECTS`,
+    /// `POOL_SUBJECT`). A slot with no holder stays while it has some (they linger).
+    subscribed: u8,
 }
 
+/// The key's `rr` and `claim` subjects (they follow its waiting sub).
+pub const SUB_SUBJECTS: u8 = 1;
+/// The key's `pool` subject.
+pub const POOL_SUBJECT: u8 = 2;
+
 impl Slot {
+    /// No holder: the key is not listed.
     fn is_empty(&self) -> bool {
         self.sub.is_none() && self.pool.is_none()
+    }
+
+    /// Nothing left to keep: the slot goes.
+    fn unused(&self) -> bool {
+        self.is_empty() && self.subscribed == 0
+    }
+
+    /// The subjects its holders need that the cluster thread does not hold yet.
+    fn missing(&self) -> bool {
+        let want = if self.sub.is_some() { SUB_SUBJECTS } else { 0 }
+            | if self.pool.is_some() { POOL_SUBJECT } else { 0 };
+        want & !self.subscribed != 0
     }
 }
 
@@ -98,9 +119,10 @@ pub enum Change {
 }
 
 /// Told, after the change and outside the shard lock, that a key's sub or pool appeared or
-/// went (the cluster thread then looks the key up and (un)subscribes; the announce feed
-/// records `New`, `Fulfilled` and `Gone`).
-pub type Watch = Box<dyn Fn(&Arc<str>, Change) + Send + Sync>;
+/// went, and whether its holders now need cluster subjects the cluster thread does not hold
+/// (it then subscribes them; a departure needs nothing: the thread's sweep lets subjects without
+/// holders go). The announce feed records `New`, `Fulfilled` and `Gone`.
+pub type Watch = Box<dyn Fn(&Arc<str>, Change, bool) + Send + Sync>;
 
 pub struct Registry {
     shards: Box<[Mutex<Shard>]>,
@@ -138,16 +160,40 @@ impl Registry {
         Registry { watch: Some(watch), ..Registry::default() }
     }
 
-    fn changed(&self, key: &Arc<str>, change: Change) {
+    fn changed(&self, key: &Arc<str>, change: Change, missing: bool) {
         if let Some(w) = &self.watch {
-            w(key, change);
+            w(key, change, missing);
         }
     }
 
+    /// The cluster thread now holds `bits` of `key`'s subjects too.
+    pub fn add_subscribed(&self, key: &Arc<str>, bits: u8) {
+        if bits != 0 {
+            self.shard(key).entry(key.clone()).or_default().subscribed |= bits;
+        }
+    }
+
+    /// The cluster thread would let `bits` of `key`'s subjects go: those whose holders are
+    /// absent (all of `bits` when `force`d: a takeover by another node) are marked gone here,
+    /// under the shard lock, and returned for it to unsubscribe. A holder that arrives after
+    /// finds them missing and the thread subscribes again.
+    pub fn release_subscribed(&self, key: &str, bits: u8, force: bool) -> u8 {
+        let mut shard = self.shard(key);
+        let Some(slot) = shard.get_mut(key) else { return 0 };
+        let held = if slot.sub.is_some() { SUB_SUBJECTS } else { 0 }
+            | if slot.pool.is_some() { POOL_SUBJECT } else { 0 };
+        let release = if force { bits } else { bits & !held } & slot.subscribed;
+        slot.subscribed &= !release;
+        if slot.unused() {
+            shard.remove(key);
+        }
+        release
+    }
+
     /// The map's own `Arc` of `key` (no copy of its bytes for the watch), removing its slot
-    /// when `empty`.
-    fn own_key(shard: &mut Shard, key: &str, empty: bool) -> Arc<str> {
-        let found = if empty {
+    /// when it is `unused`.
+    fn own_key(shard: &mut Shard, key: &str, unused: bool) -> Arc<str> {
+        let found = if unused {
             shard.remove_entry(key).map(|(k, _)| k)
         } else {
             shard.get_key_value(key).map(|(k, _)| k.clone())
@@ -183,11 +229,12 @@ impl Registry {
             let conn = old.conn;
             slot.sub = None;
             let empty = slot.is_empty();
-            let k = Self::own_key(&mut shard, key, empty);
+            let unused = slot.unused();
+            let k = Self::own_key(&mut shard, key, unused);
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             (k, conn, empty)
         };
-        self.changed(&taken.0, Self::left(taken.2, Change::Gone));
+        self.changed(&taken.0, Self::left(taken.2, Change::Gone), false);
         TakeOver::Taken(taken.1)
     }
 
@@ -212,7 +259,7 @@ impl Registry {
 
     /// Parks `conn` on `key` with `token` (API.md section 2: 403 or takeover).
     pub fn park(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Park {
-        let (park, fresh) = {
+        let (park, fresh, missing) = {
             let mut shard = self.shard(key);
             let slot = shard.entry(key.clone()).or_default();
             if let Some(old) = &slot.sub
@@ -223,15 +270,15 @@ impl Registry {
             let fresh = slot.pool.is_none();
             let new = Waiter { conn, token: token.map(Box::from) };
             match slot.sub.replace(new) {
-                Some(old) => (Park::Displaced(old.conn), false),
+                Some(old) => (Park::Displaced(old.conn), false, false),
                 None => {
                     self.waiting.fetch_add(1, Ordering::Relaxed);
-                    (Park::Parked, fresh)
+                    (Park::Parked, fresh, slot.missing())
                 }
             }
         };
         if park == Park::Parked {
-            self.changed(key, if fresh { Change::New } else { Change::Holders });
+            self.changed(key, if fresh { Change::New } else { Change::Holders }, missing);
         }
         park
     }
@@ -250,10 +297,11 @@ impl Registry {
             let conn = sub.conn;
             slot.sub = None;
             let empty = slot.is_empty();
-            let k = Self::own_key(&mut shard, key, empty);
+            let unused = slot.unused();
+            let k = Self::own_key(&mut shard, key, unused);
             self.waiting.fetch_sub(1, Ordering::Relaxed);
             drop(shard);
-            self.changed(&k, Self::left(empty, Change::Fulfilled));
+            self.changed(&k, Self::left(empty, Change::Fulfilled), false);
             return Claim::Sub(conn);
         }
         let Some(pool) = &mut slot.pool else {
@@ -276,8 +324,9 @@ impl Registry {
             let name = PoolRef { key: key.clone(), token: token.map(Arc::from) };
             slot.pool = Some(Pool { name, shared, members: vec![conn], next: 0 });
             self.waiting.fetch_add(1, Ordering::Relaxed);
+            let missing = slot.missing();
             drop(shard);
-            self.changed(key, if fresh { Change::New } else { Change::Holders });
+            self.changed(key, if fresh { Change::New } else { Change::Holders }, missing);
             return Join::Joined(Vec::new());
         };
         if pool.name.token.as_deref() != token || pool.shared != shared {
@@ -318,9 +367,10 @@ impl Registry {
         if pool.members.is_empty() {
             slot.pool = None;
             let empty = slot.is_empty();
-            let k = Self::own_key(&mut shard, key, empty);
+            let unused = slot.unused();
+            let k = Self::own_key(&mut shard, key, unused);
             drop(shard);
-            self.changed(&k, Self::left(empty, Change::Gone));
+            self.changed(&k, Self::left(empty, Change::Gone), false);
         }
         true
     }
@@ -343,9 +393,10 @@ impl Registry {
         slot.sub = None;
         self.waiting.fetch_sub(1, Ordering::Relaxed);
         let empty = slot.is_empty();
-        let k = Self::own_key(&mut shard, key, empty);
+        let unused = slot.unused();
+        let k = Self::own_key(&mut shard, key, unused);
         drop(shard);
-        self.changed(&k, Self::left(empty, Change::Gone));
+        self.changed(&k, Self::left(empty, Change::Gone), false);
         true
     }
 
@@ -438,8 +489,9 @@ mod tests {
     fn take_over_counts_and_watch() {
         let seen = Arc::new(Mutex::new(Vec::<(String, Change)>::new()));
         let log = seen.clone();
-        let r =
-            Registry::watched(Box::new(move |k, c| log.lock().unwrap().push((k.to_string(), c))));
+        let r = Registry::watched(Box::new(move |k, c, _| {
+            log.lock().unwrap().push((k.to_string(), c))
+        }));
         let k: Arc<str> = Arc::from("k");
         assert_eq!(r.take_over("k", None), TakeOver::Free);
         r.park(&k, id(1), Some("t"));
@@ -461,6 +513,34 @@ mod tests {
         let got: Vec<Change> = seen.lock().unwrap().iter().map(|(_, c)| *c).collect();
         assert_eq!(got, want);
         assert!(seen.lock().unwrap().iter().all(|(k, _)| k == "k"));
+    }
+
+    #[test]
+    fn cluster_subjects_follow_holders_under_the_lock() {
+        let missing = Arc::new(Mutex::new(Vec::<bool>::new()));
+        let log = missing.clone();
+        let r = Registry::watched(Box::new(move |_, _, m| log.lock().unwrap().push(m)));
+        let k: Arc<str> = Arc::from("k");
+        // A first sub needs the sub subjects; once held, a re-park after a rep needs nothing.
+        r.park(&k, id(1), None);
+        r.add_subscribed(&k, SUB_SUBJECTS);
+        assert_eq!(r.claim("k", None, false), Claim::Sub(id(1)));
+        assert!(r.keys().is_empty(), "a slot kept for its subjects lists no key");
+        r.park(&k, id(2), None);
+        // A pool needs its own subject.
+        r.join(&k, id(3), None, true);
+        assert_eq!(*missing.lock().unwrap(), vec![true, false, false, true]);
+        // Release keeps what has holders, unless forced.
+        assert_eq!(r.release_subscribed("k", SUB_SUBJECTS | POOL_SUBJECT, false), 0);
+        assert_eq!(r.release_subscribed("k", SUB_SUBJECTS, true), SUB_SUBJECTS);
+        assert!(r.unpark("k", id(2)));
+        assert!(r.leave("k", id(3)));
+        // Released: the next sub needs them again; with none held, the slot goes.
+        r.park(&k, id(4), None);
+        assert_eq!(missing.lock().unwrap().last(), Some(&true));
+        assert!(r.unpark("k", id(4)));
+        assert_eq!(r.release_subscribed("k", SUB_SUBJECTS, false), 0);
+        assert!(r.shard("k").get("k").is_none());
     }
 
     #[test]

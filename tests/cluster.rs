@@ -636,6 +636,7 @@ fn a_frozen_holder_answers_504() {
         assert!(st.unwrap().success());
     };
     signal("-STOP");
+    wait_stopped(a.pid());
     let start = Instant::now();
     b.post("/rep/frozen", b"x").assert_text(504, "Cluster timeout");
     b.get("/sub/frozen").assert_text(504, "Cluster timeout");

@@ -32,8 +32,9 @@ pub enum ClusterMsg {
     Claim { key: Arc<str>, token: Option<Arc<str>>, conn: ConnId },
     /// A worker's outcome for the delivery `id` of a forwarded rep.
     Outcome { id: usize, status: u16, text: &'static str },
-    /// A key event of this node, for `C.ev` (dropped while not in the cluster).
-    Announce(crate::announce::Event),
+    /// This node's feed has key events for `C.ev` (told once per batch: the thread takes
+    /// them from the feed a few milliseconds later; dropped while not in the cluster).
+    Events,
     /// SIGTERM: publish the leave message, close NATS, stop.
     Shutdown,
 }

@@ -2,7 +2,7 @@
 //! waiting sub (kept 500 ms after it goes, answering misses); reps and claims for keys held
 //! here are answered through the workers; reps and claims from here go out as NATS requests.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,19 +11,25 @@ use super::handle::CLUSTER_WORKER;
 use super::headers::Headers;
 use super::subject::{self, KeySubject, Subjects};
 use crate::conn::buffer::Body;
-use crate::registry::{Claim, TakeOver};
+use crate::registry::{Claim, POOL_SUBJECT, SUB_SUBJECTS, TakeOver};
 use crate::router::Holder;
 use crate::server::Shared;
 use crate::server::mailbox::{ClaimOutcome, ConnId, Msg, ReplyTo};
 
-/// How long a key's subjects outlive its sub: NATS drops a message that crossed a route just as
-/// its subscriber left, without "no responders"; a lingering subscription answers a miss.
+/// How long a key's subjects outlive its sub at least: NATS drops a message that crossed a
+/// route just as its subscriber left, without "no responders"; a lingering subscription
+/// answers a miss. A sweep every `LINGER` lets subjects without holders go after one to two
+/// of these (the departure of a holder costs no message to this thread: a sub that re-parks
+/// at once, the common case, finds its subjects in place).
 const LINGER: Duration = Duration::from_millis(500);
+
+/// The `stored` subject in a sweep's bits (the store, not the registry, says when it is wanted).
+const STORED: u8 = 4;
 
 /// One of a key's subscriptions on this node.
 struct Held {
     sid: Sid,
-    /// Its holder went; the subscription goes at this time unless the holder comes back first.
+    /// A sweep found it without a holder at this time (`None`: held, or not swept yet).
     linger: Option<Instant>,
 }
 
@@ -49,6 +55,12 @@ impl KeySubs {
 
     fn is_empty(&self) -> bool {
         self.rr.is_none() && self.claim.is_none() && self.pool.is_none() && self.stored.is_none()
+    }
+
+    /// The registry's view of these subscriptions (`rr` and `claim` go together).
+    fn registry_bits(&self) -> u8 {
+        let sub = if self.rr.is_some() && self.claim.is_some() { SUB_SUBJECTS } else { 0 };
+        sub | if self.pool.is_some() { POOL_SUBJECT } else { 0 }
     }
 }
 
@@ -95,7 +107,7 @@ pub(super) struct Routing {
     from: String,
     timeout: Duration,
     keys: HashMap<Arc<str>, KeySubs>,
-    lingering: VecDeque<(Instant, Arc<str>, KeySubject)>,
+    next_sweep: Instant,
     forwards: HashMap<RequestToken, Forward>,
     claims: HashMap<RequestToken, ConnId>,
     wheres: HashMap<RequestToken, Where>,
@@ -116,7 +128,7 @@ impl Routing {
             from: subject::encode(node),
             timeout,
             keys: HashMap::new(),
-            lingering: VecDeque::new(),
+            next_sweep: Instant::now() + LINGER,
             forwards: HashMap::new(),
             claims: HashMap::new(),
             wheres: HashMap::new(),
@@ -129,24 +141,23 @@ impl Routing {
         }
     }
 
-    /// The registry says `key`'s sub or pool appeared or went: (un)subscribe to match it now
-    /// (a subject whose holder went lingers first).
-    pub fn key_changed(&mut self, c: &mut Client, s: &Shared, key: Arc<str>, now: Instant) {
+    /// `key`'s holders need subjects this node does not hold (a sub or pool arrived), or its
+    /// stored reps came or went: subscribe what is wanted now; what is not goes at a sweep.
+    pub fn key_changed(&mut self, c: &mut Client, s: &Shared, key: Arc<str>) {
         let (sub, pool) = s.registry.holders(&key);
         let stored = s.stored.has(&key);
+        if !sub && !pool && !stored && !self.keys.contains_key(&key) {
+            return;
+        }
         let wanted = [
             (KeySubject::Rr, sub),
             (KeySubject::Claim, sub),
             (KeySubject::Pool, pool),
             (KeySubject::Stored, stored),
         ];
-        if !sub && !pool && !stored && !self.keys.contains_key(&key) {
-            return;
-        }
         let subs = self.keys.entry(key.clone()).or_default();
         for (which, want) in wanted {
-            let slot = subs.slot(which);
-            match (want, slot) {
+            match (want, subs.slot(which)) {
                 (true, Some(h)) => h.linger = None,
                 (true, slot @ None) => {
                     let queue = match which {
@@ -160,42 +171,80 @@ impl Routing {
                         Err(e) => crate::warn!("cluster subscribe refused error={e:?}"),
                     }
                 }
-                (false, Some(h)) if h.linger.is_none() => {
-                    let until = now + LINGER;
-                    h.linger = Some(until);
-                    self.lingering.push_back((until, key.clone(), which));
-                }
                 _ => {}
             }
         }
+        s.registry.add_subscribed(&key, subs.registry_bits());
         if subs.is_empty() {
             self.keys.remove(&key);
         }
     }
 
-    /// Drops the subscriptions whose linger is over; answers the scatters that are late.
-    pub fn expire(&mut self, c: &mut Client, s: &Shared, now: Instant) {
-        self.expire_scatters(s, now);
-        while let Some((until, _, _)) = self.lingering.front()
-            && *until <= now
-        {
-            let Some((until, key, which)) = self.lingering.pop_front() else { break };
+    /// Every `LINGER`: subjects found without a holder at the last sweep too go now (for the
+    /// registry's subjects, only if no holder came meanwhile, decided under its lock).
+    fn sweep(&mut self, c: &mut Client, s: &Shared, now: Instant) {
+        let keys: Vec<Arc<str>> = self.keys.keys().cloned().collect();
+        for key in keys {
+            let (sub, pool) = s.registry.holders(&key);
+            let stored = s.stored.has(&key);
             let Some(subs) = self.keys.get_mut(&key) else { continue };
-            let slot = subs.slot(which);
-            if slot.as_ref().is_some_and(|h| h.linger == Some(until)) {
-                if let Some(h) = slot.take() {
-                    c.unsubscribe(h.sid);
-                }
-                if subs.is_empty() {
-                    self.keys.remove(&key);
+            let mut expired = 0u8;
+            for (which, want, bit) in [
+                (KeySubject::Rr, sub, SUB_SUBJECTS),
+                (KeySubject::Claim, sub, SUB_SUBJECTS),
+                (KeySubject::Pool, pool, POOL_SUBJECT),
+                (KeySubject::Stored, stored, STORED),
+            ] {
+                let Some(h) = subs.slot(which) else { continue };
+                match (want, h.linger) {
+                    (true, _) => h.linger = None,
+                    (false, None) => h.linger = Some(now),
+                    (false, Some(since)) if now.duration_since(since) >= LINGER => expired |= bit,
+                    (false, Some(_)) => {}
                 }
             }
+            let registry_bits = expired & (SUB_SUBJECTS | POOL_SUBJECT);
+            let released = match registry_bits {
+                0 => 0,
+                bits => s.registry.release_subscribed(&key, bits, false),
+            } | (expired & STORED);
+            for (which, bit) in [
+                (KeySubject::Rr, SUB_SUBJECTS),
+                (KeySubject::Claim, SUB_SUBJECTS),
+                (KeySubject::Pool, POOL_SUBJECT),
+                (KeySubject::Stored, STORED),
+            ] {
+                let slot = subs.slot(which);
+                if released & bit != 0 {
+                    if let Some(h) = slot.take() {
+                        c.unsubscribe(h.sid);
+                    }
+                } else if expired & bit != 0
+                    && let Some(h) = slot
+                {
+                    // A holder came back between the look and the registry's lock.
+                    h.linger = None;
+                }
+            }
+            if subs.is_empty() {
+                self.keys.remove(&key);
+            }
+        }
+    }
+
+    /// Sweeps when due; answers the scatters that are late.
+    pub fn expire(&mut self, c: &mut Client, s: &Shared, now: Instant) {
+        self.expire_scatters(s, now);
+        if now >= self.next_sweep {
+            self.sweep(c, s, now);
+            self.next_sweep = now + LINGER;
         }
     }
 
     pub fn next_deadline(&self) -> Option<Instant> {
         let scatter = self.scatters.values().map(|s| s.deadline).min();
-        self.lingering.front().map(|(t, _, _)| *t).into_iter().chain(scatter).min()
+        let sweep = (!self.keys.is_empty()).then_some(self.next_sweep);
+        sweep.into_iter().chain(scatter).min()
     }
 
     /// The subscriptions every joined node keeps: `C.keys` and its own scatter answers.
@@ -278,9 +327,11 @@ impl Routing {
         true
     }
 
-    /// A claim took the key's sub away: its sub subjects go at once (a pool's stay).
-    fn drop_sub(&mut self, c: &mut Client, key: &str) {
+    /// Another node took the key's sub over, or claimed it free: its sub subjects go at once
+    /// (a pool's stay), so that a sub here asks NATS again.
+    fn drop_sub(&mut self, c: &mut Client, s: &Shared, key: &str) {
         let Some(subs) = self.keys.get_mut(key) else { return };
+        s.registry.release_subscribed(key, SUB_SUBJECTS, true);
         for h in [subs.rr.take(), subs.claim.take()].into_iter().flatten() {
             c.unsubscribe(h.sid);
         }
@@ -330,13 +381,13 @@ impl Routing {
                 }
                 TakeOver::Taken(old) => {
                     s.mailboxes[old.worker].post(Msg::TakenOver { to: old });
-                    self.drop_sub(c, &key);
+                    self.drop_sub(c, s, &key);
                     respond(c, &reply, 200, "OK", false)
                 }
                 // The key is free here and moves to the asker: this node's lingering
                 // subjects go at once, so that its own next sub asks again.
                 TakeOver::Free => {
-                    self.drop_sub(c, &key);
+                    self.drop_sub(c, s, &key);
                     respond(c, &reply, 404, "Unknown key", true)
                 }
             };

@@ -138,10 +138,10 @@ impl Shared {
     /// A key event of this node: into the feed, its waiting listeners woken; in cluster mode
     /// the cluster thread publishes it on `C.ev`.
     pub fn announce(&self, key: &Arc<str>, kind: Kind) {
-        let (event, woken) = self.announce.record(key, kind);
+        let (woken, first) = self.announce.record(key, kind);
         self.wake_listeners(woken);
-        if let Some(cluster) = &self.cluster {
-            cluster.post(ClusterMsg::Announce(event));
+        if let (true, Some(cluster)) = (first, &self.cluster) {
+            cluster.post(ClusterMsg::Events);
         }
     }
 
@@ -286,8 +286,8 @@ fn on_fire(s: Arc<Shared>) -> crate::topics::scheduler::OnFire {
 /// What the registry tells of a key's holders: the cluster thread (re)subscribes its subjects
 /// on every change; the announce feed records appearances and departures.
 fn watch(shared: std::sync::Weak<Shared>, cluster: Option<Arc<ClusterHandle>>) -> Watch {
-    Box::new(move |key: &Arc<str>, change| {
-        if let Some(c) = &cluster {
+    Box::new(move |key: &Arc<str>, change, missing| {
+        if let (true, Some(c)) = (missing, &cluster) {
             c.post(ClusterMsg::KeyChanged(key.clone()));
         }
         if let (Some(kind), Some(s)) = (Kind::of(change), shared.upgrade()) {
@@ -364,7 +364,10 @@ impl Server {
         // The registry's watch reaches the feed through the `Shared` that owns both.
         let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
             registry: Registry::watched(watch(weak.clone(), cluster.clone())),
-            announce: Arc::new(Feed::new(&node_name)),
+            announce: Arc::new(match &cluster {
+                Some(_) => Feed::for_cluster(&node_name),
+                None => Feed::new(&node_name),
+            }),
             node_name,
             advertise,
             cluster,

@@ -66,7 +66,7 @@ mod tests {
         let json = br#"{"seq":1,"node":"me","key":"k","event":"new"}"#;
         assert_eq!(out.pending(), 2 + json.len());
         // Woken by the next event; a reader that stopped reading is closed, not grown.
-        assert_eq!(feed.record(&key, Kind::Gone).1, vec![id]);
+        assert_eq!(feed.record(&key, Kind::Gone).0, vec![id]);
         out.with_bytes(|v| v.resize(v.len() + MAX_UNSENT, b'x'));
         assert_eq!(l.fetch(&mut out, id), Err((1008, "listener too slow")));
         // More than the ring between two fetches: events were lost, the listener is closed.
