@@ -179,6 +179,12 @@ impl Feed {
         f
     }
 
+    /// Keeps this node's events for the cluster thread from now on (a `/join`), dropping any
+    /// kept before.
+    pub fn start_outbox(&self) {
+        self.ring().outbox = Some(Vec::new());
+    }
+
     /// This node's events since the last call, for `C.ev`.
     pub fn take_outbox(&self, into: &mut Vec<Event>) {
         if let Some(out) = &mut self.ring().outbox {

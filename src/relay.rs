@@ -42,7 +42,7 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             let ctype = "text/plain; version=0.0.4; charset=utf-8";
             conn.respond(ctx, 200, ctype, text.as_bytes(), "");
         }
-        Ok(Route::Keys { local }) => match &ctx.shared.cluster {
+        Ok(Route::Keys { local }) => match ctx.shared.cluster() {
             // Cluster mode: `{node: [keys]}` for every live node (API-cluster.md section 2).
             Some(cluster) if !local => {
                 if !cluster_token_ok(ctx, &request) {
@@ -76,6 +76,10 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
             conn.respond(ctx, 200, response::JSON, &json, "");
         }
         Ok(Route::Head { of, key, path }) => locate(conn, ctx, of, key, path),
+        Ok(Route::Join { nats }) => {
+            let token_ok = token_ok(ctx, request.cluster_token.as_deref());
+            join(conn, ctx, token_ok, nats)
+        }
         Ok(Route::Announce { since, wait_ms }) => {
             if !cluster_token_ok(ctx, &request) {
                 return conn.respond_text(ctx, 401, "Invalid cluster token");
@@ -119,9 +123,38 @@ pub fn dispatch<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, request: Request, 
 /// Whether a cluster route's request carries `ESUB_CLUSTER_TOKEN` (when one is set).
 /// Compared in constant time.
 fn cluster_token_ok(ctx: &Ctx, request: &Request) -> bool {
+    token_ok(ctx, request.cluster_token.as_deref())
+}
+
+fn token_ok(ctx: &Ctx, got: Option<&[u8]>) -> bool {
     let Some(want) = ctx.shared.config.cluster.token.as_deref() else { return true };
-    let got = request.cluster_token.as_deref().unwrap_or_default();
-    crate::topics::auth::ct_eq(got, want.as_bytes())
+    crate::topics::auth::ct_eq(got.unwrap_or_default(), want.as_bytes())
+}
+
+/// `POST /join?nats=<url>` (API-cluster.md section 2): the cluster thread (started now on a
+/// node that has none) joins that NATS, or says whether this node is in it already.
+fn join<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, token_ok: bool, nats: Option<String>) {
+    if !token_ok {
+        return conn.respond_text(ctx, 401, "Invalid cluster token");
+    }
+    let scheme = |u: &str| {
+        let lower = u.get(..7).map(str::to_ascii_lowercase).unwrap_or_default();
+        lower == "nats://" || lower.starts_with("tls://")
+    };
+    let url = nats.filter(|u| scheme(u)).map(|u| crate::cluster::ServerUrl::parse(&u));
+    let Some(Ok(url)) = url else {
+        return conn.respond_text(ctx, 400, "Bad nats URL");
+    };
+    let handle = match ctx.shared.cluster_thread() {
+        Ok(h) => h,
+        Err(e) => {
+            crate::warn!("cluster thread not started error={e}");
+            return conn.respond_text(ctx, 500, "Cluster thread not started");
+        }
+    };
+    handle.post(ClusterMsg::Join { url, reply: ReplyTo { conn: conn.id, seq: 0 } });
+    conn.state = State::AwaitCluster;
+    conn.set_deadline(None, ctx);
 }
 
 /// `HEAD /sub|/psub|/rep|/rsub/K`: this node when it holds K, else the holder the cluster
@@ -139,7 +172,7 @@ fn locate<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, of: Holder, key: String,
         let addr = Some(Arc::from(s.advertise.as_str()));
         return located(conn, ctx, 200, addr.as_ref(), &path);
     }
-    match &s.cluster {
+    match s.cluster() {
         None => located(conn, ctx, 404, None, &path),
         Some(c) if !c.joined() => located(conn, ctx, 503, None, &path),
         Some(c) => {
@@ -198,7 +231,7 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
     let key: Arc<str> = Arc::from(key);
     // Cluster mode: a key with no sub here may have one on another node, which must give it up
     // (or refuse) first. NATS down: the sub parks here.
-    if let Some(cluster) = ctx.shared.cluster.as_ref().filter(|c| c.joined())
+    if let Some(cluster) = ctx.shared.cluster().filter(|c| c.joined())
         && !ctx.shared.registry.has_sub(&key)
     {
         let token: Option<Arc<str>> = token.map(Arc::from);
@@ -257,7 +290,7 @@ fn rep<S: Stream>(
     let (to, pool) = match claim {
         Claim::Sub(to) => (to, None),
         Claim::Member(to, pool) => (to, Some(pool)),
-        _ => match &ctx.shared.cluster {
+        _ => match ctx.shared.cluster() {
             // No holder here: ask the cluster (API-cluster.md section 3).
             Some(cluster) if cluster.joined() => {
                 let reply = ReplyTo { conn: conn.id, seq: 0 };
@@ -306,7 +339,7 @@ fn stored_or<S: Stream>(
 fn rsub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<String>) {
     let reply = ReplyTo { conn: conn.id, seq: 0 };
     // Cluster mode: nothing stored here, so ask a node that has some (API-cluster.md section 3).
-    if let Some(cluster) = &ctx.shared.cluster
+    if let Some(cluster) = ctx.shared.cluster()
         && !ctx.shared.stored.has(&key)
     {
         if !cluster.joined() {
@@ -488,8 +521,8 @@ fn answer<S: Stream>(
             stored_or(conn, ctx, keep, status, text);
         }
         State::Ws(_) => conn.prep_answer(reply.seq, frame),
-        // A forwarded `/rsub` that got no body.
-        State::AwaitTake => conn.respond_text(ctx, status, text),
+        // A forwarded `/rsub` that got no body, or a `/join` refused.
+        State::AwaitTake | State::AwaitCluster => conn.respond_text(ctx, status, text),
         _ => {}
     }
 }

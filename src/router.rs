@@ -16,6 +16,10 @@ pub enum Route {
     Metrics,
     /// `GET /members` (API-cluster.md section 2).
     Members,
+    /// `POST /join?nats=<url>` (API-cluster.md section 2).
+    Join {
+        nats: Option<String>,
+    },
     /// `GET /announce?since=N&wait_ms=M` (API-cluster.md section 2).
     Announce {
         since: Option<i64>,
@@ -82,6 +86,7 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("keys", false, "GET"),
     ("metrics", false, "GET"),
     ("members", false, "GET"),
+    ("join", false, "POST"),
     ("announce", false, "GET"),
     ("sub", true, "GET, HEAD"),
     ("rep", true, "POST, HEAD"),
@@ -131,6 +136,7 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
         ("keys", _) => Route::Keys { local: query()?.local },
         ("metrics", _) => Route::Metrics,
         ("members", _) => Route::Members,
+        ("join", _) => Route::Join { nats: query()?.nats },
         ("announce", _) => {
             query()?;
             let since = integer(raw_query, b"since").ok_or(RouteError::BadRequest("Bad since"))?;
@@ -176,6 +182,10 @@ mod tests {
         Ok(Route::Sub { key: key.to_string(), query })
     }
 
+    fn join(nats: Option<&str>) -> Result<Route, RouteError> {
+        Ok(Route::Join { nats: nats.map(str::to_string) })
+    }
+
     fn head(of: Holder, key: &str, path: &str) -> Result<Route, RouteError> {
         Ok(Route::Head { of, key: key.to_string(), path: path.to_string() })
     }
@@ -195,6 +205,9 @@ mod tests {
             ("GET", "/keys?local=0", Ok(Route::Keys { local: false })),
             ("GET", "/members", Ok(Route::Members)),
             ("POST", "/members", Err(MethodNotAllowed("GET"))),
+            ("POST", "/join?nats=nats%3A%2F%2Fh%3A1", join(Some("nats://h:1"))),
+            ("POST", "/join", join(None)),
+            ("GET", "/join", Err(MethodNotAllowed("POST"))),
             ("GET", "/announce", Ok(Route::Announce { since: None, wait_ms: None })),
             (
                 "GET",

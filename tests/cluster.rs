@@ -607,6 +607,82 @@ fn an_undelivered_forwarded_rep_is_stored_and_replayed_from_another_node() {
 }
 
 #[test]
+fn join_at_run_time() {
+    let nats = Nats::start();
+    let a = esub_node(&nats.url(), "a", &[]);
+    let single = |name: &str| {
+        Server::start(&[
+            ("ESUB_NODE_NAME", name),
+            ("ESUB_CLUSTER_HEARTBEAT_MS", "200"),
+            ("ESUB_CLUSTER_TIMEOUT_MS", "500"),
+            ("ESUB_TOPICS", "off"),
+        ])
+    };
+    let b = single("b");
+    assert!(!b.get("/info").body_str().contains("cluster"));
+    let mut early = b.sub("/sub/early");
+    b.wait_for_key("early");
+
+    for bad in ["/join", "/join?nats=", "/join?nats=http://127.0.0.1:1", "/join?nats=127.0.0.1:1"] {
+        b.post(bad, b"").assert_text(400, "Bad nats URL");
+    }
+    let r = b.get("/join?nats=nats://127.0.0.1:1");
+    assert_eq!((r.status, r.allow()), (405, vec!["POST".to_string()]));
+    // Nothing there: 502 within the timeout, and the node is still a single node.
+    let dead = common::nats::free_port();
+    let start = Instant::now();
+    b.post(&format!("/join?nats=nats://127.0.0.1:{dead}"), b"")
+        .assert_text(502, "Cluster unreachable");
+    assert!(start.elapsed() < Duration::from_secs(3), "{:?}", start.elapsed());
+    assert!(!b.get("/info").body_str().contains("cluster"));
+    b.post("/rep/nobody", b"x").assert_text(404, "Unknown key");
+
+    // The real one: 200 with the members, b among them; the sub parked before is reachable.
+    let r = b.post(&format!("/join?nats={}", nats.url()), b"");
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body_str().contains("\"node\":\"b\""), "{}", r.body_str());
+    assert!(b.get("/info").body_str().contains("\"node\":\"b\",\"cluster\":\"connected\""));
+    wait_members(&a, &["a", "b"], DEADLINE);
+    wait_members(&b, &["a", "b"], DEADLINE);
+    wait_routed(&a, "early");
+    a.post("/rep/early", b"joined").assert(200, b"OK");
+    early.read_response().assert_delivered(b"joined");
+    // Joining the same NATS again is fine; another is not, on a configured node either.
+    for n in [&a, &b] {
+        let r = n.post(&format!("/join?nats={}", nats.url()), b"");
+        assert_eq!((r.status, r.header("content-type")), (200, Some("application/json")));
+    }
+    let other = format!("/join?nats=nats://127.0.0.1:{dead}");
+    b.post(&other, b"").assert_text(409, "Already in a cluster");
+    a.post(&other, b"").assert_text(409, "Already in a cluster");
+
+    // A node with a live node's name is refused and stays a single node.
+    let c = single("a");
+    c.post(&format!("/join?nats={}", nats.url()), b"").assert_text(409, "Node name in use");
+    assert!(!c.get("/info").body_str().contains("cluster"));
+    c.post("/rep/early", b"x").assert_text(404, "Unknown key");
+    wait_members(&a, &["a", "b"], DEADLINE);
+}
+
+#[test]
+fn join_needs_the_cluster_token() {
+    let nats = Nats::start();
+    let b = Server::start(&[
+        ("ESUB_NODE_NAME", "b"),
+        ("ESUB_CLUSTER_TOKEN", "ct"),
+        ("ESUB_TOPICS", "off"),
+    ]);
+    let path = format!("/join?nats={}", nats.url());
+    b.post(&path, b"").assert_text(401, "Invalid cluster token");
+    let mut c = b.client();
+    let req = format!(
+        "POST {path} HTTP/1.1\r\nHost: esub\r\nX-Esub-Cluster-Token: ct\r\nContent-Length: 0\r\n\r\n"
+    );
+    c.send(req.as_bytes());
+    assert_eq!(c.read_response().status, 200);
+}
+
+#[test]
 fn a_body_over_max_payload_is_413() {
     let nats = Nats::start();
     let big = [("ESUB_MAX_BODY_BYTES", "4194304")];

@@ -24,6 +24,7 @@ fn parts(r: &Route) -> Parts<'_> {
         Route::Keys { .. } => ("/keys", "GET", None, None),
         Route::Metrics => ("/metrics", "GET", None, None),
         Route::Members => ("/members", "GET", None, None),
+        Route::Join { .. } => ("/join", "POST", None, None),
         Route::Announce { .. } => ("/announce", "GET", None, None),
         Route::Prep { query } => ("/prep", "GET", None, Some(query)),
         Route::Sub { key, query } => ("/sub/", "GET", Some(key.as_str()), Some(query)),

@@ -35,6 +35,9 @@ pub enum ClusterMsg {
     /// This node's feed has key events for `C.ev` (told once per batch: the thread takes
     /// them from the feed a few milliseconds later; dropped while not in the cluster).
     Events,
+    /// `POST /join?nats=<url>`: join that NATS now (a node without a cluster), or say whether
+    /// this node is already in it; `reply` hears `Json` (200, the members) or `Answer`.
+    Join { url: super::url::ServerUrl, reply: ReplyTo },
     /// SIGTERM: publish the leave message, close NATS, stop.
     Shutdown,
 }
@@ -42,6 +45,9 @@ pub enum ClusterMsg {
 pub struct ClusterHandle {
     queue: Mutex<Vec<ClusterMsg>>,
     waker: mio::Waker,
+    /// Cluster mode is on: configured, or a `/join` is under way or done. Off (before any
+    /// `/join`, or after one failed), the node behaves as a single node.
+    active: AtomicBool,
     /// Connected, and this node's name passed its check.
     joined: AtomicBool,
     /// Unix ms when this node entered the cluster (0 before).
@@ -55,6 +61,7 @@ impl ClusterHandle {
         ClusterHandle {
             queue: Mutex::new(Vec::new()),
             waker,
+            active: AtomicBool::new(false),
             joined: AtomicBool::new(false),
             since_ms: AtomicU64::new(0),
             members: Mutex::new(Vec::new()),
@@ -77,6 +84,15 @@ impl ClusterHandle {
     pub(super) fn drain(&self, into: &mut Vec<ClusterMsg>) {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *q, into);
+    }
+
+    /// Whether cluster mode is on (see `active`).
+    pub fn active(&self) -> bool {
+        self.active.load(Ordering::Acquire)
+    }
+
+    pub(super) fn set_active(&self, on: bool) {
+        self.active.store(on, Ordering::Release);
     }
 
     /// Whether reps and claims can go over NATS now.

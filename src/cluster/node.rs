@@ -13,7 +13,9 @@ use super::handle::{ClusterHandle, ClusterMsg, unix_ms};
 use super::members::{Beat, Members};
 use super::routing::{Forward, Routing};
 use super::subject::Subjects;
+use super::url::ServerUrl;
 use crate::server::Shared;
+use crate::server::mailbox::{Msg, ReplyTo};
 
 pub const WAKER: Token = Token(0);
 const NATS: Token = Token(1);
@@ -45,6 +47,13 @@ pub struct Node {
     events_due: Option<Instant>,
     events: Vec<crate::announce::Event>,
     json: Vec<u8>,
+    /// NATS client options, kept to build a client for a `/join`.
+    opts: Options,
+    /// Cluster mode came from a `/join`, not `ESUB_CLUSTER`: a name in use answers 409 and
+    /// the node goes back to being a single node (with `ESUB_CLUSTER` it exits 2).
+    by_join: bool,
+    /// `/join`s waiting for this node to be in the cluster, each with its deadline.
+    joins: Vec<(ReplyTo, Instant)>,
 }
 
 /// How long a key event waits for others to share its `C.ev` message: at 10,000 events a
@@ -55,8 +64,10 @@ const EVENTS_DELAY: std::time::Duration = std::time::Duration::from_millis(5);
 const EVENTS_BATCH: usize = 64 * 1024;
 
 impl Node {
+    /// The cluster thread for `shared`'s handle: connecting to `ESUB_CLUSTER`'s URLs, or
+    /// (none configured) idle until a `/join`.
     pub fn new(poll: Poll, shared: Arc<Shared>) -> io::Result<Node> {
-        let handle = shared.cluster.clone().ok_or(io::ErrorKind::InvalidInput)?;
+        let handle = shared.cluster_cell.get().cloned().ok_or(io::ErrorKind::InvalidInput)?;
         let cfg = &shared.config.cluster;
         // Always built: a `nats://` URL follows a server that requires TLS.
         let tls = super::tls::client_config(cfg.ca.clone()).map_err(io::Error::other)?;
@@ -67,7 +78,11 @@ impl Node {
             ..Options::default()
         };
         let registry = poll.registry().try_clone()?;
-        let client = Client::new(cfg.urls.clone(), opts, registry, NATS);
+        let mut client = Client::new(cfg.urls.clone(), opts.clone(), registry, NATS);
+        if cfg.urls.is_empty() {
+            client.close();
+        }
+        handle.set_active(!cfg.urls.is_empty());
         let subjects = Subjects::new(&cfg.name);
         let routing = Routing::new(subjects.clone(), &shared.node_name, cfg.timeout);
         Ok(Node {
@@ -83,6 +98,9 @@ impl Node {
             events_due: None,
             events: Vec::new(),
             json: Vec::new(),
+            opts,
+            by_join: false,
+            joins: Vec::new(),
         })
     }
 
@@ -130,7 +148,9 @@ impl Node {
     }
 
     fn next_deadline(&self) -> Option<Instant> {
+        let join = self.joins.iter().map(|(_, d)| *d).min();
         [
+            join,
             self.client.next_deadline(),
             self.next_beat,
             self.members.next_expiry(),
@@ -167,9 +187,88 @@ impl Node {
                     self.events_due = Some(now + EVENTS_DELAY);
                 }
             }
+            ClusterMsg::Join { url, reply } => self.join(url, reply, now),
             ClusterMsg::Shutdown => return false,
         }
         true
+    }
+
+    /// `POST /join`: a node not in a cluster connects to `url` (the answer waits for the name
+    /// check, at most `ESUB_CLUSTER_TIMEOUT_MS`); one in a cluster answers 200 if `url` is one
+    /// of its servers (configured or announced), else 409.
+    fn join(&mut self, url: ServerUrl, reply: ReplyTo, now: Instant) {
+        let deadline = now + self.shared.config.cluster.timeout;
+        if self.handle.active() {
+            let same = |u: &ServerUrl| u.host.eq_ignore_ascii_case(&url.host) && u.port == url.port;
+            if !self.client.known_urls().any(same) {
+                return answer(&self.shared, reply, 409, "Already in a cluster");
+            }
+            if self.handle.joined() {
+                return self.joined_answer(reply);
+            }
+            return self.joins.push((reply, deadline));
+        }
+        crate::info!("cluster join nats={}:{}", url.host, url.port);
+        let registry = match self.poll.registry().try_clone() {
+            Ok(r) => r,
+            Err(e) => {
+                crate::warn!("cluster join failed error={e}");
+                return answer(&self.shared, reply, 502, "Cluster unreachable");
+            }
+        };
+        let cfg = &self.shared.config.cluster;
+        self.client = Client::new(vec![url], self.opts.clone(), registry, NATS);
+        self.routing = Routing::new(self.subjects.clone(), &self.shared.node_name, cfg.timeout);
+        self.phase = Phase::Unchecked;
+        self.members.clear();
+        self.by_join = true;
+        self.handle.set_since_ms(0);
+        // Old events are not news to the cluster.
+        self.shared.announce.start_outbox();
+        self.handle.set_active(true);
+        // What this node holds already gets its subjects (sent once connected).
+        for key in self.shared.registry.keys() {
+            self.routing.key_changed(&mut self.client, &self.shared, Arc::from(key));
+        }
+        for key in self.shared.stored.keys() {
+            self.routing.key_changed(&mut self.client, &self.shared, key);
+        }
+        self.joins.push((reply, deadline));
+    }
+
+    /// A `/join`'s 200: the members as `/members` shows them.
+    fn joined_answer(&self, reply: ReplyTo) {
+        let body = self.shared.members_json();
+        self.shared.post(Msg::Json { reply, status: 200, body });
+    }
+
+    /// A `/join` that cannot be: the node is a single node again (its handle off, NATS closed).
+    fn leave_cluster(&mut self) {
+        self.client.close();
+        self.routing.forget_all(&self.shared);
+        self.handle.set_active(false);
+        self.handle.set_joined(false);
+        self.members.clear();
+        self.publish_members();
+        self.next_beat = None;
+        self.phase = Phase::Unchecked;
+    }
+
+    /// `/join`s past their deadline: 502; a node that joined by `/join` and never got in
+    /// leaves it.
+    fn expire_joins(&mut self, now: Instant) {
+        if self.joins.iter().all(|(_, d)| *d > now) {
+            return;
+        }
+        let (late, waiting): (Vec<_>, Vec<_>) = self.joins.drain(..).partition(|(_, d)| *d <= now);
+        self.joins = waiting;
+        for (reply, _) in late {
+            answer(&self.shared, reply, 502, "Cluster unreachable");
+        }
+        if self.by_join && self.joins.is_empty() && !self.handle.joined() {
+            crate::warn!("cluster join gave up: NATS not reached in time");
+            self.leave_cluster();
+        }
     }
 
     /// Publishes this node's key events since the last time, one JSON object per line, in
@@ -205,6 +304,7 @@ impl Node {
         if self.events_due.is_some_and(|t| t <= now) {
             self.flush_events();
         }
+        self.expire_joins(now);
         if !self.members.expire(now).is_empty() {
             self.publish_members();
         }
@@ -268,6 +368,9 @@ impl Node {
         }
         self.handle.set_joined(true);
         self.beat(now);
+        for (reply, _) in std::mem::take(&mut self.joins) {
+            self.joined_answer(reply);
+        }
     }
 
     fn on_reply(
@@ -281,6 +384,13 @@ impl Node {
             return;
         }
         match result {
+            Ok(_) if self.by_join => {
+                crate::warn!("cluster join refused: node name in use");
+                for (reply, _) in std::mem::take(&mut self.joins) {
+                    answer(&self.shared, reply, 409, "Node name in use");
+                }
+                self.leave_cluster();
+            }
             Ok(_) => {
                 eprintln!(
                     "ERROR node name {:?} is in use by a live node (set ESUB_NODE_NAME)",
@@ -356,4 +466,8 @@ impl Node {
         self.members.clear();
         self.client.close();
     }
+}
+
+fn answer(s: &Shared, reply: ReplyTo, status: u16, text: &'static str) {
+    s.post(Msg::Answer { reply, status, text });
 }

@@ -232,6 +232,14 @@ impl Routing {
         }
     }
 
+    /// The node leaves the cluster: the registry forgets which subjects were held.
+    pub fn forget_all(&mut self, s: &Shared) {
+        for key in self.keys.keys() {
+            s.registry.release_subscribed(key, SUB_SUBJECTS | POOL_SUBJECT, true);
+        }
+        self.keys.clear();
+    }
+
     /// Sweeps when due; answers the scatters that are late.
     pub fn expire(&mut self, c: &mut Client, s: &Shared, now: Instant) {
         self.expire_scatters(s, now);

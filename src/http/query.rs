@@ -61,6 +61,8 @@ pub struct Query {
     pub confirm: bool,
     /// `local=1` on `/keys`: this node's keys, in cluster mode too.
     pub local: bool,
+    /// `nats=<url>` on `/join`.
+    pub nats: Option<String>,
 }
 
 /// `1`, `true`, `yes` and `on` are true; anything else (including absence) is false.
@@ -91,6 +93,10 @@ impl Query {
                 b"replay" => q.replay = truthy(&value),
                 b"confirm" => q.confirm = truthy(&value),
                 b"local" => q.local = truthy(&value),
+                b"nats" => {
+                    let u = String::from_utf8(value.into_owned()).map_err(|_| DecodeError)?;
+                    q.nats = (!u.is_empty()).then_some(u);
+                }
                 _ => {}
             }
         }

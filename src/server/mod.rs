@@ -8,8 +8,8 @@ pub mod worker;
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::thread::JoinHandle;
 use std::time::Instant;
 
@@ -49,8 +49,11 @@ pub struct Shared {
     pub node_name: String,
     /// The `host:port` other nodes and clients reach this node at (`ESUB_ADVERTISE`).
     pub advertise: String,
-    /// The cluster thread (`None` without `ESUB_CLUSTER`).
-    pub cluster: Option<Arc<ClusterHandle>>,
+    /// The cluster thread's handle: set at start-up with `ESUB_CLUSTER`, or by the first
+    /// `/join` (read it through `cluster()`, which hides it while cluster mode is off).
+    pub cluster_cell: std::sync::OnceLock<Arc<ClusterHandle>>,
+    /// The cluster thread, joined at shutdown.
+    pub cluster_thread: Mutex<Option<JoinHandle<()>>>,
     /// Which keys have stored reps (kept by the store thread; empty with `ESUB_STORE=off`).
     pub stored: crate::store::StoredKeys,
     /// The announce feed (`GET /announce`): this node's key events and other nodes'.
@@ -78,7 +81,7 @@ impl Shared {
     /// The `/info` object; `name` and `ip` come first, as clients expect. Cluster mode adds
     /// `node` and `cluster` (`connecting` or `connected`).
     pub fn info_json(&self, now: Instant) -> String {
-        let cluster = match &self.cluster {
+        let cluster = match self.cluster() {
             Some(c) => format!(
                 ",\"node\":{},\"cluster\":\"{}\"",
                 serde_json::Value::from(self.node_name.as_str()),
@@ -100,7 +103,7 @@ impl Shared {
     /// This node's heartbeat (and `/members` row).
     pub fn beat(&self) -> crate::cluster::members::Beat {
         let (subs, pools) = self.registry.counts();
-        let since_ms = match &self.cluster {
+        let since_ms = match self.cluster() {
             Some(c) => c.since_ms(),
             None => self.started_ms,
         };
@@ -117,7 +120,7 @@ impl Shared {
 
     /// `GET /members`: every live node, this one included, sorted by name.
     pub fn members_json(&self) -> Vec<u8> {
-        let mut beats = self.cluster.as_ref().map(|c| c.others()).unwrap_or_default();
+        let mut beats = self.cluster().map(|c| c.others()).unwrap_or_default();
         beats.push(self.beat());
         beats.sort_by(|a, b| a.node.cmp(&b.node));
         let rows: Vec<serde_json::Value> = beats.iter().map(|b| b.row()).collect();
@@ -140,7 +143,7 @@ impl Shared {
     pub fn announce(&self, key: &Arc<str>, kind: Kind) {
         let (woken, first) = self.announce.record(key, kind);
         self.wake_listeners(woken);
-        if let (true, Some(cluster)) = (first, &self.cluster) {
+        if let (true, Some(cluster)) = (first, self.cluster()) {
             cluster.post(ClusterMsg::Events);
         }
     }
@@ -150,6 +153,29 @@ impl Shared {
         for to in woken {
             self.mailboxes[to.worker].post(Msg::Announce { to });
         }
+    }
+
+    /// The cluster thread, while cluster mode is on.
+    pub fn cluster(&self) -> Option<&Arc<ClusterHandle>> {
+        self.cluster_cell.get().filter(|c| c.active())
+    }
+
+    /// The cluster thread, started now (inactive, without NATS) if there is none yet: the
+    /// first `/join` of a node started without `ESUB_CLUSTER`.
+    pub fn cluster_thread(self: &Arc<Self>) -> std::io::Result<Arc<ClusterHandle>> {
+        let mut thread = self.cluster_thread.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(c) = self.cluster_cell.get() {
+            return Ok(c.clone());
+        }
+        let poll = mio::Poll::new()?;
+        let waker = mio::Waker::new(poll.registry(), crate::cluster::node::WAKER)?;
+        let handle = Arc::new(ClusterHandle::new(waker));
+        let _ = self.cluster_cell.set(handle.clone());
+        let node = crate::cluster::node::Node::new(poll, self.clone())?;
+        let t =
+            std::thread::Builder::new().name("esub-cluster".into()).spawn(move || node.run())?;
+        *thread = Some(t);
+        Ok(handle)
     }
 
     /// Posts `msg` to the worker (or the cluster thread) it is for, from any thread.
@@ -164,7 +190,7 @@ impl Shared {
     /// A message for the cluster thread from a worker: the outcome of a forwarded rep's
     /// delivery (the `ReplyTo` names the cluster thread and the delivery).
     pub fn to_cluster(&self, msg: Msg) {
-        let Some(cluster) = &self.cluster else { return };
+        let Some(cluster) = self.cluster() else { return };
         if let Msg::Taken { reply, taken } = msg {
             // The store's answer to a `/rsub` another node forwarded here.
             return cluster.post(ClusterMsg::Taken { id: reply.conn.token, taken });
@@ -217,7 +243,8 @@ impl Ctx {
             hub: None,
             node_name: "standalone".into(),
             advertise: "127.0.0.1:0".into(),
-            cluster: None,
+            cluster_cell: Default::default(),
+            cluster_thread: Mutex::new(None),
             stored: Default::default(),
             announce: Arc::new(Feed::new("standalone")),
             started_ms: crate::cluster::handle::unix_ms(),
@@ -285,12 +312,17 @@ fn on_fire(s: Arc<Shared>) -> crate::topics::scheduler::OnFire {
 
 /// What the registry tells of a key's holders: the cluster thread (re)subscribes its subjects
 /// on every change; the announce feed records appearances and departures.
-fn watch(shared: std::sync::Weak<Shared>, cluster: Option<Arc<ClusterHandle>>) -> Watch {
+fn watch(shared: std::sync::Weak<Shared>) -> Watch {
     Box::new(move |key: &Arc<str>, change, missing| {
-        if let (true, Some(c)) = (missing, &cluster) {
+        let kind = Kind::of(change);
+        if !missing && kind.is_none() {
+            return;
+        }
+        let Some(s) = shared.upgrade() else { return };
+        if let (true, Some(c)) = (missing, s.cluster()) {
             c.post(ClusterMsg::KeyChanged(key.clone()));
         }
-        if let (Some(kind), Some(s)) = (Kind::of(change), shared.upgrade()) {
+        if let Some(kind) = kind {
             s.announce(key, kind);
         }
     })
@@ -304,7 +336,6 @@ pub struct Server {
     statsd: Option<JoinHandle<()>>,
     store: Option<JoinHandle<()>>,
     topics: Option<JoinHandle<()>>,
-    cluster: Option<JoinHandle<()>>,
 }
 
 /// The opened topics half, ready for its thread: `Hub::open`'s result.
@@ -363,14 +394,15 @@ impl Server {
             config.cluster.advertise.clone().unwrap_or_else(|| format!("{ip}:{}", addr.port()));
         // The registry's watch reaches the feed through the `Shared` that owns both.
         let shared = Arc::new_cyclic(|weak: &std::sync::Weak<Shared>| Shared {
-            registry: Registry::watched(watch(weak.clone(), cluster.clone())),
+            registry: Registry::watched(watch(weak.clone())),
             announce: Arc::new(match &cluster {
                 Some(_) => Feed::for_cluster(&node_name),
                 None => Feed::new(&node_name),
             }),
             node_name,
             advertise,
-            cluster,
+            cluster_cell: cluster.map(std::sync::OnceLock::from).unwrap_or_default(),
+            cluster_thread: Mutex::new(None),
             stored: Default::default(),
             started_ms: crate::cluster::handle::unix_ms(),
             hub,
@@ -435,23 +467,22 @@ impl Server {
             );
         }
         drop(statsd_tx);
-        let cluster = match cluster_poll {
-            Some(poll) => {
-                let node = crate::cluster::node::Node::new(poll, shared.clone())?;
-                let t = std::thread::Builder::new()
-                    .name("esub-cluster".into())
-                    .spawn(move || node.run())?;
-                Some(t)
-            }
-            None => None,
-        };
-        Ok(Server { addr, shared, threads, statsd, store, topics, cluster })
+        if let Some(poll) = cluster_poll {
+            let node = crate::cluster::node::Node::new(poll, shared.clone())?;
+            let t = std::thread::Builder::new()
+                .name("esub-cluster".into())
+                .spawn(move || node.run())?;
+            *shared.cluster_thread.lock().unwrap_or_else(PoisonError::into_inner) = Some(t);
+        }
+        Ok(Server { addr, shared, threads, statsd, store, topics })
     }
 
     /// Asks every worker to drain and waits for them (each stops by `ESUB_DRAIN_MS`).
     pub fn shutdown(self) {
         // The leave message goes first and NATS closes: other nodes stop sending here at once.
-        if let (Some(c), Some(t)) = (&self.shared.cluster, self.cluster) {
+        let thread =
+            self.shared.cluster_thread.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if let (Some(c), Some(t)) = (self.shared.cluster_cell.get(), thread) {
             c.post(ClusterMsg::Shutdown);
             let _ = t.join();
         }

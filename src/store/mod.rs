@@ -74,6 +74,11 @@ impl StoredKeys {
         self.keys.lock().unwrap_or_else(PoisonError::into_inner).contains(key)
     }
 
+    /// Every key with stored reps.
+    pub fn keys(&self) -> Vec<Arc<str>> {
+        self.keys.lock().unwrap_or_else(PoisonError::into_inner).iter().cloned().collect()
+    }
+
     /// Reps stored now (leased ones included).
     pub fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
@@ -295,7 +300,7 @@ impl Engine {
         for key in self.touched.drain(..) {
             let present = self.index.contains_key(&key);
             if shared.stored.set(&key, present)
-                && let Some(cluster) = &shared.cluster
+                && let Some(cluster) = shared.cluster()
             {
                 cluster.post(crate::cluster::handle::ClusterMsg::KeyChanged(key));
             }

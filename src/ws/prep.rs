@@ -77,7 +77,7 @@ impl Prep {
         // have in flight (and queued in other workers' mailboxes) to MAX_INFLIGHT.
         self.answers.push_back(None);
         match ctx.shared.registry.claim(&m.key, m.token.as_deref(), m.psub) {
-            Claim::Unknown => match &ctx.shared.cluster {
+            Claim::Unknown => match ctx.shared.cluster() {
                 // Routed like a rep (API-cluster.md section 3); the answer comes back by seq.
                 Some(cluster) if cluster.joined() => {
                     let reply = ReplyTo { conn: io.id, seq };
