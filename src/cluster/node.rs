@@ -31,6 +31,15 @@ enum Phase {
     Joined,
 }
 
+/// Whether the current outage (from start-up or a lost connection to the next connection) has
+/// been logged at WARN: its first failed attempt is, the next ones (several a second while NATS
+/// stays down) only at debug.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outage {
+    Unreported,
+    Reported,
+}
+
 pub struct Node {
     poll: Poll,
     client: Client,
@@ -39,6 +48,7 @@ pub struct Node {
     subjects: Subjects,
     routing: Routing,
     phase: Phase,
+    outage: Outage,
     members: Members,
     next_beat: Option<Instant>,
     /// When to take this node's key events from the feed and publish them on `C.ev`: one
@@ -93,6 +103,7 @@ impl Node {
             subjects,
             routing,
             phase: Phase::Unchecked,
+            outage: Outage::Unreported,
             members: Members::default(),
             next_beat: None,
             events_due: None,
@@ -326,15 +337,21 @@ impl Node {
             match e {
                 Event::Connected { addr, .. } => {
                     crate::info!("cluster connected nats={addr} tls={}", self.client.is_tls());
+                    self.outage = Outage::Unreported;
                     self.on_connected(now);
                 }
                 Event::ConnectFailed { addr, reason } if reason.is_misconfiguration() => {
                     crate::warn!("cluster connect failed nats={addr:?} reason={reason}");
                 }
+                Event::ConnectFailed { addr, reason } if self.outage == Outage::Unreported => {
+                    self.outage = Outage::Reported;
+                    crate::warn!("cluster unreachable nats={addr:?} reason={reason} retrying=true");
+                }
                 Event::ConnectFailed { addr, reason } => {
                     crate::debug!("cluster connect failed nats={addr:?} reason={reason}");
                 }
                 Event::Disconnected(reason) => {
+                    self.outage = Outage::Reported;
                     crate::warn!("cluster disconnected reason={reason}");
                     self.handle.set_joined(false);
                     self.next_beat = None;

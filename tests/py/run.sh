@@ -2,7 +2,9 @@
 # Compatibility test: the public Python client esub==0.0.6, python requests and curl against the
 # esub binary; then test_prometheus.py: GET /metrics through prometheus_client's parser; then
 # test_websockets.py: /psub and /prep through the client's psub/prep and the websockets library,
-# in keepalive and in receipt mode; then test_topics.py: the README's topics consumer loop.
+# in keepalive and in receipt mode; then test_topics.py: the README's topics consumer loop; then
+# test_cluster.py: the client's sub on one cluster node and rep on another (needs nats-server,
+# installed by tests/nats/install.sh when missing).
 #
 #   tests/py/run.sh                      # tests target/debug/esub of this checkout
 #   ESUB_BIN=/path/to/esub tests/py/run.sh
@@ -102,10 +104,18 @@ run_py() {
         PYTHONPATH="$venv/site${PYTHONPATH:+:$PYTHONPATH}" "$py" "$@"
     fi
 }
+# test_cluster.py needs nats-server, as the Rust cluster tests do: install it when missing (a no-op
+# when it is there). When it cannot be installed, test_cluster.py fails naming install.sh and the
+# other scripts still run.
+if [ -z "${NATS_SERVER_BIN:-}" ]; then
+    bash "$root/tests/nats/install.sh" || log "nats-server missing: test_cluster.py will fail"
+fi
+
 # All scripts run; the exit code is the first failure's.
 rc=0
 run_py "$here/test_client.py" "$bin" || rc=$?
 run_py "$here/test_prometheus.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 run_py "$here/test_websockets.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 run_py "$here/test_topics.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
+run_py "$here/test_cluster.py" "$bin" || { r=$?; [ "$rc" -ne 0 ] || rc=$r; }
 exit "$rc"
