@@ -61,7 +61,7 @@ pub fn wait_parked(
 /// Parked subs of this run on one server, or why it cannot tell.
 fn parked_on(target: Target, addr: SocketAddr, prefix: &str) -> Result<usize, String> {
     let seen = match target {
-        Target::Esub => get(addr, "/keys").map(|(status, body)| match status {
+        Target::Esub => get(addr, "/keys?local=1").map(|(status, body)| match status {
             200 => Ok(count_listed(&body, prefix)),
             204 => Ok(0),
             s => Err(format!("GET /keys answered {s}")),

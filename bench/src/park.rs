@@ -76,7 +76,7 @@ pub fn run(cfg: &Config, prefix: &str, probe: Option<&ServerProbe>) -> Result<Ou
     let prefix = prefix.as_bytes();
     let body = vec![b'.'; cfg.size];
     let (mut req, mut keys_req, mut quoted) = (Vec::new(), Vec::new(), Vec::new());
-    http::get_request(&mut keys_req, "/keys");
+    http::get_request(&mut keys_req, "/keys?local=1");
     let mut hist = Histogram::new();
     let mut slowest = Slowest::default();
     let mut errors = Errors::default();
