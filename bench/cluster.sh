@@ -313,7 +313,7 @@ $table
 
 $ratios
 
-Park time: from the sub's \`GET /sub/<new key>\` written to the moment its node's \`GET /keys\` (asked back to back on a keep-alive connection to the same node) lists the key; then one rep releases it. An upper bound by one \`/keys\` round trip, the same on both.
+Park time: from the sub's \`GET /sub/<new key>\` written to the moment its node's \`GET /keys?local=1\` (asked back to back on a keep-alive connection to the same node) lists the key; then one rep releases it. An upper bound by one \`/keys\` round trip, the same on both.
 
 $park_table
 
