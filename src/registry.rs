@@ -259,13 +259,33 @@ impl Registry {
 
     /// Parks `conn` on `key` with `token` (API.md section 2: 403 or takeover).
     pub fn park(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Park {
+        self.park_if(key, conn, token, false).unwrap_or(Park::Forbidden)
+    }
+
+    /// Cluster mode: parks `conn` as `park` does, but only while the cluster thread holds the
+    /// key's sub subjects (so no other node took the key since: that drops them), deciding
+    /// under the shard lock; `None`: it does not, the sub must claim the key over NATS first.
+    pub fn park_held(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Option<Park> {
+        self.park_if(key, conn, token, true)
+    }
+
+    fn park_if(
+        &self,
+        key: &Arc<str>,
+        conn: ConnId,
+        token: Option<&str>,
+        held_only: bool,
+    ) -> Option<Park> {
         let (park, fresh, missing) = {
             let mut shard = self.shard(key);
+            if held_only && shard.get(&**key).is_none_or(|s| s.subscribed & SUB_SUBJECTS == 0) {
+                return None;
+            }
             let slot = shard.entry(key.clone()).or_default();
             if let Some(old) = &slot.sub
                 && old.token.as_deref().is_some_and(|t| Some(t) != token)
             {
-                return Park::Forbidden;
+                return Some(Park::Forbidden);
             }
             let fresh = slot.pool.is_none();
             let new = Waiter { conn, token: token.map(Box::from) };
@@ -280,7 +300,7 @@ impl Registry {
         if park == Park::Parked {
             self.changed(key, if fresh { Change::New } else { Change::Holders }, missing);
         }
-        park
+        Some(park)
     }
 
     /// Finds where a rep to `key` goes: the waiting sub first (taken out of the registry), then
@@ -530,6 +550,13 @@ mod tests {
         // A pool needs its own subject.
         r.join(&k, id(3), None, true);
         assert_eq!(*missing.lock().unwrap(), vec![true, false, false, true]);
+        // While the sub subjects are held, a sub parks without asking (a takeover here).
+        let k2: Arc<str> = Arc::from("k2");
+        assert_eq!(r.park_held(&k2, id(7), None), None);
+        assert_eq!(r.park_held(&k, id(8), None), Some(Park::Displaced(id(2))));
+        assert_eq!(r.park_held(&k, id(2), Some("t")), Some(Park::Displaced(id(8))));
+        assert_eq!(r.park_held(&k, id(9), Some("u")), Some(Park::Forbidden));
+        assert_eq!(r.park(&k, id(2), Some("t")), Park::Displaced(id(2)));
         // Release keeps what has holders, unless forced.
         assert_eq!(r.release_subscribed("k", SUB_SUBJECTS | POOL_SUBJECT, false), 0);
         assert_eq!(r.release_subscribed("k", SUB_SUBJECTS, true), SUB_SUBJECTS);

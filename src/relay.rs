@@ -230,10 +230,14 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
     }
     let key: Arc<str> = Arc::from(key);
     // Cluster mode: a key with no sub here may have one on another node, which must give it up
-    // (or refuse) first. NATS down: the sub parks here.
+    // (or refuse) first; unless this node still holds the key's subjects (no other node took it
+    // since), which the registry decides with the park. NATS down: the sub parks here.
     if let Some(cluster) = ctx.shared.cluster().filter(|c| c.joined())
         && !ctx.shared.registry.has_sub(&key)
     {
+        if let Some(park) = ctx.shared.registry.park_held(&key, conn.id, token) {
+            return parked(conn, ctx, key, token, park);
+        }
         let token: Option<Arc<str>> = token.map(Arc::from);
         cluster.post(ClusterMsg::Claim { key: key.clone(), token: token.clone(), conn: conn.id });
         conn.state = State::AwaitClaim { key, token };
@@ -245,7 +249,19 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
 
 /// Parks a sub in this node's registry (API.md section 2: 403, takeover or a new key).
 fn park_here<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: Arc<str>, token: Option<&str>) {
-    match ctx.shared.registry.park(&key, conn.id, token) {
+    let park = ctx.shared.registry.park(&key, conn.id, token);
+    parked(conn, ctx, key, token, park);
+}
+
+/// A sub after the registry's verdict: 403, or parked (taking another sub's place).
+fn parked<S: Stream>(
+    conn: &mut Conn<S>,
+    ctx: &mut Ctx,
+    key: Arc<str>,
+    token: Option<&str>,
+    park: Park,
+) {
+    match park {
         Park::Forbidden => conn.respond_text(ctx, 403, "Key is used and token does not match."),
         Park::Displaced(old) => {
             ctx.post(Msg::TakenOver { to: old });
