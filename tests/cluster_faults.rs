@@ -4,9 +4,10 @@
 
 mod common;
 
+use common::Server;
+use common::cluster::{body, wait_members, wait_routed};
 use common::nats::{Nats, esub_node, wait_joined};
 use common::ws::ws_join;
-use common::{Json, Server, parse_json};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -16,54 +17,6 @@ const HEARTBEAT: Duration = Duration::from_millis(200);
 /// A lost NATS connection is back within the client's longest back-off (2 s) plus one connect
 /// attempt per server (each refused at once on loopback), with a second of slack.
 const REJOIN_WITHIN: Duration = Duration::from_secs(3);
-
-/// Polls until a rep posted to `via` reaches `key`'s holder: a probe with a token the holder's
-/// sub does not have gets the holder's 403 (a 404 means the interest has not crossed yet).
-fn wait_routed(via: &Server, key: &str) {
-    let end = Instant::now() + DEADLINE;
-    loop {
-        let r = via.post(&format!("/rep/{key}?token=__probe__"), b"probe");
-        if r.status == 403 {
-            return;
-        }
-        assert!(Instant::now() < end, "{key} not routed via {}: {r:?}", via.addr);
-        thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// A binary body of `len` bytes, every value present.
-fn body(len: usize, seed: u8) -> Vec<u8> {
-    (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect()
-}
-
-/// The node names in `/members`, in order.
-fn member_names(s: &Server) -> Vec<String> {
-    let r = s.get("/members");
-    assert_eq!(r.status, 200, "{r:?}");
-    match parse_json(&r.body_str()) {
-        Ok(Json::Arr(rows)) => rows
-            .into_iter()
-            .map(|row| match row.get("node") {
-                Some(Json::Str(n)) => n.clone(),
-                other => panic!("row without node: {other:?}"),
-            })
-            .collect(),
-        other => panic!("/members: {other:?}"),
-    }
-}
-
-/// Polls `/members` on `s` until it lists exactly `want`; returns how long that took.
-fn wait_members(s: &Server, want: &[&str], within: Duration) -> Duration {
-    let start = Instant::now();
-    loop {
-        let names = member_names(s);
-        if names == want {
-            return start.elapsed();
-        }
-        assert!(start.elapsed() < within, "members {names:?}, want {want:?} within {within:?}");
-        thread::sleep(Duration::from_millis(10));
-    }
-}
 
 /// Polls `s`'s stderr until `needle` occurs in it `count` times; returns the stderr.
 fn wait_logged(s: &Server, needle: &str, count: usize, within: Duration) -> String {

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 mod client;
+pub mod cluster;
 mod json;
 pub mod nats;
 pub mod tls;
