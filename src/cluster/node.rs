@@ -273,12 +273,13 @@ impl Node {
         }
         let (late, waiting): (Vec<_>, Vec<_>) = self.joins.drain(..).partition(|(_, d)| *d <= now);
         self.joins = waiting;
-        for (reply, _) in late {
-            answer(&self.shared, reply, 502, "Cluster unreachable");
-        }
+        // Single again before anyone hears the answer.
         if self.by_join && self.joins.is_empty() && !self.handle.joined() {
             crate::warn!("cluster join gave up: NATS not reached in time");
             self.leave_cluster();
+        }
+        for (reply, _) in late {
+            answer(&self.shared, reply, 502, "Cluster unreachable");
         }
     }
 
@@ -403,10 +404,11 @@ impl Node {
         match result {
             Ok(_) if self.by_join => {
                 crate::warn!("cluster join refused: node name in use");
+                // Single again before anyone hears the answer.
+                self.leave_cluster();
                 for (reply, _) in std::mem::take(&mut self.joins) {
                     answer(&self.shared, reply, 409, "Node name in use");
                 }
-                self.leave_cluster();
             }
             Ok(_) => {
                 eprintln!(
