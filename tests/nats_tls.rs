@@ -5,90 +5,16 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use common::driver::{Driver, wait};
 use common::nats::Nats;
 use common::tls::Pki;
 use esub::cluster::tls::{client_config, load_roots};
-use esub::cluster::{Client, Event, Message, Options, PubError, Reason, ServerUrl, Sid};
-use mio::{Events, Poll, Token};
+use esub::cluster::{Event, Options, PubError, Reason};
 
-/// Upper bound for any "eventually" below; a bug fails the test instead of hanging it.
+/// The requests' timeout below, as long as the `wait` deadline (`common::POLL_DEADLINE`).
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// A client in a poll of its own, driven by the test thread.
-struct Node {
-    poll: Poll,
-    events: Events,
-    client: Client,
-    /// Everything the client reported, in order.
-    seen: Vec<Event>,
-}
-
-impl Node {
-    fn new(url: &str, opts: Options) -> Node {
-        let poll = Poll::new().unwrap();
-        let registry = poll.registry().try_clone().unwrap();
-        let client = Client::new(vec![ServerUrl::parse(url).unwrap()], opts, registry, Token(0));
-        Node { poll, events: Events::with_capacity(64), client, seen: Vec::new() }
-    }
-
-    /// One poll turn of at most 2 ms.
-    fn turn(&mut self) {
-        let now = Instant::now();
-        let wait = self.client.next_deadline().map_or(Duration::from_millis(2), |d| {
-            d.saturating_duration_since(now).min(Duration::from_millis(2))
-        });
-        self.poll.poll(&mut self.events, Some(wait)).unwrap();
-        let now = Instant::now();
-        for ev in self.events.iter() {
-            if ev.is_readable() {
-                self.seen.extend(self.client.on_readable(now));
-            }
-            if ev.is_writable() {
-                self.seen.extend(self.client.on_writable(now));
-            }
-        }
-        self.seen.extend(self.client.on_timer(now));
-    }
-
-    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
-        self.seen.iter().filter(|e| f(e)).count()
-    }
-
-    fn msgs(&self, sid: Sid) -> Vec<&Message> {
-        self.seen
-            .iter()
-            .filter_map(|e| match e {
-                Event::Msg(m) if m.sid == sid => Some(m),
-                _ => None,
-            })
-            .collect()
-    }
-
-    /// The reasons of the failed attempts so far, as text.
-    fn failures(&self) -> Vec<String> {
-        let failure = |e: &Event| match e {
-            Event::ConnectFailed { reason, .. } => Some(reason.to_string()),
-            _ => None,
-        };
-        self.seen.iter().filter_map(failure).collect()
-    }
-}
-
-/// Turns every node until `done` holds, or fails after `DEADLINE`.
-fn wait(nodes: &mut [&mut Node], what: &str, mut done: impl FnMut(&mut [&mut Node]) -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done(nodes) {
-        if Instant::now() >= end {
-            let seen: Vec<_> = nodes.iter().map(|n| &n.seen).collect();
-            panic!("no {what} within {DEADLINE:?}; events: {seen:?}");
-        }
-        for n in nodes.iter_mut() {
-            n.turn();
-        }
-    }
-}
 
 /// Options trusting `pki`'s CA alone, as `ESUB_CLUSTER_CA` gives them.
 fn trusting(pki: &Pki) -> Options {
@@ -96,7 +22,7 @@ fn trusting(pki: &Pki) -> Options {
     Options { tls: Some(client_config(Some(roots)).unwrap()), ..Options::default() }
 }
 
-fn connected(n: &Node) -> bool {
+fn connected(n: &Driver) -> bool {
     n.count(|e| matches!(e, Event::Connected { .. })) == 1
 }
 
@@ -109,11 +35,11 @@ fn binary(len: usize) -> Vec<u8> {
 fn tls_and_upgraded_nats_urls_carry_pub_sub_and_requests() {
     let pki = Pki::new();
     let nats = Nats::start_tls(&pki);
-    let mut a = Node::new(&nats.tls_url(), trusting(&pki));
+    let mut a = Driver::new(&nats.tls_url(), trusting(&pki));
     let topic = a.client.subscribe("t.*", None).unwrap();
     let svc = a.client.subscribe("svc.echo", Some("q")).unwrap();
     // A nats:// URL follows the server's tls_required up to TLS.
-    let mut b = Node::new(&nats.url(), trusting(&pki));
+    let mut b = Driver::new(&nats.url(), trusting(&pki));
     wait(&mut [&mut a, &mut b], "both connected", |n| connected(n[0]) && connected(n[1]));
     for n in [&a, &b] {
         assert!(n.client.is_tls());
@@ -157,10 +83,11 @@ fn an_unknown_ca_fails_every_attempt_with_a_tls_reason() {
     let (pki, other) = (Pki::new(), Pki::new());
     let nats = Nats::start_tls(&pki);
     let fast = Duration::from_millis(100);
-    let mut wrong = Node::new(&nats.tls_url(), Options { reconnect_max: fast, ..trusting(&other) });
+    let mut wrong =
+        Driver::new(&nats.tls_url(), Options { reconnect_max: fast, ..trusting(&other) });
     // The bundled Mozilla roots do not know the test CA either.
     let bundled = Options { tls: Some(client_config(None).unwrap()), ..Options::default() };
-    let mut public = Node::new(&nats.url(), Options { reconnect_max: fast, ..bundled });
+    let mut public = Driver::new(&nats.url(), Options { reconnect_max: fast, ..bundled });
     wait(&mut [&mut wrong, &mut public], "three failed attempts each", |n| {
         n.iter().all(|n| n.failures().len() >= 3)
     });
@@ -181,7 +108,7 @@ fn a_tls_url_to_a_server_without_tls_fails_every_attempt() {
     let pki = Pki::new();
     let nats = Nats::start();
     let fast = Options { reconnect_max: Duration::from_millis(100), ..trusting(&pki) };
-    let mut n = Node::new(&nats.tls_url(), fast);
+    let mut n = Driver::new(&nats.tls_url(), fast);
     wait(&mut [&mut n], "three failed attempts", |n| n[0].failures().len() >= 3);
     let unavailable =
         |e: &Event| matches!(e, Event::ConnectFailed { reason: Reason::TlsUnavailable, .. });
@@ -194,9 +121,9 @@ fn a_tls_url_to_a_server_without_tls_fails_every_attempt() {
 fn the_send_queue_keeps_its_bound_under_tls() {
     let pki = Pki::new();
     let nats = Nats::start_tls(&pki);
-    let mut sub = Node::new(&nats.tls_url(), trusting(&pki));
+    let mut sub = Driver::new(&nats.tls_url(), trusting(&pki));
     let sid = sub.client.subscribe("bound", None).unwrap();
-    let mut p = Node::new(&nats.tls_url(), Options { max_outgoing: 64 * 1024, ..trusting(&pki) });
+    let mut p = Driver::new(&nats.tls_url(), Options { max_outgoing: 64 * 1024, ..trusting(&pki) });
     wait(&mut [&mut sub, &mut p], "both connected", |n| connected(n[0]) && connected(n[1]));
 
     // Without a turn nothing moves to TLS: publishes queue until the bound, then fail at once.

@@ -5,6 +5,7 @@
 
 mod client;
 pub mod cluster;
+pub mod driver;
 mod json;
 pub mod nats;
 pub mod tls;
