@@ -3,184 +3,16 @@
 //! request/reply and no responders, reconnecting after a server restart, the send bound.
 //! Each test starts its own server on a free loopback port and stops it by PID.
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
 
-use esub::cluster::{
-    Client, Event, Headers, Message, Options, PubError, RequestError, RequestToken, ServerUrl, Sid,
-};
-use mio::{Events, Poll, Token};
+use common::driver::{Driver, wait};
+use common::nats::Nats;
+use esub::cluster::{Event, Headers, Message, Options, PubError, RequestError};
 
-/// Upper bound for any "eventually" below; a bug fails the test instead of hanging it.
+/// The requests' timeout below, as long as the `wait` deadline (`common::POLL_DEADLINE`).
 const DEADLINE: Duration = Duration::from_secs(10);
-
-// ---------------------------------------------------------------------------------------------
-// nats-server
-// ---------------------------------------------------------------------------------------------
-
-/// `NATS_SERVER_BIN`, else `nats-server` on PATH or where Debian puts it (/usr/sbin is not on
-/// every user's PATH). Absent: the test fails and names the script that installs it.
-fn nats_server_bin() -> PathBuf {
-    let found = match std::env::var_os("NATS_SERVER_BIN") {
-        Some(p) => Some(PathBuf::from(p)).filter(|p| p.is_file()),
-        None => {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            std::env::split_paths(&path)
-                .chain(["/usr/sbin".into(), "/usr/bin".into(), "/usr/local/bin".into()])
-                .map(|d| d.join("nats-server"))
-                .find(|p| p.is_file())
-        }
-    };
-    found.unwrap_or_else(|| {
-        panic!("nats-server not found: run `bash tests/nats/install.sh` (make test does)")
-    })
-}
-
-/// A free loopback port: bound, read, released (nats-server cannot take port 0).
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-struct NatsServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl NatsServer {
-    fn start() -> NatsServer {
-        NatsServer::start_on(free_port())
-    }
-
-    /// Starts `nats-server -a 127.0.0.1 -p <port>` and waits until it accepts connections.
-    fn start_on(port: u16) -> NatsServer {
-        let child = Command::new(nats_server_bin())
-            .args(["-a", "127.0.0.1", "-p", &port.to_string()])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn nats-server");
-        let mut server = NatsServer { child: Some(child), port };
-        let end = Instant::now() + DEADLINE;
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            if let Some(status) = server.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("nats-server on port {port} exited: {status}");
-            }
-            assert!(Instant::now() < end, "nats-server did not listen on {port}");
-            std::thread::sleep(Duration::from_millis(10));
-        }
-        server
-    }
-
-    fn url(&self) -> ServerUrl {
-        ServerUrl::parse(&format!("nats://127.0.0.1:{}", self.port)).unwrap()
-    }
-
-    /// SIGKILL by PID, then reaps it.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for NatsServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Clients, each in a poll of its own, driven by the test thread
-// ---------------------------------------------------------------------------------------------
-
-struct Node {
-    poll: Poll,
-    events: Events,
-    client: Client,
-    /// Everything the client reported, in order.
-    seen: Vec<Event>,
-}
-
-impl Node {
-    fn new(urls: Vec<ServerUrl>, opts: Options) -> Node {
-        let poll = Poll::new().unwrap();
-        let registry = poll.registry().try_clone().unwrap();
-        let client = Client::new(urls, opts, registry, Token(0));
-        Node { poll, events: Events::with_capacity(64), client, seen: Vec::new() }
-    }
-
-    /// A client connected to `server` (it has seen `Connected`).
-    fn connected(server: &NatsServer, opts: Options) -> Node {
-        let mut n = Node::new(vec![server.url()], opts);
-        wait(&mut [&mut n], "Connected", |n| {
-            n[0].count(|e| matches!(e, Event::Connected { .. })) == 1
-        });
-        n
-    }
-
-    /// One poll turn of at most 2 ms.
-    fn turn(&mut self) {
-        let now = Instant::now();
-        let wait = self.client.next_deadline().map_or(Duration::from_millis(2), |d| {
-            d.saturating_duration_since(now).min(Duration::from_millis(2))
-        });
-        self.poll.poll(&mut self.events, Some(wait)).unwrap();
-        let now = Instant::now();
-        for ev in self.events.iter() {
-            if ev.is_readable() {
-                self.seen.extend(self.client.on_readable(now));
-            }
-            if ev.is_writable() {
-                self.seen.extend(self.client.on_writable(now));
-            }
-        }
-        self.seen.extend(self.client.on_timer(now));
-    }
-
-    fn count(&self, f: impl Fn(&Event) -> bool) -> usize {
-        self.seen.iter().filter(|e| f(e)).count()
-    }
-
-    fn msgs(&self, sid: Sid) -> Vec<&Message> {
-        self.seen
-            .iter()
-            .filter_map(|e| {
-                if let Event::Msg(m) = e
-                    && m.sid == sid
-                {
-                    Some(m)
-                } else {
-                    None
-                }
-            })
-            .collect()
-    }
-
-    fn reply(&self, token: RequestToken) -> Option<&Result<Message, RequestError>> {
-        self.seen.iter().find_map(|e| match e {
-            Event::Reply { token: t, result } if *t == token => Some(result),
-            _ => None,
-        })
-    }
-}
-
-/// Turns every node until `done` holds, or fails after `DEADLINE`.
-fn wait(nodes: &mut [&mut Node], what: &str, mut done: impl FnMut(&mut [&mut Node]) -> bool) {
-    let end = Instant::now() + DEADLINE;
-    while !done(nodes) {
-        if Instant::now() >= end {
-            let seen: Vec<_> = nodes.iter().map(|n| &n.seen).collect();
-            panic!("no {what} within {DEADLINE:?}; events: {seen:?}");
-        }
-        for n in nodes.iter_mut() {
-            n.turn();
-        }
-    }
-}
 
 /// Every byte value, repeated to `len` bytes.
 fn binary(len: usize) -> Vec<u8> {
@@ -193,9 +25,10 @@ fn binary(len: usize) -> Vec<u8> {
 
 #[test]
 fn pub_sub_carries_binary_payloads_and_headers() {
-    let server = NatsServer::start();
-    let mut a = Node::connected(&server, Options { name: "a".into(), ..Options::default() });
-    let mut b = Node::connected(&server, Options::default());
+    let server = Nats::start();
+    let mut a =
+        Driver::connected(&server.url(), Options { name: "a".into(), ..Options::default() });
+    let mut b = Driver::connected(&server.url(), Options::default());
     let info = a.client.server_info().unwrap();
     assert_eq!(info.max_payload, 1 << 20);
     assert!(info.headers);
@@ -236,14 +69,14 @@ fn pub_sub_carries_binary_payloads_and_headers() {
 
 #[test]
 fn a_queue_group_delivers_each_message_to_one_member() {
-    let server = NatsServer::start();
-    let mut a = Node::new(vec![server.url()], Options::default());
-    let mut b = Node::new(vec![server.url()], Options::default());
+    let server = Nats::start();
+    let mut a = Driver::new(&server.url(), Options::default());
+    let mut b = Driver::new(&server.url(), Options::default());
     // Subscribed before connecting: the handshake sends them, and `Connected` means they took.
     let sa = a.client.subscribe("work", Some("pool")).unwrap();
     let sb = b.client.subscribe("work", Some("pool")).unwrap();
-    let mut c = Node::connected(&server, Options::default());
-    let connected = |n: &Node| n.count(|e| matches!(e, Event::Connected { .. })) == 1;
+    let mut c = Driver::connected(&server.url(), Options::default());
+    let connected = |n: &Driver| n.count(|e| matches!(e, Event::Connected { .. })) == 1;
     wait(&mut [&mut a, &mut b], "both members", |n| connected(n[0]) && connected(n[1]));
 
     for i in 0..200u32 {
@@ -268,11 +101,11 @@ fn a_queue_group_delivers_each_message_to_one_member() {
 
 #[test]
 fn requests_get_replies_no_responders_and_timeouts() {
-    let server = NatsServer::start();
-    let mut svc = Node::new(vec![server.url()], Options::default());
+    let server = Nats::start();
+    let mut svc = Driver::new(&server.url(), Options::default());
     let echo = svc.client.subscribe("svc.echo", Some("sub")).unwrap();
     svc.client.subscribe("svc.silent", None).unwrap();
-    let mut asker = Node::connected(&server, Options::default());
+    let mut asker = Driver::connected(&server.url(), Options::default());
     wait(&mut [&mut svc], "Connected", |n| n[0].client.is_connected());
 
     let mut h = Headers::new();
@@ -311,16 +144,15 @@ fn requests_get_replies_no_responders_and_timeouts() {
 
 #[test]
 fn the_client_reconnects_after_a_restart_and_subscribes_again() {
-    let mut server = NatsServer::start();
-    let port = server.port;
+    let mut server = Nats::start();
     let opts = || Options { reconnect_max: Duration::from_millis(500), ..Options::default() };
-    let mut a = Node::new(vec![server.url()], opts());
+    let mut a = Driver::new(&server.url(), opts());
     let sid = a.client.subscribe("r.x", None).unwrap();
-    let mut b = Node::connected(&server, opts());
+    let mut b = Driver::connected(&server.url(), opts());
     wait(&mut [&mut a], "Connected", |n| n[0].client.is_connected());
 
     server.kill();
-    let lost = |n: &Node| n.count(|e| matches!(e, Event::Disconnected(_))) == 1;
+    let lost = |n: &Driver| n.count(|e| matches!(e, Event::Disconnected(_))) == 1;
     wait(&mut [&mut a, &mut b], "both disconnected", |n| lost(n[0]) && lost(n[1]));
     assert_eq!(b.client.publish("r.x", None, None, b"lost"), Err(PubError::NotConnected));
     assert_eq!(b.client.request("r.x", None, b"lost", DEADLINE), Err(PubError::NotConnected));
@@ -328,9 +160,9 @@ fn the_client_reconnects_after_a_restart_and_subscribes_again() {
     wait(&mut [&mut a, &mut b], "failed attempts", |n| {
         n.iter().all(|n| n.count(|e| matches!(e, Event::ConnectFailed { .. })) >= 2)
     });
-    let _server = NatsServer::start_on(port);
+    server.restart();
     let t0 = Instant::now();
-    let back = |n: &Node| n.count(|e| matches!(e, Event::Connected { .. })) == 2;
+    let back = |n: &Driver| n.count(|e| matches!(e, Event::Connected { .. })) == 2;
     wait(&mut [&mut a, &mut b], "both reconnected", |n| back(n[0]) && back(n[1]));
     assert!(t0.elapsed() < Duration::from_secs(2), "reconnected after {:?}", t0.elapsed());
 
@@ -342,11 +174,11 @@ fn the_client_reconnects_after_a_restart_and_subscribes_again() {
 
 #[test]
 fn the_send_queue_is_bounded() {
-    let server = NatsServer::start();
-    let mut sub = Node::new(vec![server.url()], Options::default());
+    let server = Nats::start();
+    let mut sub = Driver::new(&server.url(), Options::default());
     let sid = sub.client.subscribe("bound", None).unwrap();
     let opts = Options { max_outgoing: 64 * 1024, ..Options::default() };
-    let mut p = Node::connected(&server, opts);
+    let mut p = Driver::connected(&server.url(), opts);
     wait(&mut [&mut sub], "Connected", |n| n[0].client.is_connected());
 
     // Without a turn nothing is written: publishes queue until the bound, then fail at once.
