@@ -1,12 +1,14 @@
 """Shared pieces of the Python compatibility checks in this folder (test_client.py,
-test_prometheus.py, test_websockets.py): Test and Failure, body and error descriptions, Bg, the
-esub Server started on port 0, a raw HTTP response reader, and the result printing.
+test_prometheus.py, test_websockets.py, test_topics.py, test_cluster.py): Test and Failure, body
+and error descriptions, Bg, the esub Server started on port 0, a raw HTTP response reader, the
+esub client module loaded with its settings, and the result printing.
 
 The scripts import it as `harness`: run as `python tests/py/test_x.py`, a script's own folder is
 first on sys.path. Importing it sets NO_PROXY for this machine before it imports requests.
 """
 
 import asyncio
+import importlib.util
 import os
 import queue
 import re
@@ -18,6 +20,7 @@ import tempfile
 import threading
 import traceback
 import types
+import warnings
 
 STARTUP_TIMEOUT = 10.0  # for the "listening on" line
 
@@ -40,6 +43,27 @@ def prepare_esub_client():
         asyncio.coroutine = types.coroutine
     for var in CLIENT_VARS:
         os.environ.pop(var, None)
+
+
+def load_esub_client(env):
+    """A fresh esub 0.0.6 module (a new one each call), imported with `env` (its ESUB_* settings,
+    which it reads at import) in the environment for the import only. Failure when the package is
+    missing or another version; the caller checks the settings took."""
+    spec = importlib.util.find_spec("esub")
+    if spec is None:
+        raise Failure("the esub package is not installed")
+    os.environ.update(env)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # pkg_resources deprecation
+            spec.loader.exec_module(module)
+    finally:
+        for k in env:
+            os.environ.pop(k, None)
+    if module.__version__ != "0.0.6":
+        raise Failure("esub client version %r, expected 0.0.6" % module.__version__)
+    return module
 
 
 # ---------------------------------------------------------------------------------------------

@@ -16,7 +16,6 @@ per test and `N passed, M failed`; exits 1 when anything failed. Run it through 
 which provides the pinned packages.
 """
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -26,12 +25,11 @@ import sys
 import tempfile
 import time
 import uuid
-import warnings
 
 # harness sets NO_PROXY (requests to this machine never go through a proxy) before requests loads.
-from harness import (Bg, Failure, Server, Test, default_binary, prepare_esub_client, print_result,
-                     print_stderr, run_test, session, show, show_exc, show_resp, summary,
-                     test_names)
+from harness import (Bg, Failure, Server, Test, default_binary, load_esub_client,
+                     prepare_esub_client, print_result, print_stderr, run_test, session, show,
+                     show_exc, show_resp, summary, test_names)
 
 import requests  # noqa: E402  (after the proxy settings)
 
@@ -141,21 +139,7 @@ def start_node(binary, nats, name):
 def load_client(srv):
     """A fresh esub 0.0.6 module configured (through ESUB_SERVICE_HOST/PORT, read at import) for
     this node."""
-    spec = importlib.util.find_spec("esub")
-    if spec is None:
-        raise Failure("the esub package is not installed")
-    env = dict(ESUB_SERVICE_HOST=srv.host, ESUB_SERVICE_PORT=str(srv.port))
-    os.environ.update(env)
-    try:
-        module = importlib.util.module_from_spec(spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pkg_resources deprecation
-            spec.loader.exec_module(module)
-    finally:
-        for k in env:
-            os.environ.pop(k, None)
-    if module.__version__ != "0.0.6":
-        raise Failure("esub client version %r, expected 0.0.6" % module.__version__)
+    module = load_esub_client(dict(ESUB_SERVICE_HOST=srv.host, ESUB_SERVICE_PORT=str(srv.port)))
     if module.CLUSTER != srv.host or module.PORT != srv.port:
         raise Failure("client configured for %r:%r" % (module.CLUSTER, module.PORT))
     return module

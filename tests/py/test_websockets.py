@@ -26,7 +26,6 @@ through tests/py/run.sh, which provides the pinned packages.
 import asyncio
 import base64
 import functools
-import importlib.util
 import json
 import os
 import queue
@@ -43,8 +42,8 @@ import warnings
 # harness sets NO_PROXY (requests and websockets, which honours proxy variables too, must never
 # use a proxy here) before requests loads.
 import harness
-from harness import (Bg, Failure, Server, Test, default_binary, get_keys, print_result,
-                     print_stderr, run_test, session, summary, test_names)
+from harness import (Bg, Failure, Server, Test, default_binary, get_keys, load_esub_client,
+                     print_result, print_stderr, run_test, session, summary, test_names)
 
 REP_TIMEOUT = 10.0       # for a rep's answer (receipt mode: up to the 2 s receipt wait, plus slack)
 MSG_TIMEOUT = 5.0        # for a delivered rep to reach a psub's callback
@@ -250,25 +249,12 @@ def load_client(srv, confirm, port=None):
     for this server (or for `port`, a relay to it): keepalive mode pongs every 0.9 s, receipt
     mode answers every frame."""
     port = srv.port if port is None else port
-    spec = importlib.util.find_spec("esub")
-    if spec is None:
-        raise Failure("the esub package is not installed")
     env = dict(ESUB_SERVICE_HOST=srv.host, ESUB_SERVICE_PORT=str(port))
     if confirm:
         env["ESUB_CONFIRM_RECEIPT"] = "1"
     else:
         env["ESUB_PING_FREQUENCY"] = str(CLIENT_PING_FREQUENCY)
-    os.environ.update(env)
-    try:
-        module = importlib.util.module_from_spec(spec)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pkg_resources deprecation
-            spec.loader.exec_module(module)
-    finally:
-        for k in env:
-            os.environ.pop(k, None)
-    if module.__version__ != "0.0.6":
-        raise Failure("esub client version %r, expected 0.0.6" % module.__version__)
+    module = load_esub_client(env)
     if module.CONFIRM != confirm or module.PORT != port:
         raise Failure("client configured CONFIRM=%r PORT=%r" % (module.CONFIRM, module.PORT))
     return module
