@@ -7,17 +7,12 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::driver::{Driver, wait};
+use common::driver::{Driver, binary, drain_send_queue, fill_send_queue, wait};
 use common::nats::Nats;
 use esub::cluster::{Event, Headers, Message, Options, PubError, RequestError};
 
 /// The requests' timeout below, as long as the `wait` deadline (`common::POLL_DEADLINE`).
 const DEADLINE: Duration = Duration::from_secs(10);
-
-/// Every byte value, repeated to `len` bytes.
-fn binary(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 256) as u8).collect()
-}
 
 // ---------------------------------------------------------------------------------------------
 // Tests
@@ -182,26 +177,11 @@ fn the_send_queue_is_bounded() {
     wait(&mut [&mut sub], "Connected", |n| n[0].client.is_connected());
 
     // Without a turn nothing is written: publishes queue until the bound, then fail at once.
-    let body = binary(4096);
-    let mut queued = 0;
-    let refused = loop {
-        match p.client.publish("bound", None, None, &body) {
-            Ok(()) => queued += 1,
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(refused, PubError::Full);
-    assert_eq!(queued, 15, "4 KiB bodies in 64 KiB");
-    assert!(p.client.outgoing() <= 64 * 1024);
+    let (body, queued) = fill_send_queue(&mut p, "bound");
     assert_eq!(
         p.client.publish("bound", None, None, &binary((1 << 20) + 1)),
         Err(PubError::TooLarge)
     );
     // Written out, the queue has room again; everything arrives, in order.
-    wait(&mut [&mut p], "the queue to drain", |n| n[0].client.outgoing() == 0);
-    p.client.publish("bound", None, None, b"last").unwrap();
-    wait(&mut [&mut p, &mut sub], "all messages", |n| n[1].msgs(sid).len() == queued + 1);
-    let got = sub.msgs(sid);
-    assert!(got[..queued].iter().all(|m| m.payload == body));
-    assert_eq!(got[queued].payload, b"last");
+    drain_send_queue(&mut p, &mut sub, sid, "bound", &body, queued);
 }

@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::driver::{Driver, wait};
+use common::driver::{Driver, binary, drain_send_queue, fill_send_queue, wait};
 use common::nats::Nats;
 use common::tls::Pki;
 use esub::cluster::tls::{client_config, load_roots};
@@ -24,11 +24,6 @@ fn trusting(pki: &Pki) -> Options {
 
 fn connected(n: &Driver) -> bool {
     n.count(|e| matches!(e, Event::Connected { .. })) == 1
-}
-
-/// Every byte value, repeated to `len` bytes.
-fn binary(len: usize) -> Vec<u8> {
-    (0..len).map(|i| (i * 7 % 256) as u8).collect()
 }
 
 #[test]
@@ -127,22 +122,7 @@ fn the_send_queue_keeps_its_bound_under_tls() {
     wait(&mut [&mut sub, &mut p], "both connected", |n| connected(n[0]) && connected(n[1]));
 
     // Without a turn nothing moves to TLS: publishes queue until the bound, then fail at once.
-    let body = binary(4096);
-    let mut queued = 0;
-    let refused = loop {
-        match p.client.publish("bound", None, None, &body) {
-            Ok(()) => queued += 1,
-            Err(e) => break e,
-        }
-    };
-    assert_eq!(refused, PubError::Full);
-    assert_eq!(queued, 15, "4 KiB bodies in 64 KiB");
-    assert!(p.client.outgoing() <= 64 * 1024);
+    let (body, queued) = fill_send_queue(&mut p, "bound");
     // Encrypted and written, the queue has room again; everything arrives, in order.
-    wait(&mut [&mut p], "the queue to drain", |n| n[0].client.outgoing() == 0);
-    p.client.publish("bound", None, None, b"last").unwrap();
-    wait(&mut [&mut p, &mut sub], "all messages", |n| n[1].msgs(sid).len() == queued + 1);
-    let got = sub.msgs(sid);
-    assert!(got[..queued].iter().all(|m| m.payload == body));
-    assert_eq!(got[queued].payload, b"last");
+    drain_send_queue(&mut p, &mut sub, sid, "bound", &body, queued);
 }

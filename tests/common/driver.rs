@@ -1,10 +1,13 @@
 //! Our NATS client (`esub::cluster::Client`) in a poll of its own, driven by the test thread:
 //! the NATS client tests (`nats_client.rs`, `nats_tls.rs`) turn a few of them until a condition
-//! holds and then look at what each one reported.
+//! holds and then look at what each one reported. Also their payloads and the send-bound check
+//! they share.
 
 use std::time::{Duration, Instant};
 
-use esub::cluster::{Client, Event, Message, Options, RequestError, RequestToken, ServerUrl, Sid};
+use esub::cluster::{
+    Client, Event, Message, Options, PubError, RequestError, RequestToken, ServerUrl, Sid,
+};
 use mio::{Events, Poll, Token};
 
 use super::POLL_DEADLINE;
@@ -105,4 +108,46 @@ pub fn wait(
             d.turn();
         }
     }
+}
+
+/// Every byte value, repeated to `len` bytes.
+pub fn binary(len: usize) -> Vec<u8> {
+    (0..len).map(|i| (i * 7 % 256) as u8).collect()
+}
+
+/// Publishes 4 KiB bodies on `subject` from `p` (made with a 64 KiB `max_outgoing` and not
+/// turned meanwhile) until its send queue refuses one with `Full`: 15 fit. Returns the body and
+/// how many were queued.
+pub fn fill_send_queue(p: &mut Driver, subject: &str) -> (Vec<u8>, usize) {
+    let body = binary(4096);
+    let mut queued = 0;
+    let refused = loop {
+        match p.client.publish(subject, None, None, &body) {
+            Ok(()) => queued += 1,
+            Err(e) => break e,
+        }
+    };
+    assert_eq!(refused, PubError::Full);
+    assert_eq!(queued, 15, "4 KiB bodies in 64 KiB");
+    assert!(p.client.outgoing() <= 64 * 1024);
+    (body, queued)
+}
+
+/// After `fill_send_queue`: turns `p` until its send queue is empty, publishes `last` on
+/// `subject`, and checks that `sub` (subscribed to it as `sid`) gets the `queued` bodies and
+/// then `last`, in order.
+pub fn drain_send_queue(
+    p: &mut Driver,
+    sub: &mut Driver,
+    sid: Sid,
+    subject: &str,
+    body: &[u8],
+    queued: usize,
+) {
+    wait(&mut [p], "the queue to drain", |n| n[0].client.outgoing() == 0);
+    p.client.publish(subject, None, None, b"last").unwrap();
+    wait(&mut [p, sub], "all messages", |n| n[1].msgs(sid).len() == queued + 1);
+    let got = sub.msgs(sid);
+    assert!(got[..queued].iter().all(|m| m.payload == body));
+    assert_eq!(got[queued].payload, b"last");
 }
