@@ -219,11 +219,24 @@ impl Registry {
 
     /// Another node's sub claims `key` (the rules of `park`, without parking anything here).
     pub fn take_over(&self, key: &str, token: Option<&str>) -> TakeOver {
+        self.take_over_if(key, token, false)
+    }
+
+    /// Removes `key`'s waiting sub whatever its token (it gets 409): it lost a tie with another
+    /// node's sub that claimed the free key at the same moment.
+    pub fn evict_sub(&self, key: &str) -> Option<ConnId> {
+        match self.take_over_if(key, None, true) {
+            TakeOver::Taken(conn) => Some(conn),
+            _ => None,
+        }
+    }
+
+    fn take_over_if(&self, key: &str, token: Option<&str>, force: bool) -> TakeOver {
         let taken = {
             let mut shard = self.shard(key);
             let Some(slot) = shard.get_mut(key) else { return TakeOver::Free };
             let Some(old) = &slot.sub else { return TakeOver::Free };
-            if old.token.as_deref().is_some_and(|t| Some(t) != token) {
+            if !force && old.token.as_deref().is_some_and(|t| Some(t) != token) {
                 return TakeOver::Forbidden;
             }
             let conn = old.conn;

@@ -617,6 +617,54 @@ fn join_needs_the_cluster_token() {
 }
 
 #[test]
+fn two_subs_claiming_a_free_key_at_once_leave_one_holder() {
+    // Each claim may find the key free (the other's subjects are not in place yet): both park,
+    // then each asks the other (`verify`) and exactly one keeps the key; or the later claim
+    // reaches the earlier sub and takes it over. Either way one sub gets 409, one holds.
+    for routed in [false, true] {
+        // Both on one NATS server, then each on its own (interest crosses a route).
+        let nats = Nats::cluster(2);
+        let second = if routed { 1 } else { 0 };
+        let a = esub_node(&nats[0].url(), "a", &[]);
+        let b = esub_node(&nats[second].url(), "b", &[]);
+        wait_members(&a, &["a", "b"], DEADLINE);
+        race_for_a_free_key(Arc::new([a, b]));
+    }
+}
+
+fn race_for_a_free_key(nodes: Arc<[Server; 2]>) {
+    for round in 0..30 {
+        let key = format!("both{round}");
+        let barrier = Arc::new(Barrier::new(2));
+        let (tx, rx) = std::sync::mpsc::channel();
+        for i in 0..2 {
+            let (nodes, barrier, key, tx) =
+                (nodes.clone(), barrier.clone(), key.clone(), tx.clone());
+            thread::spawn(move || {
+                let mut c = nodes[i].client();
+                barrier.wait();
+                c.send_get(&format!("/sub/{key}"));
+                let _ = tx.send((i, c.try_read_response()));
+            });
+        }
+        let (loser, r) = rx.recv_timeout(DEADLINE).expect("no sub got 409: both hold the key");
+        r.unwrap_or_else(|e| panic!("round {round}: {e}")).assert_text(409, "Sub taken over");
+        let winner = 1 - loser;
+        let end = Instant::now() + DEADLINE;
+        let alone = || nodes[winner].keys().contains(&key) && !nodes[loser].keys().contains(&key);
+        while !alone() {
+            assert!(Instant::now() < end, "round {round}: {winner} does not hold the key alone");
+            thread::sleep(Duration::from_millis(5));
+        }
+        wait_routed(&nodes[loser], &key);
+        nodes[loser].post(&format!("/rep/{key}"), b"one").assert(200, b"OK");
+        let (i, r) = rx.recv_timeout(DEADLINE).expect("the winner heard nothing");
+        assert_eq!(i, winner);
+        r.unwrap_or_else(|e| panic!("round {round}: {e}")).assert_delivered(b"one");
+    }
+}
+
+#[test]
 fn a_body_over_max_payload_is_413() {
     let nats = Nats::start();
     let big = [("ESUB_MAX_BODY_BYTES", "4194304")];

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use common::driver::{Driver, binary, drain_send_queue, fill_send_queue, wait};
 use common::nats::Nats;
-use esub::cluster::{Event, Headers, Message, Options, PubError, RequestError};
+use esub::cluster::{Event, Headers, Message, Options, PubError, RequestError, Sid};
 
 /// The requests' timeout below, as long as the `wait` deadline (`common::POLL_DEADLINE`).
 const DEADLINE: Duration = Duration::from_secs(10);
@@ -92,6 +92,43 @@ fn a_queue_group_delivers_each_message_to_one_member() {
         ga.len(),
         gb.len()
     );
+}
+
+#[test]
+fn without_echo_a_client_does_not_hear_itself() {
+    // The cluster's claims rely on it: a node's own claim subject must not answer its request,
+    // and with nobody else the request gets "no responders" at once, not a timeout.
+    let server = Nats::start();
+    let opts = Options { echo: false, ..Options::default() };
+    let mut me = Driver::connected(&server.url(), opts);
+    let own = me.client.subscribe("k.claim", None).unwrap();
+    let mut other = Driver::connected(&server.url(), Options::default());
+    let theirs = other.client.subscribe("k.claim", None).unwrap();
+    // The other's subscription is in place once a message of its own comes back to it.
+    other.client.publish("k.claim", None, None, &b"ping"[..]).unwrap();
+    wait(&mut [&mut other], "the other's echo", |n| n[0].msgs(theirs).len() == 1);
+    let heard = me.client.request("k.claim", None, &b"x"[..], DEADLINE).unwrap();
+    wait(&mut [&mut me, &mut other], "the other's copy", |n| n[1].msgs(theirs).len() == 2);
+    let reply = last_reply_subject(&other, theirs);
+    other.client.publish(&reply, None, None, &b"mine"[..]).unwrap();
+    wait(&mut [&mut me, &mut other], "the reply", |n| n[0].reply(heard).is_some());
+    assert_eq!(me.reply(heard).unwrap().as_ref().unwrap().payload, b"mine");
+    // A subject only `me` listens to: nobody else, so "no responders" at once.
+    let mine = me.client.subscribe("mine.claim", None).unwrap();
+    me.client.publish("k.claim", None, None, &b"flush"[..]).unwrap();
+    wait(&mut [&mut me, &mut other], "the flush", |n| n[1].msgs(theirs).len() == 3);
+    let alone = me.client.request("mine.claim", None, &b"x"[..], DEADLINE).unwrap();
+    let t0 = Instant::now();
+    wait(&mut [&mut me], "no responders", |n| n[0].reply(alone).is_some());
+    assert_eq!(me.reply(alone).unwrap().as_ref().unwrap_err(), &RequestError::NoResponders);
+    assert!(t0.elapsed() < Duration::from_secs(2), "{:?}", t0.elapsed());
+    assert!(me.msgs(own).is_empty(), "heard itself: {:?}", me.msgs(own));
+    assert!(me.msgs(mine).is_empty(), "heard itself: {:?}", me.msgs(mine));
+}
+
+/// The reply subject of the last request `d` got on `sid`.
+fn last_reply_subject(d: &Driver, sid: Sid) -> String {
+    d.msgs(sid).last().and_then(|m| m.reply.clone()).expect("a request with a reply subject")
 }
 
 #[test]

@@ -558,6 +558,7 @@ impl Client {
             user: o.user.as_deref(),
             pass: o.pass.as_deref(),
             token: o.token.as_deref(),
+            echo: o.echo,
         };
         let inbox = format!("{}*", self.inbox);
         let (subs, inbox_sid) = (&self.subs, self.inbox_sid);

@@ -38,6 +38,9 @@ pub struct Options {
     /// server whose INFO says `tls_required`, gets TLS after the plaintext INFO; without it
     /// (the default, for tests of the plain protocol) either fails the attempt.
     pub tls: Option<Arc<rustls::ClientConfig>>,
+    /// Whether the server delivers this client's own messages to its subscriptions (`true`,
+    /// NATS's default). The cluster turns it off: a node's claim must reach other nodes only.
+    pub echo: bool,
 }
 
 impl Default for Options {
@@ -55,6 +58,7 @@ impl Default for Options {
             max_outgoing: 8 << 20,
             max_requests: 65_536,
             tls: None,
+            echo: true,
         }
     }
 }

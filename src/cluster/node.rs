@@ -85,6 +85,8 @@ impl Node {
             name: shared.node_name.clone(),
             connect_timeout: cfg.timeout,
             tls: Some(tls),
+            // A node's claims must reach other nodes only (see `Routing::claim`).
+            echo: false,
             ..Options::default()
         };
         let registry = poll.registry().try_clone()?;

@@ -272,13 +272,16 @@ pub fn valid_queue(q: &str) -> bool {
 }
 
 /// Credentials and identity sent in CONNECT.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Copy)]
 pub struct Connect<'a> {
     /// Shown by the server's monitoring (`connz`); the node name.
     pub name: &'a str,
     pub user: Option<&'a str>,
     pub pass: Option<&'a str>,
     pub token: Option<&'a str>,
+    /// `false`: the server does not deliver this connection's messages to its own
+    /// subscriptions (NATS's `echo`).
+    pub echo: bool,
 }
 
 /// `CONNECT {json}`: terse (`verbose:false`, so no `+OK` per operation), headers on, and
@@ -293,7 +296,7 @@ pub fn connect(out: &mut Vec<u8>, c: &Connect<'_>) {
     m.insert("lang".into(), "rust-esub".into());
     m.insert("version".into(), env!("CARGO_PKG_VERSION").into());
     m.insert("protocol".into(), 1.into());
-    m.insert("echo".into(), true.into());
+    m.insert("echo".into(), c.echo.into());
     m.insert("headers".into(), true.into());
     m.insert("no_responders".into(), true.into());
     for (k, v) in [("user", c.user), ("pass", c.pass), ("auth_token", c.token)] {

@@ -2,7 +2,7 @@
 //! waiting sub (kept 500 ms after it goes, answering misses); reps and claims for keys held
 //! here are answered through the workers; reps and claims from here go out as NATS requests.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,6 +22,10 @@ use crate::server::mailbox::{ClaimOutcome, ConnId, Msg, ReplyTo};
 /// of these (the departure of a holder costs no message to this thread: a sub that re-parks
 /// at once, the common case, finds its subjects in place).
 const LINGER: Duration = Duration::from_millis(500);
+
+/// When a claimed key is verified a second time (see `Routing::reverify`): interest crosses a
+/// NATS route in well under a millisecond on a LAN; 100 ms leaves room for a loaded server.
+const REVERIFY: Duration = Duration::from_millis(100);
 
 /// The `stored` subject in a sweep's bits (the store, not the registry, says when it is wanted).
 const STORED: u8 = 4;
@@ -109,7 +113,16 @@ pub(super) struct Routing {
     keys: HashMap<Arc<str>, KeySubs>,
     next_sweep: Instant,
     forwards: HashMap<RequestToken, Forward>,
-    claims: HashMap<RequestToken, ConnId>,
+    claims: HashMap<RequestToken, (ConnId, Arc<str>)>,
+    /// Keys whose sub parked here after a claim over NATS, until their subjects are in place
+    /// and a `verify` has asked the other nodes whether one of them parked a sub for the key at
+    /// the same moment (each claim then found the key free): the node whose encoded name sorts
+    /// first keeps it, the other's sub gets 409.
+    unverified: HashMap<Arc<str>, Instant>,
+    verifies: HashMap<RequestToken, Arc<str>>,
+    /// Verifies to send again: interest crosses NATS routes a moment after it is in place on
+    /// our server, so an immediate verify can miss a sub parked on a node behind a route.
+    reverify: VecDeque<(Instant, Arc<str>)>,
     wheres: HashMap<RequestToken, Where>,
     rsubs: HashMap<RequestToken, RsubAsk>,
     /// Reply subjects of `/rsub`s other nodes forwarded here, by store request id.
@@ -131,6 +144,9 @@ impl Routing {
             next_sweep: Instant::now() + LINGER,
             forwards: HashMap::new(),
             claims: HashMap::new(),
+            unverified: HashMap::new(),
+            verifies: HashMap::new(),
+            reverify: VecDeque::new(),
             wheres: HashMap::new(),
             rsubs: HashMap::new(),
             takes: HashMap::new(),
@@ -174,15 +190,44 @@ impl Routing {
                 _ => {}
             }
         }
+        let claim_held = subs.claim.is_some();
         s.registry.add_subscribed(&key, subs.registry_bits());
         if subs.is_empty() {
             self.keys.remove(&key);
+        }
+        // The claim subject is in place (NATS handles our SUB before this request): now any
+        // other node's claim of the key reaches us, and ours reaches any sub it parked.
+        if sub && claim_held && self.unverified.remove(&key).is_some() {
+            self.verify(c, key.clone());
+            self.reverify.push_back((Instant::now() + REVERIFY, key));
+        }
+    }
+
+    /// Asks the other nodes whether one holds `key` too (see `unverified`).
+    fn verify(&mut self, c: &mut Client, key: Arc<str>) {
+        let subject = self.subjects.key(&key, KeySubject::Claim);
+        let h = self.headers("verify", None, false);
+        if let Ok(t) = c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
+            self.verifies.insert(t, key);
+        }
+    }
+
+    /// The second verifies that are due, for subs still parked here.
+    fn reverify_due(&mut self, c: &mut Client, s: &Shared, now: Instant) {
+        while self.reverify.front().is_some_and(|(t, _)| *t <= now) {
+            let Some((_, key)) = self.reverify.pop_front() else { break };
+            let held = self.keys.get(&key).is_some_and(|k| k.claim.is_some());
+            if held && s.registry.has_sub(&key) {
+                self.verify(c, key);
+            }
         }
     }
 
     /// Every `LINGER`: subjects found without a holder at the last sweep too go now (for the
     /// registry's subjects, only if no holder came meanwhile, decided under its lock).
     fn sweep(&mut self, c: &mut Client, s: &Shared, now: Instant) {
+        // A claim whose sub never parked (its client went) leaves an entry: forget it.
+        self.unverified.retain(|_, at| now.duration_since(*at) < self.timeout + LINGER);
         let keys: Vec<Arc<str>> = self.keys.keys().cloned().collect();
         for key in keys {
             let (sub, pool) = s.registry.holders(&key);
@@ -243,6 +288,7 @@ impl Routing {
     /// Sweeps when due; answers the scatters that are late.
     pub fn expire(&mut self, c: &mut Client, s: &Shared, now: Instant) {
         self.expire_scatters(s, now);
+        self.reverify_due(c, s, now);
         if now >= self.next_sweep {
             self.sweep(c, s, now);
             self.next_sweep = now + LINGER;
@@ -252,7 +298,8 @@ impl Routing {
     pub fn next_deadline(&self) -> Option<Instant> {
         let scatter = self.scatters.values().map(|s| s.deadline).min();
         let sweep = (!self.keys.is_empty()).then_some(self.next_sweep);
-        sweep.into_iter().chain(scatter).min()
+        let reverify = self.reverify.front().map(|(t, _)| *t);
+        sweep.into_iter().chain(scatter).chain(reverify).min()
     }
 
     /// The subscriptions every joined node keeps: `C.keys` and its own scatter answers.
@@ -381,6 +428,21 @@ impl Routing {
         }
         if which == KeySubject::Stored {
             return self.take_for(c, s, key, token, reply);
+        }
+        if which == KeySubject::Claim && h.get("Esub-Op") == Some("verify") {
+            let from = h.get("Esub-From").unwrap_or_default();
+            if !s.registry.has_sub(&key) {
+                return respond(c, &reply, 404, "Unknown key", true);
+            }
+            // Two subs parked at once: the node whose encoded name sorts first keeps the key.
+            if self.from.as_str() < from {
+                return respond(c, &reply, 409, "Keep", false);
+            }
+            if let Some(old) = s.registry.evict_sub(&key) {
+                s.mailboxes[old.worker].post(Msg::TakenOver { to: old });
+            }
+            self.drop_sub(c, s, &key);
+            return respond(c, &reply, 200, "OK", false);
         }
         if which == KeySubject::Claim {
             return match s.registry.take_over(&key, token.as_deref()) {
@@ -564,7 +626,7 @@ impl Routing {
         let h = self.headers("claim", token, false);
         match c.request(&subject, Some(&h), Payload::Bytes(b""), self.timeout) {
             Ok(t) => {
-                self.claims.insert(t, conn);
+                self.claims.insert(t, (conn, Arc::from(key)));
             }
             // NATS is down: the sub parks here.
             Err(_) => claimed(s, conn, ClaimOutcome::Free),
@@ -590,13 +652,27 @@ impl Routing {
         token: RequestToken,
         result: Result<Message, RequestError>,
     ) -> bool {
-        if let Some(conn) = self.claims.remove(&token) {
+        if let Some((conn, key)) = self.claims.remove(&token) {
             let outcome = match result {
                 Ok(m) if status_of(&m).0 == 403 => ClaimOutcome::Forbidden,
                 Err(RequestError::Timeout) => ClaimOutcome::Timeout,
                 _ => ClaimOutcome::Free,
             };
+            if outcome == ClaimOutcome::Free {
+                self.unverified.insert(key, Instant::now());
+            }
             claimed(s, conn, outcome);
+            return true;
+        }
+        if let Some(key) = self.verifies.remove(&token) {
+            // The other node holds the key too and sorts first: ours yields.
+            if let Ok(m) = result
+                && status_of(&m) == (409, false)
+                && let Some(old) = s.registry.evict_sub(&key)
+            {
+                s.mailboxes[old.worker].post(Msg::TakenOver { to: old });
+                self.drop_sub(c, s, &key);
+            }
             return true;
         }
         if let Some(r) = self.rsubs.remove(&token) {

@@ -25,8 +25,19 @@ fn nats_server_bin() -> PathBuf {
     })
 }
 
-/// A free loopback port: bound, read, released (nats-server cannot take port 0).
+/// A free loopback port for a nats-server (it cannot take port 0): one that binds now, picked
+/// at random below the kernel's ephemeral range (32768 and up), where the port-0 listeners and
+/// the outgoing connections of the tests running alongside cannot take it meanwhile.
 pub fn free_port() -> u16 {
+    use std::hash::{BuildHasher, RandomState};
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + (RandomState::new().hash_one(n) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
     TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
@@ -56,8 +67,18 @@ impl Nats {
         Nats::start_with(free_port(), args)
     }
 
-    /// `n` servers joined by routes (a full mesh, every route listed).
+    /// `n` servers joined by routes (a full mesh, every route listed). A port taken between
+    /// its pick and the server's bind (the server exits) means new ports for all, a few times.
     pub fn cluster(n: usize) -> Vec<Nats> {
+        for _ in 0..4 {
+            if let Ok(servers) = Nats::try_cluster(n) {
+                return servers;
+            }
+        }
+        Nats::try_cluster(n).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn try_cluster(n: usize) -> Result<Vec<Nats>, String> {
         let routes: Vec<u16> = (0..n).map(|_| free_port()).collect();
         let list = |skip: usize| {
             let urls: Vec<String> = routes
@@ -78,19 +99,33 @@ impl Nats {
                     "--routes".into(),
                     list(i),
                 ];
-                Nats::start_with(free_port(), args)
+                let mut server = Nats { child: None, port: free_port(), args };
+                server.try_restart().map(|()| server)
             })
             .collect()
     }
 
+    /// A new server on `port`, or (it was taken meanwhile) on another free one.
     fn start_with(port: u16, args: Vec<String>) -> Nats {
         let mut n = Nats { child: None, port, args };
+        for _ in 0..4 {
+            if n.try_restart().is_ok() {
+                return n;
+            }
+            n.port = free_port();
+        }
         n.restart();
         n
     }
 
     /// Starts (again) on the same port and waits until it accepts connections.
     pub fn restart(&mut self) {
+        if let Err(e) = self.try_restart() {
+            panic!("{e}");
+        }
+    }
+
+    fn try_restart(&mut self) -> Result<(), String> {
         let child = Command::new(nats_server_bin())
             .args(["-a", "127.0.0.1", "-p", &self.port.to_string()])
             .args(&self.args)
@@ -103,11 +138,13 @@ impl Nats {
         let end = Instant::now() + POLL_DEADLINE;
         while TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().unwrap()) {
-                panic!("nats-server on port {} exited: {status}", self.port);
+                self.child = None;
+                return Err(format!("nats-server on port {} exited: {status}", self.port));
             }
             assert!(Instant::now() < end, "nats-server did not listen on {}", self.port);
             std::thread::sleep(Duration::from_millis(10));
         }
+        Ok(())
     }
 
     pub fn url(&self) -> String {

@@ -236,7 +236,8 @@ SUB a.* 1\r\nSUB C.rr.k sub 22\r\nUNSUB 22\r\nUNSUB 3 1\r\nPING\r\nPONG\r\n";
 #[test]
 fn connect_says_what_we_rely_on() {
     let mut out = Vec::new();
-    connect(&mut out, &Connect { name: "n\"1", user: Some("u"), pass: Some("p"), token: None });
+    let c = Connect { name: "n\"1", user: Some("u"), pass: Some("p"), token: None, echo: false };
+    connect(&mut out, &c);
     let line = out.strip_prefix(b"CONNECT ").and_then(|l| l.strip_suffix(b"\r\n")).unwrap();
     let v: Value = serde_json::from_slice(line).unwrap();
     for (k, want) in [
@@ -248,13 +249,15 @@ fn connect_says_what_we_rely_on() {
         ("name", "n\"1".into()),
         ("user", "u".into()),
         ("pass", "p".into()),
+        ("echo", false.into()),
     ] {
         assert_eq!(v[k], want, "{k}");
     }
     assert!(v.get("auth_token").is_none());
     out.clear();
-    connect(&mut out, &Connect { name: "n", token: Some("t"), ..Connect::default() });
+    let c = Connect { name: "n", user: None, pass: None, token: Some("t"), echo: true };
+    connect(&mut out, &c);
     let v: Value = serde_json::from_slice(&out[8..out.len() - 2]).unwrap();
-    assert_eq!(v["auth_token"], "t");
+    assert_eq!((&v["auth_token"], &v["echo"]), (&Value::from("t"), &Value::from(true)));
     assert!(v.get("user").is_none() && v.get("pass").is_none());
 }
