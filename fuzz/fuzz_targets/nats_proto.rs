@@ -42,7 +42,13 @@ static ALLOC: Bounded = Bounded;
 #[derive(Debug, PartialEq)]
 enum Owned {
     Info(String),
-    Msg { subject: Vec<u8>, sid: u64, reply: Option<Vec<u8>>, headers: Option<Vec<u8>>, payload: Vec<u8> },
+    Msg {
+        subject: Vec<u8>,
+        sid: u64,
+        reply: Option<Vec<u8>>,
+        headers: Option<Vec<u8>>,
+        payload: Vec<u8>,
+    },
     Ping,
     Pong,
     Ok,
@@ -200,7 +206,8 @@ fuzz_target!(|data: &[u8]| {
         n => usize::from(n) * 16,
     };
     let one = whole(stream, max_payload);
-    let mut splits = Splits { state: 0x9e37_79b9 ^ u32::from(seed), max_step: usize::from(max_step) };
+    let mut splits =
+        Splits { state: 0x9e37_79b9 ^ u32::from(seed), max_step: usize::from(max_step) };
     let pieces = split(stream, max_payload, &mut splits);
     assert_eq!(one, pieces, "split parsing differs from parsing in one piece");
     check_encoder(stream);

@@ -78,6 +78,11 @@ fn expected_query(raw: &[u8]) -> Result<Query, DecodeError> {
             b"shared" => q.shared = on,
             b"replay" => q.replay = on,
             b"confirm" => q.confirm = on,
+            b"local" => q.local = on,
+            b"nats" => {
+                let u = String::from_utf8(value).map_err(|_| DecodeError)?;
+                q.nats = Some(u).filter(|u| !u.is_empty());
+            }
             _ => {}
         }
     }
@@ -89,9 +94,17 @@ fn encode_query(q: &Query) -> Vec<u8> {
     if let Some(t) = &q.token {
         parts.push([&b"token="[..], &encode(t.as_bytes())].concat());
     }
-    for (name, on) in
-        [("psub", q.psub), ("shared", q.shared), ("replay", q.replay), ("confirm", q.confirm)]
-    {
+    if let Some(u) = &q.nats {
+        parts.push([&b"nats="[..], &encode(u.as_bytes())].concat());
+    }
+    let flags = [
+        ("psub", q.psub),
+        ("shared", q.shared),
+        ("replay", q.replay),
+        ("confirm", q.confirm),
+        ("local", q.local),
+    ];
+    for (name, on) in flags {
         if on {
             parts.push(format!("{name}=1").into_bytes());
         }
@@ -105,6 +118,7 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(q, expected_query(data));
     if let Ok(q) = q {
         assert!(q.token.as_deref() != Some(""), "empty token");
+        assert!(q.nats.as_deref() != Some(""), "empty nats URL");
         let again = encode_query(&q);
         assert_eq!(Query::parse(&again), Ok(q), "re-encoded {:?}", String::from_utf8_lossy(&again));
     }

@@ -64,9 +64,17 @@ fn encode_query(q: &Query) -> String {
     if let Some(t) = &q.token {
         parts.push(format!("token={}", encode(t.as_bytes())));
     }
-    for (name, on) in
-        [("psub", q.psub), ("shared", q.shared), ("replay", q.replay), ("confirm", q.confirm)]
-    {
+    if let Some(u) = &q.nats {
+        parts.push(format!("nats={}", encode(u.as_bytes())));
+    }
+    let flags = [
+        ("psub", q.psub),
+        ("shared", q.shared),
+        ("replay", q.replay),
+        ("confirm", q.confirm),
+        ("local", q.local),
+    ];
+    for (name, on) in flags {
         if on {
             parts.push(format!("{name}=1"));
         }
