@@ -211,3 +211,25 @@ fn refusal_with_body_then_close_is_readable() {
         assert!(c.closed_within(Duration::from_secs(5)) || !r.connection_close());
     }
 }
+
+#[test]
+fn topics_past_esub_max_topics_are_507() {
+    let t = Topics::start("gen-max-topics", &[("ESUB_MAX_TOPICS", "2")]);
+    let post = |topic: &str| {
+        t.once("POST", &format!("/v1/topics/app1/{topic}/v1?partitions=1"), &pubh("app1"), b"")
+    };
+    post("orders").assert_ok(201);
+    post("second").assert_ok(201);
+    post("third").assert_err(507, "too many topics");
+    // A topic already there is still updated, and takes pubs.
+    post("orders").assert_ok(200);
+    let r = t.once("POST", "/v1/msgs/orders/v1", &pubh("app1"), b"hello");
+    assert_eq!(r.status, 201, "{r:?}");
+    // Open mode's creation by a pub is refused the same way; nothing was created.
+    t.once("POST", "/v1/msgs/fourth/v1", &pubh("app1"), b"hello")
+        .assert_err(507, "too many topics");
+    for topic in ["third", "fourth"] {
+        t.once("GET", &format!("/v1/partitions/app1/{topic}/v1"), &pubh("app1"), b"")
+            .assert_err(400, "invalid topic");
+    }
+}

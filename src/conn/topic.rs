@@ -342,6 +342,9 @@ impl<S: Stream> Conn<S> {
         match result {
             Ok(()) => {}
             Err(Fail::Missing) if matches!(self.state, State::Head) && !hub.auth_file => {
+                if !hub.room_for(1) {
+                    return self.topic_refuse(ctx, 507, "too many topics");
+                }
                 // Open mode creates the topic, then the request runs again.
                 let spec = default_spec(hub, &r, &headers);
                 hub.create(&ctx.shared, spec, self.id, false);

@@ -185,6 +185,13 @@ impl<S: Stream> Conn<S> {
             let st = topic.lock();
             (st.retention_hours, st.retention_bytes)
         };
+        let missing = ["retry", "dead"]
+            .iter()
+            .filter(|q| hub.get(&shadow_name(raw, &subscriber, group, q)).is_none())
+            .count();
+        if !hub.room_for(missing) {
+            return Err(refuse(507, "too many topics").into());
+        }
         let mut left = 0;
         for q in ["retry", "dead"] {
             let name = shadow_name(raw, &subscriber, group, q);

@@ -504,6 +504,9 @@ impl<S: Stream> Conn<S> {
                 },
             ),
         };
+        if status == 201 && !hub.room_for(1) {
+            return Err(refuse(507, "too many topics").into());
+        }
         hub.create(&ctx.shared, spec, self.id, true);
         self.state = State::Topic(Box::new(TopicWait::Done { status, left: 1, fail: None }));
         self.set_deadline(None, ctx);

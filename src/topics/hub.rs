@@ -246,6 +246,12 @@ impl Hub {
         self.topics.read().unwrap_or_else(PoisonError::into_inner).len()
     }
 
+    /// Whether `n` more topics fit under `ESUB_MAX_TOPICS` (creations already under way are
+    /// not counted: a burst may pass it by as many as run at once).
+    pub fn room_for(&self, n: usize) -> bool {
+        self.topic_count() + n <= self.cfg.max_topics
+    }
+
     pub fn auth(&self) -> Arc<Auth> {
         self.auth.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
