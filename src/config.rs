@@ -74,6 +74,8 @@ pub struct TopicsConfig {
     pub max_partitions: u32,
     /// Topics on the node at most (shadow queues count): each holds files and memory.
     pub max_topics: usize,
+    /// Groups (with their queues) one topic keeps offsets for at most.
+    pub max_groups: usize,
     pub retention_hours: f64,
     pub segment_bytes: u64,
     pub retention_check: Duration,
@@ -154,6 +156,7 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_DEFAULT_PARTITIONS", "1", "partitions of auto-created topics"),
     ("ESUB_MAX_PARTITIONS", "20", "partitions upper bound"),
     ("ESUB_MAX_TOPICS", "10000", "topics on the node at most (shadow queues count); past it 507"),
+    ("ESUB_MAX_GROUPS", "10000", "consumer groups one topic keeps offsets for; past it 507"),
     ("ESUB_TOPIC_RETENTION_HOURS", "168", "default retention.hours"),
     ("ESUB_TOPIC_SEGMENT_BYTES", "67108864", "topic segment size; retention drops whole segments"),
     ("ESUB_TOPIC_RETENTION_CHECK_MS", "10000", "how often retention runs"),
@@ -334,6 +337,7 @@ impl Config {
                     default_partitions,
                     max_partitions,
                     max_topics: num("ESUB_MAX_TOPICS", 10_000, 1, 10_000_000)? as usize,
+                    max_groups: num("ESUB_MAX_GROUPS", 10_000, 1, 10_000_000)? as usize,
                     retention_hours: hours,
                     segment_bytes: num("ESUB_TOPIC_SEGMENT_BYTES", 64 << 20, 4096, 1 << 40)?,
                     retention_check: ms("ESUB_TOPIC_RETENTION_CHECK_MS", 10_000)?,

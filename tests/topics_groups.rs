@@ -517,3 +517,27 @@ fn an_in_range_commit_survives_reset() {
     let (_b, r) = join(&t, "app1", &format!("{SUB}?group=g&reset=newest"), &[]);
     assert_eq!(r.msg(), Rec::new(0, 1, b"m1"));
 }
+
+#[test]
+fn groups_past_esub_max_groups_are_507() {
+    let t = Topics::start("max-groups", &[FAST, ("ESUB_MAX_GROUPS", "2")]);
+    t.create("app1", "orders", "v1", 1);
+    publish(&t, "", b"m0");
+    let mut c = t.conn();
+    // Two groups by consuming and by a PUT of offsets.
+    assert_eq!(drain(&mut c, "app1", &g("g1"), &[]).len(), 1);
+    let put = |c: &mut Conn, group: &str| {
+        let body = br#"[{"partition":0,"offset":0}]"#;
+        c.req("PUT", &format!("/v1/offsets/app1/orders/v1/{group}"), &subh("app1"), body)
+    };
+    put(&mut c, "g2").assert_ok(200);
+    // A third is refused every way one is made; the two go on.
+    let mut d = t.conn();
+    d.sub("app1", &g("g3"), &[]).assert_err(507, "too many groups");
+    put(&mut d, "g3").assert_err(507, "too many groups");
+    seek(&mut d, "g3", "0", "?offset=0").assert_err(507, "too many groups");
+    put(&mut d, "g2").assert_ok(200);
+    seek(&mut d, "g2", "0", "?offset=-1").assert_ok(200);
+    let mut e = t.conn();
+    assert_eq!(drain(&mut e, "app1", &g("g2"), &[]).len(), 1);
+}

@@ -161,6 +161,9 @@ impl<S: Stream> Conn<S> {
             (Vec::new(), h.tag.clone().unwrap_or_default(), std::mem::take(body))
         };
         let gid = GroupId { app: subscriber, group, queue };
+        if source.lock().new_group_refused(&gid, hub.cfg.max_groups) {
+            return Err(refuse(507, "too many groups").into());
+        }
         hub.publish(&shared, &target, vec![record], Some((self.id, None)), None);
         let wait = TopicWait::Bury { source, gid, partition: p, offset };
         self.state = State::Topic(Box::new(wait));

@@ -77,7 +77,13 @@ impl<S: Stream> Conn<S> {
             let id = hub.instance_id();
             let mux = params.flag("mux");
             let ip = self.client_ip(h, hub.cfg.trust_xff);
-            let joined = topic.lock().join(&gid, self.id, mux, reset, ip, id);
+            let joined = {
+                let mut st = topic.lock();
+                if st.new_group_refused(&gid, hub.cfg.max_groups) {
+                    return Err(refuse(507, "too many groups").into());
+                }
+                st.join(&gid, self.id, mux, reset, ip, id)
+            };
             match joined {
                 Err(_) => {
                     return Err(refuse(400, "consumers more than available partitions").into());
@@ -385,7 +391,13 @@ impl<S: Stream> Conn<S> {
         let app = String::from_utf8_lossy(h.appid.as_deref().unwrap_or_default()).into_owned();
         let (topic, queue) = queue_of(hub, raw, &app, group, params)?;
         let gid = GroupId { app, group: group.to_string(), queue };
-        let recs = topic.lock().ack(&gid, &pairs).map_err(|t| refuse(400, t))?;
+        let recs = {
+            let mut st = topic.lock();
+            if st.new_group_refused(&gid, hub.cfg.max_groups) {
+                return Err(refuse(507, "too many groups").into());
+            }
+            st.ack(&gid, &pairs).map_err(|t| refuse(400, t))?
+        };
         self.store_then_ok(ctx, recs, 200);
         Ok(())
     }
@@ -421,6 +433,9 @@ impl<S: Stream> Conn<S> {
         }
         if st.online(&gid.app, &gid.group) {
             return Err(refuse(400, "reset a online group not allowed").into());
+        }
+        if st.new_group_refused(&gid, hub.cfg.max_groups) {
+            return Err(refuse(507, "too many groups").into());
         }
         let rec = st.seek(&gid, p, offset);
         drop(st);

@@ -549,6 +549,11 @@ impl TopicState {
         Some(self.commit_rec(gid, partition, offset))
     }
 
+    /// `gid` would be a new group past `max` (`ESUB_MAX_GROUPS`): it must not be made.
+    pub fn new_group_refused(&self, gid: &GroupId, max: usize) -> bool {
+        self.groups.len() >= max && !self.groups.contains_key(gid)
+    }
+
     /// Any live instance of `(app, group)` on this topic or its shadows.
     pub fn online(&self, app: &str, group: &str) -> bool {
         self.groups.iter().any(|(g, v)| g.app == app && g.group == group && !v.instances.is_empty())
