@@ -1,12 +1,12 @@
-//! What workers see of the cluster thread: its mailbox (a queue behind a short lock plus a
-//! `mio::Waker`, like a worker's), whether it is in the cluster, and the members it knows.
+//! What workers see of the cluster thread: its mailbox (a `Mailbox`, as a worker has), whether
+//! it is in the cluster, and the members it knows.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::members::Beat;
 use crate::conn::buffer::Body;
-use crate::server::mailbox::{ConnId, ReplyTo};
+use crate::server::mailbox::{ConnId, Mailbox, ReplyTo};
 
 /// The `worker` of a `ReplyTo` that names the cluster thread: a delivery it asked a worker for
 /// (a forwarded rep) answers there, and `token` numbers the delivery.
@@ -43,8 +43,7 @@ pub enum ClusterMsg {
 }
 
 pub struct ClusterHandle {
-    queue: Mutex<Vec<ClusterMsg>>,
-    waker: mio::Waker,
+    mailbox: Mailbox<ClusterMsg>,
     /// Cluster mode is on: configured, or a `/join` is under way or done. Off (before any
     /// `/join`, or after one failed), the node behaves as a single node.
     active: AtomicBool,
@@ -59,8 +58,7 @@ pub struct ClusterHandle {
 impl ClusterHandle {
     pub fn new(waker: mio::Waker) -> ClusterHandle {
         ClusterHandle {
-            queue: Mutex::new(Vec::new()),
-            waker,
+            mailbox: Mailbox::new(waker),
             active: AtomicBool::new(false),
             joined: AtomicBool::new(false),
             since_ms: AtomicU64::new(0),
@@ -70,20 +68,11 @@ impl ClusterHandle {
 
     /// Queues a message; wakes the thread only when the queue was empty.
     pub fn post(&self, msg: ClusterMsg) {
-        let was_empty = {
-            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-            q.push(msg);
-            q.len() == 1
-        };
-        if was_empty {
-            // A failed wake leaves the message queued for the next wake-up.
-            let _ = self.waker.wake();
-        }
+        self.mailbox.post(msg);
     }
 
     pub(super) fn drain(&self, into: &mut Vec<ClusterMsg>) {
-        let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
-        std::mem::swap(&mut *q, into);
+        self.mailbox.drain(into);
     }
 
     /// Whether cluster mode is on (see `active`).

@@ -145,17 +145,20 @@ impl Msg {
     }
 }
 
-pub struct Mailbox {
-    queue: Mutex<Vec<Msg>>,
+/// A thread's queue behind a short lock, and the `mio::Waker` of its poll: a worker's (of
+/// `Msg`), and the cluster thread's (of `ClusterMsg`).
+pub struct Mailbox<T = Msg> {
+    queue: Mutex<Vec<T>>,
     waker: mio::Waker,
 }
 
-impl Mailbox {
-    pub fn new(waker: mio::Waker) -> Mailbox {
+impl<T> Mailbox<T> {
+    pub fn new(waker: mio::Waker) -> Mailbox<T> {
         Mailbox { queue: Mutex::new(Vec::new()), waker }
     }
 
-    pub fn post(&self, msg: Msg) {
+    /// Queues a message; wakes the thread only when the queue was empty.
+    pub fn post(&self, msg: T) {
         // A poisoned lock only means another thread panicked mid-push; the Vec is still whole.
         let was_empty = {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
@@ -169,7 +172,7 @@ impl Mailbox {
     }
 
     /// Posts several messages with one lock and at most one wake-up.
-    pub fn post_many(&self, msgs: impl IntoIterator<Item = Msg>) {
+    pub fn post_many(&self, msgs: impl IntoIterator<Item = T>) {
         let was_empty = {
             let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
             let before = q.len();
@@ -181,8 +184,8 @@ impl Mailbox {
         }
     }
 
-    /// Moves every queued message into `into` (which the worker keeps to reuse its capacity).
-    pub fn drain(&self, into: &mut Vec<Msg>) {
+    /// Moves every queued message into `into` (which the thread keeps to reuse its capacity).
+    pub fn drain(&self, into: &mut Vec<T>) {
         let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
         std::mem::swap(&mut *q, into);
     }
