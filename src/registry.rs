@@ -275,9 +275,10 @@ impl Registry {
         self.park_if(key, conn, token, false).unwrap_or(Park::Forbidden)
     }
 
-    /// Cluster mode: parks `conn` as `park` does, but only while the cluster thread holds the
-    /// key's sub subjects (so no other node took the key since: that drops them), deciding
-    /// under the shard lock; `None`: it does not, the sub must claim the key over NATS first.
+    /// Cluster mode: parks `conn` as `park` does, but only while a sub waits on the key here or
+    /// the cluster thread holds its sub subjects (so no other node took the key since: that
+    /// drops them), deciding under the shard lock; `None`: the sub must claim the key over NATS
+    /// first.
     pub fn park_held(&self, key: &Arc<str>, conn: ConnId, token: Option<&str>) -> Option<Park> {
         self.park_if(key, conn, token, true)
     }
@@ -291,7 +292,9 @@ impl Registry {
     ) -> Option<Park> {
         let (park, fresh, missing) = {
             let mut shard = self.shard(key);
-            if held_only && shard.get(&**key).is_none_or(|s| s.subscribed & SUB_SUBJECTS == 0) {
+            // A sub waiting here settles it here too (a local takeover or 403).
+            let held = |s: &Slot| s.sub.is_some() || s.subscribed & SUB_SUBJECTS != 0;
+            if held_only && !shard.get(&**key).is_some_and(held) {
                 return None;
             }
             let slot = shard.entry(key.clone()).or_default();
@@ -566,6 +569,10 @@ mod tests {
         // While the sub subjects are held, a sub parks without asking (a takeover here).
         let k2: Arc<str> = Arc::from("k2");
         assert_eq!(r.park_held(&k2, id(7), None), None);
+        // A sub waiting here settles it here, subjects or not.
+        let k3: Arc<str> = Arc::from("k3");
+        assert_eq!(r.park(&k3, id(10), None), Park::Parked);
+        assert_eq!(r.park_held(&k3, id(11), None), Some(Park::Displaced(id(10))));
         assert_eq!(r.park_held(&k, id(8), None), Some(Park::Displaced(id(2))));
         assert_eq!(r.park_held(&k, id(2), Some("t")), Some(Park::Displaced(id(8))));
         assert_eq!(r.park_held(&k, id(9), Some("u")), Some(Park::Forbidden));

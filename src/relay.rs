@@ -230,11 +230,10 @@ fn sub<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, key: String, token: Option<
     }
     let key: Arc<str> = Arc::from(key);
     // Cluster mode: a key with no sub here may have one on another node, which must give it up
-    // (or refuse) first; unless this node still holds the key's subjects (no other node took it
-    // since), which the registry decides with the park. NATS down: the sub parks here.
-    if let Some(cluster) = ctx.shared.cluster().filter(|c| c.joined())
-        && !ctx.shared.registry.has_sub(&key)
-    {
+    // (or refuse) first; unless a sub waits here or this node still holds the key's subjects
+    // (no other node took it since), which the registry decides with the park, under one lock.
+    // NATS down: the sub parks here.
+    if let Some(cluster) = ctx.shared.cluster().filter(|c| c.joined()) {
         if let Some(park) = ctx.shared.registry.park_held(&key, conn.id, token) {
             return parked(conn, ctx, key, token, park);
         }
