@@ -145,7 +145,7 @@ fn join<S: Stream>(conn: &mut Conn<S>, ctx: &mut Ctx, token_ok: bool, nats: Opti
     let Some(Ok(url)) = url else {
         return conn.respond_text(ctx, 400, "Bad nats URL");
     };
-    let handle = match ctx.shared.cluster_thread() {
+    let handle = match ctx.shared.cluster_or_start() {
         Ok(h) => h,
         Err(e) => {
             crate::warn!("cluster thread not started error={e}");

@@ -162,7 +162,7 @@ impl Shared {
 
     /// The cluster thread, started now (inactive, without NATS) if there is none yet: the
     /// first `/join` of a node started without `ESUB_CLUSTER`.
-    pub fn cluster_thread(self: &Arc<Self>) -> std::io::Result<Arc<ClusterHandle>> {
+    pub fn cluster_or_start(self: &Arc<Self>) -> std::io::Result<Arc<ClusterHandle>> {
         let mut thread = self.cluster_thread.lock().unwrap_or_else(PoisonError::into_inner);
         if let Some(c) = self.cluster_cell.get() {
             return Ok(c.clone());
