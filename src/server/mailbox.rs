@@ -222,6 +222,26 @@ pub fn release() {
     }
 }
 
+/// `release` on worker `me`: its own messages go to `local` (no wake-up of itself), the rest
+/// as `release` posts them.
+pub fn release_local(me: usize, local: &mut std::collections::VecDeque<Msg>) {
+    let Some(held) = HELD.with(|h| h.borrow_mut().take()) else { return };
+    let Some(shared) = held.shared else { return };
+    let mut by_worker: Vec<Vec<Msg>> = (0..shared.mailboxes.len()).map(|_| Vec::new()).collect();
+    for (w, msg) in held.msgs {
+        if w == me {
+            local.push_back(msg);
+        } else {
+            by_worker[w].push(msg);
+        }
+    }
+    for (w, msgs) in by_worker.into_iter().enumerate() {
+        if !msgs.is_empty() {
+            shared.mailboxes[w].post_many(msgs);
+        }
+    }
+}
+
 /// Posts `msg` to `worker`'s mailbox, or holds it when this thread is holding (see `hold`).
 pub fn post_or_hold(shared: &std::sync::Arc<crate::server::Shared>, worker: usize, msg: Msg) {
     let msg = HELD.with(|h| match h.borrow_mut().as_mut() {

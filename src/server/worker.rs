@@ -103,8 +103,20 @@ impl Worker {
                 self.on_timer(token, generation);
             }
             self.run_local();
-            // One wake-up of the topics store for everything this iteration queued.
-            if let Some(hub) = &self.ctx.shared.hub {
+            let shared = self.ctx.shared.clone();
+            if let Some(hub) = &shared.hub {
+                // This iteration's appends (interval mode), one write per partition; their
+                // answers to this worker's connections are handled at once, and may queue more.
+                loop {
+                    crate::server::mailbox::hold();
+                    hub.flush_appends();
+                    crate::server::mailbox::release_local(self.ctx.worker, &mut self.ctx.local);
+                    if self.ctx.local.is_empty() {
+                        break;
+                    }
+                    self.run_local();
+                }
+                // One wake-up of the topics store for everything this iteration queued.
                 hub.wake();
             }
             self.ctx.metrics.maybe_flush(self.ctx.now);

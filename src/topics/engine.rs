@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Message;
-use super::log::{PartitionLog, PartitionReader, fail_of};
+use super::log::{Appender, PartitionLog, PartitionReader, fail_of};
 use super::meta::{CommitKey, MetaLog, MetaRec};
 use super::scheduler::{JobAdd, JobCancel, OnFire, Scheduler, Staged};
 use crate::config::Fsync;
@@ -50,8 +50,8 @@ pub struct EngineConfig {
     pub job_tick: Duration,
 }
 
-pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
-pub type TopicDone = Box<dyn FnOnce(Result<Vec<PartitionReader>, StoreFail>) + Send>;
+pub use super::log::Done;
+pub type TopicDone = Box<dyn FnOnce(Result<Parts, StoreFail>) + Send>;
 /// `(topic, partition, new_oldest)`, called on the store thread when retention moved `oldest`.
 pub type OnRetention = Box<dyn Fn(&str, u32, i64) + Send>;
 
@@ -67,6 +67,8 @@ pub enum TReq {
     },
     /// Append to one partition (caller assigned consecutive offsets, in order per partition).
     /// After an error nothing of it is stored and the partition's `end()` is unchanged.
+    /// `ESUB_FSYNC=always` only: in interval mode appends go through the partition's
+    /// `Appender` queue.
     Append {
         topic: Arc<str>,
         partition: u32,
@@ -78,6 +80,8 @@ pub enum TReq {
         recs: Vec<MetaRec>,
         done: Done,
     },
+    /// Write what a partition's `Appender` queued: a worker found it would roll the segment.
+    Flush(Arc<Appender>),
     /// Store a delayed job (7); `done` hears its id once it is stored.
     JobAdd(JobAdd),
     /// Remove a pending job of that topic; `done` hears whether it did (once stored).
@@ -88,9 +92,15 @@ pub enum TReq {
 /// One batch's appends to one partition: topic, partition, messages.
 type AppendGroup = (Arc<str>, u32, Vec<Arc<Message>>);
 
+/// A topic's partitions as workers use them: to read, and (interval mode) to append.
+pub struct Parts {
+    pub readers: Vec<PartitionReader>,
+    pub appenders: Vec<Arc<Appender>>,
+}
+
 pub struct OpenedTopic {
     pub spec: TopicSpec,
-    pub readers: Vec<PartitionReader>,
+    pub parts: Parts,
 }
 
 /// What start-up found on disk.
@@ -102,14 +112,15 @@ pub struct Opened {
 
 struct Topic {
     spec: TopicSpec,
-    logs: Vec<PartitionLog>,
-    /// Written since the last fsync, per partition.
-    dirty: Vec<bool>,
+    logs: Vec<Arc<Appender>>,
 }
 
 impl Topic {
-    fn readers(&self) -> Vec<PartitionReader> {
-        self.logs.iter().map(PartitionLog::reader).collect()
+    fn parts(&self) -> Parts {
+        Parts {
+            readers: self.logs.iter().map(|a| a.with_log(|log| log.reader())).collect(),
+            appenders: self.logs.clone(),
+        }
     }
 }
 
@@ -144,10 +155,13 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     File::open(dir)?.sync_all()
 }
 
-fn open_logs(root: &Path, spec: &TopicSpec, segment_bytes: u64) -> io::Result<Vec<PartitionLog>> {
+fn open_logs(root: &Path, spec: &TopicSpec, segment_bytes: u64) -> io::Result<Vec<Arc<Appender>>> {
     let dir = topic_dir(root, &spec.name);
     (0..spec.partitions)
-        .map(|p| PartitionLog::open(&dir.join(p.to_string()), segment_bytes))
+        .map(|p| {
+            let log = PartitionLog::open(&dir.join(p.to_string()), segment_bytes)?;
+            Ok(Arc::new(Appender::new(log)))
+        })
         .collect()
 }
 
@@ -156,7 +170,7 @@ enum Waiting {
     Answered(Done, Result<(), StoreFail>),
     Append(Done, usize),
     Meta(Done),
-    Topic(TopicDone, Result<Vec<PartitionReader>, StoreFail>),
+    Topic(TopicDone, Result<Parts, StoreFail>),
     Job(Staged),
 }
 
@@ -195,8 +209,8 @@ impl TopicEngine {
         for spec in state.topics.into_values() {
             let logs = open_logs(&cfg.dir, &spec, cfg.segment_bytes)
                 .map_err(|e| ctx(&format!("topic {}", spec.name), &e))?;
-            let t = Topic { dirty: vec![false; logs.len()], logs, spec: spec.clone() };
-            opened.topics.push(OpenedTopic { spec: spec.clone(), readers: t.readers() });
+            let t = Topic { logs, spec: spec.clone() };
+            opened.topics.push(OpenedTopic { spec: spec.clone(), parts: t.parts() });
             engine.topics.insert(spec.name, t);
         }
         crate::info!(
@@ -230,7 +244,9 @@ impl TopicEngine {
         let mut next_sync = Instant::now() + self.cfg.fsync_interval;
         let mut next_retention = Instant::now() + self.cfg.retention_check;
         loop {
-            let dirty = self.is_dirty();
+            // Workers write the logs in interval mode without telling this thread: it looks
+            // at their dirty marks every interval while there are topics.
+            let dirty = self.is_dirty() || !self.topics.is_empty();
             let mut wake = if dirty { next_sync.min(next_retention) } else { next_retention };
             if self.on_fire.is_some()
                 && let Some(due) = self.jobs.next_wake()
@@ -253,6 +269,7 @@ impl TopicEngine {
             if stop {
                 // Everything answered so far reaches the disk before the thread ends.
                 syncer.finish();
+                self.flush_all();
                 self.sync_dirty();
             } else if self.is_dirty() && now >= next_sync {
                 self.sync_in_background(&syncer);
@@ -281,9 +298,9 @@ impl TopicEngine {
             .filter(|(i, _)| results[*i].is_ok())
             .map(|(i, (t, p, _))| ((&**t, *p), i))
             .collect();
-        let mut logs: Vec<(usize, &mut PartitionLog)> = Vec::with_capacity(wanted.len());
-        for (name, t) in &mut self.topics {
-            for (p, log) in t.logs.iter_mut().enumerate() {
+        let mut logs: Vec<(usize, &Appender)> = Vec::with_capacity(wanted.len());
+        for (name, t) in &self.topics {
+            for (p, log) in t.logs.iter().enumerate() {
                 if let Some(&i) = wanted.get(&(name.as_str(), p as u32)) {
                     logs.push((i, log));
                 }
@@ -291,13 +308,14 @@ impl TopicEngine {
         }
         let synced: Vec<(usize, io::Result<()>)> = match logs.len() {
             0 => Vec::new(),
-            1 => logs.into_iter().map(|(i, log)| (i, log.sync())).collect(),
+            1 => logs.into_iter().map(|(i, log)| (i, log.with_log(PartitionLog::sync))).collect(),
             _ => std::thread::scope(|scope| {
                 let mut logs = logs.into_iter();
                 let (first_i, first) = logs.next().expect("two or more");
-                let others: Vec<_> =
-                    logs.map(|(i, log)| (i, scope.spawn(move || log.sync()))).collect();
-                let mut out = vec![(first_i, first.sync())];
+                let others: Vec<_> = logs
+                    .map(|(i, log)| (i, scope.spawn(move || log.with_log(PartitionLog::sync))))
+                    .collect();
+                let mut out = vec![(first_i, first.with_log(PartitionLog::sync))];
                 for (i, h) in others {
                     let r = h.join().unwrap_or_else(|_| Err(io::Error::other("sync panicked")));
                     out.push((i, r));
@@ -322,10 +340,12 @@ impl TopicEngine {
             return self.sync_dirty();
         }
         let mut files: Vec<Arc<File>> = Vec::new();
+        let mut taken: Vec<&Appender> = Vec::new();
         for t in self.topics.values() {
-            for (p, log) in t.logs.iter().enumerate() {
-                if t.dirty[p] {
-                    files.push(log.sync_handle());
+            for log in &t.logs {
+                if log.take_dirty() {
+                    files.push(log.with_log(|log| log.sync_handle()));
+                    taken.push(log);
                 }
             }
         }
@@ -340,32 +360,29 @@ impl TopicEngine {
             files.push(Arc::new(f));
         }
         if syncer.offer(files) {
-            for t in self.topics.values_mut() {
-                t.dirty.iter_mut().for_each(|d| *d = false);
-            }
             self.meta_dirty = false;
             self.jobs.dirty = false;
+        } else {
+            taken.iter().for_each(|log| log.mark_dirty());
         }
     }
 
     fn is_dirty(&self) -> bool {
         self.meta_dirty
             || self.jobs.dirty
-            || self.topics.values().any(|t| t.dirty.iter().any(|d| *d))
+            || self.topics.values().any(|t| t.logs.iter().any(|log| log.is_dirty()))
     }
 
     /// Interval mode's fsync of everything written since the last one. A failure is logged: the
     /// writes it covered were answered already.
     fn sync_dirty(&mut self) {
-        for (name, t) in &mut self.topics {
-            for (p, log) in t.logs.iter_mut().enumerate() {
-                if t.dirty[p] {
-                    match log.sync() {
-                        Ok(()) => t.dirty[p] = false,
-                        Err(e) => {
-                            crate::warn!("topics fsync failed topic={name} partition={p} error={e}")
-                        }
-                    }
+        for (name, t) in &self.topics {
+            for (p, log) in t.logs.iter().enumerate() {
+                if log.take_dirty()
+                    && let Err(e) = log.with_log(PartitionLog::sync)
+                {
+                    log.mark_dirty();
+                    crate::warn!("topics fsync failed topic={name} partition={p} error={e}")
                 }
             }
         }
@@ -397,10 +414,7 @@ impl TopicEngine {
 
     /// Creates a topic's partitions (not yet its meta record), or checks the partition count of
     /// an existing one. Answers the readers and the spec it replaced (`None`: it is new).
-    fn prepare_topic(
-        &mut self,
-        spec: &TopicSpec,
-    ) -> Result<(Vec<PartitionReader>, Option<TopicSpec>), StoreFail> {
+    fn prepare_topic(&mut self, spec: &TopicSpec) -> Result<(Parts, Option<TopicSpec>), StoreFail> {
         if let Some(t) = self.topics.get_mut(&spec.name) {
             if t.spec.partitions != spec.partitions {
                 crate::warn!(
@@ -412,7 +426,7 @@ impl TopicEngine {
                 return Err(StoreFail::Io);
             }
             let old = std::mem::replace(&mut t.spec, spec.clone());
-            return Ok((t.readers(), Some(old)));
+            return Ok((t.parts(), Some(old)));
         }
         let created = (|| {
             self.meta()?;
@@ -425,10 +439,10 @@ impl TopicEngine {
             crate::warn!("topics cannot create topic={} error={e}", spec.name);
             fail_of(&e)
         })?;
-        let t = Topic { spec: spec.clone(), dirty: vec![false; logs.len()], logs };
-        let readers = t.readers();
+        let t = Topic { spec: spec.clone(), logs };
+        let parts = t.parts();
         self.topics.insert(spec.name.clone(), t);
-        Ok((readers, None))
+        Ok((parts, None))
     }
 
     /// One group commit: topics prepared in order, appends gathered per partition and written
@@ -473,6 +487,9 @@ impl TopicEngine {
                     recs.extend(r);
                     waiting.push(Waiting::Meta(done));
                 }
+                TReq::Flush(log) => {
+                    log.flush(true);
+                }
                 TReq::JobAdd(add) => waiting.push(Waiting::Job(self.jobs.stage_add(add))),
                 TReq::JobCancel(c) => waiting.push(Waiting::Job(self.jobs.stage_cancel(c))),
                 TReq::Shutdown => {}
@@ -481,10 +498,11 @@ impl TopicEngine {
         let always = self.cfg.fsync == Fsync::Always;
         let mut results = Vec::with_capacity(groups.len());
         for (topic, p, msgs) in &groups {
-            let t = self.topics.get_mut(&**topic).expect("checked above");
-            let r = t.logs[*p as usize].append(msgs);
+            let t = self.topics.get(&**topic).expect("checked above");
+            let log = &t.logs[*p as usize];
+            let r = log.with_log(|log| log.append(msgs));
             if r.is_ok() && !always {
-                t.dirty[*p as usize] = true;
+                log.mark_dirty();
             }
             results.push(r);
         }
@@ -543,13 +561,22 @@ impl TopicEngine {
         Ok(())
     }
 
+    /// Writes what every partition's queue holds (at the end: workers have stopped).
+    fn flush_all(&self) {
+        for t in self.topics.values() {
+            for log in &t.logs {
+                log.flush(true);
+            }
+        }
+    }
+
     /// Applies every topic's retention to each of its partitions.
     fn retain(&mut self, on_retention: &dyn Fn(&str, u32, i64)) {
         let now = now_ms();
-        for (name, t) in &mut self.topics {
+        for (name, t) in &self.topics {
             let ms = (t.spec.retention_hours * 3_600_000.0) as u64;
-            for (p, log) in t.logs.iter_mut().enumerate() {
-                match log.retain(now, ms, t.spec.retention_bytes) {
+            for (p, log) in t.logs.iter().enumerate() {
+                match log.with_log(|log| log.retain(now, ms, t.spec.retention_bytes)) {
                     Ok(Some(oldest)) => {
                         crate::debug!(
                             "topics retention topic={name} partition={p} oldest={oldest}"

@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 
 use super::Message;
 use super::auth::{Auth, parse_apps};
-use super::engine::{EngineConfig, Inbox, Opened, TReq, TopicEngine, TopicSpec};
-use super::log::PartitionReader;
+use super::engine::{EngineConfig, Inbox, Opened, Parts, TReq, TopicEngine, TopicSpec};
+use super::log::{Appender, Flushed, PartitionReader};
 use super::meta::MetaRec;
 use super::rate::Rates;
 use super::scheduler::{FireSink, FiredJob};
@@ -22,6 +22,8 @@ use crate::store::StoreFail;
 pub struct Topic {
     pub name: Arc<str>,
     pub readers: Vec<PartitionReader>,
+    /// Where pubs queue their appends with `ESUB_FSYNC=interval` (`Hub::direct`).
+    appenders: Vec<Arc<Appender>>,
     pub state: Mutex<TopicState>,
 }
 
@@ -107,6 +109,23 @@ pub struct Hub {
     pub ws: AtomicUsize,
     /// The `X-Msg-Id` window (4.4).
     pub dedupe: Mutex<super::dedupe::Dedupe>,
+    /// `ESUB_FSYNC=interval`: workers write the partition logs themselves (`Appender`); with
+    /// `always` every append goes to the store thread's group commit.
+    direct: bool,
+}
+
+thread_local! {
+    /// The partitions this thread queued appends to since its last `Hub::flush_appends`.
+    static TOUCHED: std::cell::RefCell<Vec<Arc<Appender>>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+fn touch(appender: &Arc<Appender>) {
+    TOUCHED.with(|t| {
+        let mut t = t.borrow_mut();
+        if !t.iter().any(|a| Arc::ptr_eq(a, appender)) {
+            t.push(appender.clone());
+        }
+    });
 }
 
 /// Reads and parses the apps file.
@@ -152,6 +171,7 @@ impl Hub {
                 config.topics.as_ref().map_or(0, |t| t.dedupe_ms),
                 config.topics.as_ref().map_or(0, |t| t.dedupe_max_ids),
             )),
+            direct: config.fsync != crate::config::Fsync::Always,
         };
         hub.restore(opened);
         hub.restore_dedupe();
@@ -162,7 +182,7 @@ impl Hub {
     fn restore(&self, opened: Opened) {
         let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         for t in opened.topics {
-            let topic = new_topic(&t.spec, t.readers);
+            let topic = new_topic(&t.spec, t.parts);
             map.insert(t.spec.name.clone(), Arc::new(topic));
         }
         for (k, offset) in opened.commits {
@@ -282,6 +302,32 @@ impl Hub {
         self.store.push(req);
     }
 
+    /// Writes the appends this thread queued (interval mode; the end of a worker's iteration):
+    /// one write per partition for the whole iteration, unless another thread holds that log
+    /// (it writes them) or they would roll a segment (the store thread does).
+    pub fn flush_appends(&self) {
+        let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
+        for a in touched.drain(..) {
+            if a.flush(false) == Flushed::NeedsStore {
+                self.send(TReq::Flush(a));
+            }
+        }
+        // Keep the capacity for the next iteration.
+        TOUCHED.with(|t| {
+            let mut t = t.borrow_mut();
+            if t.is_empty() {
+                *t = touched;
+            }
+        });
+    }
+
+    /// The store thread's `flush_appends`: it may wait for a log and roll segments.
+    fn flush_appends_rolling(&self) {
+        for a in TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut())) {
+            a.flush(true);
+        }
+    }
+
     /// Wakes the store thread for what this thread queued (the end of a worker's iteration).
     pub fn wake(&self) {
         self.store.wake();
@@ -317,10 +363,10 @@ impl Hub {
         let spec2 = spec.clone();
         self.send(TReq::Topic {
             spec,
-            done: Box::new(move |result: Result<Vec<PartitionReader>, StoreFail>| {
-                let result = result.map(|readers| {
+            done: Box::new(move |result: Result<Parts, StoreFail>| {
+                let result = result.map(|parts| {
                     if let Some(hub) = &shared.hub {
-                        hub.insert(&spec2, readers);
+                        hub.insert(&spec2, parts);
                     }
                 });
                 let ev = if done { TopicEv::Done(result) } else { TopicEv::Created(result) };
@@ -330,7 +376,7 @@ impl Hub {
     }
 
     /// Adds a created topic (a topic already there keeps its state; its retention changes).
-    fn insert(&self, spec: &TopicSpec, readers: Vec<PartitionReader>) {
+    fn insert(&self, spec: &TopicSpec, parts: Parts) {
         let mut map = self.topics.write().unwrap_or_else(PoisonError::into_inner);
         match map.get(&spec.name) {
             Some(t) => {
@@ -339,7 +385,7 @@ impl Hub {
                 st.retention_bytes = spec.retention_bytes;
             }
             None => {
-                map.insert(spec.name.clone(), Arc::new(new_topic(spec, readers)));
+                map.insert(spec.name.clone(), Arc::new(new_topic(spec, parts)));
             }
         }
     }
@@ -416,33 +462,48 @@ impl Hub {
             let epoch = epochs[partition];
             let kept = msgs.clone();
             let id = msg_id.clone();
-            self.send(TReq::Append {
-                topic: topic.name.clone(),
-                partition: partition as u32,
-                msgs,
-                done: Box::new(move |result| {
-                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
-                    if let Some((to, seq)) = reply {
-                        let ev = TopicEv::Stored { seq, result };
+            let done: super::engine::Done = Box::new(move |result| {
+                appended(&shared, &t, partition as u32, epoch, &kept, n, result);
+                if let Some((to, seq)) = reply {
+                    let ev = TopicEv::Stored { seq, result };
+                    post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
+                }
+                // Duplicates that waited for this pub get its outcome.
+                if let (Some(id), Some(hub)) = (&id, &shared.hub) {
+                    let (waiters, p, o) = hub
+                        .dedupe
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner)
+                        .settle(&t.name, id, result.is_ok());
+                    for (to, seq) in waiters {
+                        let ev = TopicEv::Duplicate { seq, result: result.map(|_| (p, o)) };
                         post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
                     }
-                    // Duplicates that waited for this pub get its outcome.
-                    if let (Some(id), Some(hub)) = (&id, &shared.hub) {
-                        let (waiters, p, o) = hub
-                            .dedupe
-                            .lock()
-                            .unwrap_or_else(PoisonError::into_inner)
-                            .settle(&t.name, id, result.is_ok());
-                        for (to, seq) in waiters {
-                            let ev = TopicEv::Duplicate { seq, result: result.map(|_| (p, o)) };
-                            post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
-                        }
-                    }
-                }),
+                }
             });
+            self.append(topic, partition as u32, msgs, done);
         }
         drop(st);
         (placed, appends)
+    }
+
+    /// Hands one partition's append to its writer (under the topic lock, so in offset order):
+    /// the partition's queue, written at this thread's `flush_appends` (interval mode), or the
+    /// store thread's group commit (`always`).
+    fn append(
+        &self,
+        topic: &Topic,
+        partition: u32,
+        msgs: Vec<Arc<Message>>,
+        done: super::engine::Done,
+    ) {
+        if self.direct {
+            let a = &topic.appenders[partition as usize];
+            a.queue(msgs, done);
+            touch(a);
+        } else {
+            self.send(TReq::Append { topic: topic.name.clone(), partition, msgs, done });
+        }
     }
 }
 
@@ -516,18 +577,16 @@ impl Hub {
             }
             let (shared, t, sink) = (shared.clone(), topic.clone(), sink.clone());
             let kept = msgs.clone();
-            self.send(TReq::Append {
-                topic: topic.name.clone(),
-                partition: partition as u32,
-                msgs,
-                done: Box::new(move |result| {
-                    let n = kept.len() as u64;
-                    appended(&shared, &t, partition as u32, epoch, &kept, n, result);
-                    sink.answered(&ids, result);
-                }),
+            let done: super::engine::Done = Box::new(move |result| {
+                let n = kept.len() as u64;
+                appended(&shared, &t, partition as u32, epoch, &kept, n, result);
+                sink.answered(&ids, result);
             });
+            self.append(topic, partition as u32, msgs, done);
         }
         drop(st);
+        // This is the store thread: it writes what it queued now (and may roll a segment).
+        self.flush_appends_rolling();
     }
 }
 
@@ -537,12 +596,14 @@ fn now_ms() -> u64 {
         .map_or(0, |d| d.as_millis() as u64)
 }
 
-fn new_topic(spec: &TopicSpec, readers: Vec<PartitionReader>) -> Topic {
+fn new_topic(spec: &TopicSpec, parts: Parts) -> Topic {
+    let Parts { readers, appenders } = parts;
     let parts = readers.iter().map(|r| Part::new(r.oldest(), r.end())).collect();
     let name: Arc<str> = Arc::from(spec.name.as_str());
     Topic {
         name: name.clone(),
         readers,
+        appenders,
         state: Mutex::new(TopicState {
             name,
             retention_hours: spec.retention_hours,

@@ -2,6 +2,7 @@
 //! directory of segment files named by base offset with a sparse offset index each, rolled at
 //! `segment_bytes`, retained whole segments at a time. Readers use `PartitionReader`.
 
+mod appender;
 mod reader;
 pub mod record;
 pub mod segment;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
+pub use appender::{Appender, Done, Flushed};
 pub use reader::PartitionReader;
 pub use record::{Corrupt, Record, decode_record};
 pub use segment::scan;
@@ -152,6 +154,12 @@ impl PartitionLog {
     /// The offset the next message gets.
     pub fn latest(&self) -> i64 {
         self.latest
+    }
+
+    /// Whether `bytes` more of records fit in the active segment (an append of them does not
+    /// roll it, which would fsync and create a file).
+    pub fn fits_without_roll(&self, bytes: u64) -> bool {
+        self.active_len + bytes <= self.segment_bytes
     }
 
     /// The oldest retained offset.

@@ -37,7 +37,7 @@ fn start(cfg: EngineConfig) -> (Sender<TReq>, JoinHandle<()>, Opened, Retained) 
 fn create(tx: &Sender<TReq>, spec: TopicSpec) -> Result<Vec<PartitionReader>, StoreFail> {
     let (dtx, drx) = channel();
     tx.send(TReq::Topic { spec, done: Box::new(move |r| dtx.send(r).unwrap()) }).unwrap();
-    drx.recv_timeout(Duration::from_secs(10)).unwrap()
+    drx.recv_timeout(Duration::from_secs(10)).unwrap().map(|parts| parts.readers)
 }
 
 fn append_req(
@@ -131,7 +131,7 @@ fn nothing_on_disk_before_the_first_topic_then_all_of_it_after_a_restart() {
         assert_eq!(opened.topics.len(), 1);
         assert_eq!(opened.topics[0].spec, again);
         assert_eq!(opened.commits, [(k, 7)].into());
-        for (p, r) in opened.topics[0].readers.iter().enumerate() {
+        for (p, r) in opened.topics[0].parts.readers.iter().enumerate() {
             assert_eq!((r.oldest(), r.end()), (0, next[p]));
             let all = r.read(0, 1000, usize::MAX).unwrap();
             assert_eq!(

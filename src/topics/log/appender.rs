@@ -1,0 +1,145 @@
+//! `Appender`: one partition's log with the queue of appends waiting for it. With
+//! `ESUB_FSYNC=interval` the workers write the log themselves instead of handing every pub to
+//! the topics store thread and back (two thread wake-ups per group of pubs, the larger part of
+//! a pub's CPU after the socket calls):
+//!
+//! - under the topic lock a pub takes its offsets and queues its messages here, so the queue is
+//!   in offset order;
+//! - at the end of its loop iteration the worker `flush`es: if nobody else holds the log it
+//!   writes everything queued (one write per partition for the whole iteration) and answers
+//!   each append; if somebody does, it leaves its messages to them. A worker never waits for
+//!   the log's lock, so no worker waits on another thread's I/O; whoever holds the lock looks
+//!   at the queue again after letting it go, so nothing is left behind;
+//! - a write that would roll the active segment (an fsync and a file creation) is left to the
+//!   store thread (`NeedsStore`), as are retention and the interval fsyncs.
+//!
+//! With `ESUB_FSYNC=always` the store thread does every append (group commit), through the same
+//! lock.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+
+use super::{PartitionLog, Record};
+use crate::store::StoreFail;
+use crate::topics::Message;
+
+/// Told once whether an append was stored, on whichever thread wrote it.
+pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
+
+struct Queued {
+    msgs: Vec<Arc<Message>>,
+    done: Done,
+}
+
+pub struct Appender {
+    log: Mutex<PartitionLog>,
+    queue: Mutex<Vec<Queued>>,
+    /// Written since the last fsync (interval mode).
+    dirty: AtomicBool,
+}
+
+/// How a `flush` ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Flushed {
+    /// Nothing is queued that this call could have written: all written, or left to the
+    /// thread that holds the log (it looks at the queue again before it lets go).
+    Done,
+    /// The queued messages would roll the active segment: the store thread must flush.
+    NeedsStore,
+}
+
+impl Appender {
+    pub fn new(log: PartitionLog) -> Appender {
+        Appender {
+            log: Mutex::new(log),
+            queue: Mutex::new(Vec::new()),
+            dirty: AtomicBool::new(false),
+        }
+    }
+
+    /// Runs `f` on the log, for the store thread (it may wait for a worker's write; workers
+    /// never call this), then writes what was queued meanwhile: a worker that found the log
+    /// taken left its appends to the holder.
+    pub fn with_log<R>(&self, f: impl FnOnce(&mut PartitionLog) -> R) -> R {
+        let r = f(&mut self.lock());
+        self.flush(true);
+        r
+    }
+
+    fn lock(&self) -> MutexGuard<'_, PartitionLog> {
+        // A panic holding the log leaves it as the last append left it; use it as it is.
+        self.log.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Queues an append whose offsets follow the queued ones (the caller holds the topic lock).
+    pub fn queue(&self, msgs: Vec<Arc<Message>>, done: Done) {
+        self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(Queued { msgs, done });
+    }
+
+    /// Writes what is queued, one write for all of it, and answers each append in order (under
+    /// the log lock, so answers keep offset order whoever writes). `may_roll`: the caller may
+    /// fsync and create a segment (the store thread); a worker gets `NeedsStore` instead.
+    pub fn flush(&self, may_roll: bool) -> Flushed {
+        loop {
+            {
+                let mut log = match self.log.try_lock() {
+                    Ok(log) => log,
+                    Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) if may_roll => self.lock(),
+                    Err(std::sync::TryLockError::WouldBlock) => return Flushed::Done,
+                };
+                let taken = {
+                    let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+                    if !may_roll {
+                        let bytes = q
+                            .iter()
+                            .flat_map(|a| a.msgs.iter())
+                            .map(|m| Record::of(m).encoded_len() as u64)
+                            .sum();
+                        if !log.fits_without_roll(bytes) {
+                            return Flushed::NeedsStore;
+                        }
+                    }
+                    std::mem::take(&mut *q)
+                };
+                if !taken.is_empty() {
+                    let result = if taken.len() == 1 {
+                        log.append(&taken[0].msgs)
+                    } else {
+                        let all: Vec<Arc<Message>> =
+                            taken.iter().flat_map(|a| a.msgs.iter().cloned()).collect();
+                        log.append(&all)
+                    };
+                    if result.is_ok() {
+                        self.dirty.store(true, Ordering::Release);
+                    }
+                    for a in taken {
+                        (a.done)(result);
+                    }
+                }
+            }
+            // Appends queued by a thread that found the log taken are this thread's to write.
+            if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+                return Flushed::Done;
+            }
+        }
+    }
+
+    /// Whether anything was written since the last `take_dirty`.
+    pub fn is_dirty(&self) -> bool {
+        self.dirty.load(Ordering::Acquire)
+    }
+
+    /// Clears the dirty mark, answering whether it was set (the caller syncs, or `mark_dirty`s
+    /// again when it could not).
+    pub fn take_dirty(&self) -> bool {
+        self.dirty.swap(false, Ordering::AcqRel)
+    }
+
+    pub fn mark_dirty(&self) {
+        self.dirty.store(true, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests;
