@@ -15,7 +15,8 @@
 #
 # Environment: ESUB_WORKERS (default 1), REPEAT (runs of each scenario, default 1; the table
 # shows medians), DURATION / WARMUP / GRACE (seconds, default 10 / 1 / 2), PARTITIONS (default 4),
-# RATE (scenario c, default 10000), ESUB_BIN (a prebuilt esub: skips `cargo build` of the server).
+# RATE (scenario c, default 10000), ESUB_BIN (a prebuilt esub: skips `cargo build` of the server),
+# SCENARIOS (the letters to run, default "a b c d"; e.g. SCENARIOS=a REPEAT=5 for single pubs).
 #
 # Builds esub and the generator, starts esub (data in a temporary ESUB_DATA_DIR, removed at the
 # end; ESUB_DEFAULT_PARTITIONS=$PARTITIONS, and the generator also creates each run's topic with
@@ -40,8 +41,13 @@ warmup=${WARMUP:-1}
 grace=${GRACE:-2}
 partitions=${PARTITIONS:-4}
 rate=${RATE:-10000}
+scenarios=" ${SCENARIOS:-a b c d} "
+for s in $scenarios; do
+    [[ $s =~ ^[abcd]$ ]] || { echo "SCENARIOS: '$s' is not one of a b c d" >&2; exit 2; }
+done
+want() { [[ $scenarios == *" $1 "* ]]; }
 command="bench/topics.sh"
-for v in ESUB_WORKERS REPEAT DURATION WARMUP GRACE PARTITIONS RATE ESUB_BIN; do
+for v in ESUB_WORKERS REPEAT DURATION WARMUP GRACE PARTITIONS RATE ESUB_BIN SCENARIOS; do
     [ -n "${!v:-}" ] && command="$v=${!v} $command"
 done
 
@@ -176,26 +182,29 @@ load_before=$(cut -d' ' -f1-3 /proc/loadavg)
 # a-c: interval / everysec. Both servers up at once (an idle one costs nothing), so a change in
 # the machine's other load hits both alike.
 esub_fsync=interval redis_fsync=everysec
-start_esub "$esub_fsync"
-start_redis "$redis_fsync"
-for r in $(seq "$repeat"); do
-    both single 16 "$r"
-    both single 64 "$r"
-    both batch 16 "$r"
-    both e2e 16 "$r"
-done
-stop_esub
-stop_redis
+if want a || want b || want c; then
+    start_esub "$esub_fsync"
+    start_redis "$redis_fsync"
+    for r in $(seq "$repeat"); do
+        if want a; then both single 16 "$r"; both single 64 "$r"; fi
+        if want b; then both batch 16 "$r"; fi
+        if want c; then both e2e 16 "$r"; fi
+    done
+    stop_esub
+    stop_redis
+fi
 
 # d: fsync always on both.
 esub_fsync=always redis_fsync=always
-start_esub "$esub_fsync"
-start_redis "$redis_fsync"
-for r in $(seq "$repeat"); do
-    both single 64 "$r"
-done
-stop_esub
-stop_redis
+if want d; then
+    start_esub "$esub_fsync"
+    start_redis "$redis_fsync"
+    for r in $(seq "$repeat"); do
+        both single 64 "$r"
+    done
+    stop_esub
+    stop_redis
+fi
 
 # --- report ------------------------------------------------------------------------------------
 table=$("$bench" table "$results")
