@@ -10,6 +10,7 @@
 #   bench/run.sh quick   scenario 1 with N=1000 M=4 only (`make bench-quick`, about 25 s plus
 #                        builds)
 #   bench/run.sh big     the full set plus scenario 1 with N=10000, M in {1, 4}
+#   bench/run.sh ws      scenario 2 only (websocket N=1000 M=4; about 25 s per repeat plus builds)
 #
 # Environment: ESUB_WORKERS (default 1; nchan gets as many worker_processes), REPEAT (runs of
 # each scenario, default 1; the table shows medians), ORDER (sequential: all esub runs, then all
@@ -38,17 +39,21 @@ for arg in "$@"; do
     case $arg in
         quick) mode=quick ;;
         big) mode=big ;;
-        *) echo "usage: $0 [quick|big]" >&2; exit 2 ;;
+        ws) mode=ws ;;
+        *) echo "usage: $0 [quick|big|ws]" >&2; exit 2 ;;
     esac
 done
 # Scenario 1 "N M" pairs, scenario 2 pairs, and whether 3 and 4 run.
 case $mode in
     quick) longpoll=("1000 4") websocket=() capacity=0 floor=0 budget=60 ;;
+    ws) longpoll=() websocket=("1000 4") capacity=0 floor=0 budget=60 ;;
     full) longpoll=("100 1" "100 4" "1000 1" "1000 4") websocket=("1000 4") capacity=1 floor=1 budget=600 ;;
     big) longpoll=("100 1" "100 4" "1000 1" "1000 4" "10000 1" "10000 4") websocket=("1000 4") capacity=1 floor=1 budget=900 ;;
 esac
 workers=${ESUB_WORKERS:-1}
 repeat=${REPEAT:-1}
+# The budgets above are per repeat.
+budget=$((budget * repeat))
 duration=${DURATION:-10}
 warmup=${WARMUP:-1}
 grace=${GRACE:-2}
