@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Message;
+use super::journal::{self, Journal};
 use super::log::{Appender, PartitionLog, PartitionReader, fail_of};
 use super::meta::{CommitKey, MetaLog, MetaRec};
 use super::scheduler::{JobAdd, JobCancel, OnFire, Scheduler, Staged};
@@ -132,6 +133,8 @@ pub struct TopicEngine {
     topics: HashMap<String, Topic>,
     jobs: Scheduler,
     on_fire: Option<OnFire>,
+    /// `ESUB_FSYNC=always`: the one file each group commit syncs (opened at the first append).
+    journal: Option<Journal>,
 }
 
 fn now_ms() -> u64 {
@@ -200,6 +203,7 @@ impl TopicEngine {
             topics: HashMap::new(),
             jobs,
             on_fire: None,
+            journal: None,
         };
         if !exists {
             return Ok((engine, Opened::default()));
@@ -213,6 +217,7 @@ impl TopicEngine {
             opened.topics.push(OpenedTopic { spec: spec.clone(), parts: t.parts() });
             engine.topics.insert(spec.name, t);
         }
+        engine.replay_journal().map_err(|e| ctx("always.journal", &e))?;
         crate::info!(
             "topics store opened dir={} topics={} commits={} jobs={} ms={}",
             cfg.dir.display(),
@@ -271,7 +276,8 @@ impl TopicEngine {
                 syncer.finish();
                 self.flush_all();
                 self.sync_dirty();
-            } else if self.is_dirty() && now >= next_sync {
+                self.checkpoint();
+            } else if self.cfg.fsync != Fsync::Always && self.is_dirty() && now >= next_sync {
                 self.sync_in_background(&syncer);
             }
             if now >= next_sync {
@@ -288,48 +294,155 @@ impl TopicEngine {
         }
     }
 
-    /// `ESUB_FSYNC=always`: syncs every log this batch appended to, all at once (one thread
-    /// per log past the first): concurrent fdatasyncs share the file system's journal commit,
-    /// so a batch over four partitions costs about one sync, not four in a row.
-    fn sync_appended(&mut self, groups: &[AppendGroup], results: &mut [Result<(), StoreFail>]) {
-        let wanted: HashMap<(&str, u32), usize> = groups
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| results[*i].is_ok())
-            .map(|(i, (t, p, _))| ((&**t, *p), i))
-            .collect();
-        let mut logs: Vec<(usize, &Appender)> = Vec::with_capacity(wanted.len());
+    /// `ESUB_FSYNC=always`: each group is written to its partitions, then to the journal, whose
+    /// one fdatasync makes the whole batch durable; only then do the partitions publish it. A
+    /// journal that cannot take the batch (a full disk or file limit) is emptied by a
+    /// checkpoint and tried once more; if it still fails, the partitions' writes are taken out
+    /// again and every append gets the error.
+    fn append_journaled(
+        &mut self,
+        groups: &[AppendGroup],
+        results: &mut Vec<Result<(), StoreFail>>,
+    ) {
+        let mut written = Vec::with_capacity(groups.len());
+        for (topic, p, msgs) in groups {
+            let log = &self.topics[&**topic].logs[*p as usize];
+            match log.with_log(|log| log.write(msgs)) {
+                Ok(w) => {
+                    written.push(Some(w));
+                    results.push(Ok(()));
+                }
+                Err(f) => {
+                    written.push(None);
+                    results.push(Err(f));
+                }
+            }
+        }
+        let stored = self.journal_commit(groups, results);
+        for (i, (topic, p, _)) in groups.iter().enumerate() {
+            let Some(w) = written[i].take() else { continue };
+            let log = &self.topics[&**topic].logs[*p as usize];
+            match stored {
+                Ok(()) => {
+                    log.with_log(|log| log.publish_written(w));
+                    log.mark_dirty();
+                }
+                Err(f) => {
+                    log.with_log(|log| log.unwrite(w));
+                    results[i] = Err(f);
+                }
+            }
+        }
+        if self.journal.as_ref().is_some_and(Journal::needs_checkpoint) {
+            self.checkpoint();
+        }
+    }
+
+    /// Writes the successful groups to the journal and syncs it (see `append_journaled`).
+    fn journal_commit(
+        &mut self,
+        groups: &[AppendGroup],
+        results: &[Result<(), StoreFail>],
+    ) -> Result<(), StoreFail> {
+        if self.journal.is_none() {
+            // A new journal's directory entry is durable before the journal is relied on.
+            let j = Journal::open(&self.cfg.dir)
+                .and_then(|j| sync_dir(&self.cfg.dir).map(|()| j))
+                .map_err(|e| {
+                    crate::warn!("topics cannot open the journal error={e}");
+                    fail_of(&e)
+                })?;
+            self.journal = Some(j);
+        }
+        let j = self.journal.as_mut().expect("opened above");
+        for (i, (topic, p, msgs)) in groups.iter().enumerate() {
+            if results[i].is_ok() {
+                j.add(topic, *p, msgs);
+            }
+        }
+        if !j.pending() {
+            return Ok(());
+        }
+        if j.commit().is_ok() {
+            return Ok(());
+        }
+        self.checkpoint();
+        let j = self.journal.as_mut().expect("opened above");
+        let r = j.commit().map_err(|e| {
+            crate::warn!("topics journal write failed error={e}");
+            fail_of(&e)
+        });
+        j.discard();
+        r
+    }
+
+    /// Syncs every partition written since the last checkpoint, then empties the journal
+    /// (kept whole when a sync failed: it still covers those writes).
+    fn checkpoint(&mut self) {
+        let mut synced = true;
         for (name, t) in &self.topics {
             for (p, log) in t.logs.iter().enumerate() {
-                if let Some(&i) = wanted.get(&(name.as_str(), p as u32)) {
-                    logs.push((i, log));
+                if log.take_dirty()
+                    && let Err(e) = log.with_log(PartitionLog::sync)
+                {
+                    log.mark_dirty();
+                    synced = false;
+                    crate::warn!("topics fsync failed topic={name} partition={p} error={e}");
                 }
             }
         }
-        let synced: Vec<(usize, io::Result<()>)> = match logs.len() {
-            0 => Vec::new(),
-            1 => logs.into_iter().map(|(i, log)| (i, log.with_log(PartitionLog::sync))).collect(),
-            _ => std::thread::scope(|scope| {
-                let mut logs = logs.into_iter();
-                let (first_i, first) = logs.next().expect("two or more");
-                let others: Vec<_> = logs
-                    .map(|(i, log)| (i, scope.spawn(move || log.with_log(PartitionLog::sync))))
-                    .collect();
-                let mut out = vec![(first_i, first.with_log(PartitionLog::sync))];
-                for (i, h) in others {
-                    let r = h.join().unwrap_or_else(|_| Err(io::Error::other("sync panicked")));
-                    out.push((i, r));
+        if let (true, Some(j)) = (synced, self.journal.as_mut())
+            && let Err(e) = j.reset()
+        {
+            crate::warn!("topics cannot empty the journal error={e}");
+        }
+    }
+
+    /// Start-up: appends to each partition what the journal holds past its end (lost with the
+    /// page cache: the journal was synced, the partition was not), syncs them, and empties the
+    /// journal.
+    fn replay_journal(&mut self) -> io::Result<()> {
+        let (entries, torn) = journal::read(&self.cfg.dir)?;
+        if entries.is_empty() && torn == 0 {
+            return Ok(());
+        }
+        let mut restored = 0usize;
+        for (topic, p, msgs) in entries {
+            let Some(log) = self.topics.get(&topic).and_then(|t| t.logs.get(p as usize)) else {
+                crate::warn!(
+                    "topics journal names an unknown partition topic={topic} partition={p}"
+                );
+                continue;
+            };
+            let r = log.with_log(|log| {
+                let latest = log.latest();
+                let missing: Vec<Arc<Message>> =
+                    msgs.into_iter().filter(|m| m.offset >= latest).map(Arc::new).collect();
+                match missing.first() {
+                    None => Ok(0),
+                    Some(m) if m.offset != latest => {
+                        crate::warn!(
+                            "topics journal gap topic={topic} partition={p} latest={latest} journal={}",
+                            m.offset
+                        );
+                        Ok(0)
+                    }
+                    Some(_) => log.append(&missing).map(|()| missing.len()).map_err(|_| {
+                        io::Error::other(format!("cannot restore topic {topic} partition {p}"))
+                    }),
                 }
-                out
-            }),
-        };
-        for (i, r) in synced {
-            if let Err(e) = r {
-                let (topic, p, _) = &groups[i];
-                crate::warn!("topics fsync failed topic={topic} partition={p} error={e}");
-                results[i] = Err(fail_of(&e));
+            })?;
+            if r > 0 {
+                log.mark_dirty();
+                restored += r;
             }
         }
+        if restored > 0 || torn > 0 {
+            crate::warn!("topics journal replayed restored_msgs={restored} torn_bytes={torn}");
+        }
+        self.journal = Some(Journal::open(&self.cfg.dir)?);
+        self.checkpoint();
+        Ok(())
     }
 
     /// `ESUB_FSYNC=interval`: hands the dirty files to the syncer thread, so appends never
@@ -497,17 +610,17 @@ impl TopicEngine {
         }
         let always = self.cfg.fsync == Fsync::Always;
         let mut results = Vec::with_capacity(groups.len());
-        for (topic, p, msgs) in &groups {
-            let t = self.topics.get(&**topic).expect("checked above");
-            let log = &t.logs[*p as usize];
-            let r = log.with_log(|log| log.append(msgs));
-            if r.is_ok() && !always {
-                log.mark_dirty();
-            }
-            results.push(r);
-        }
         if always {
-            self.sync_appended(&groups, &mut results);
+            self.append_journaled(&groups, &mut results);
+        } else {
+            for (topic, p, msgs) in &groups {
+                let log = &self.topics[&**topic].logs[*p as usize];
+                let r = log.with_log(|log| log.append(msgs));
+                if r.is_ok() {
+                    log.mark_dirty();
+                }
+                results.push(r);
+            }
         }
         let meta_result = if recs.is_empty() {
             Ok(())

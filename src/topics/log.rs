@@ -32,6 +32,9 @@ pub fn fail_of(e: &io::Error) -> StoreFail {
     }
 }
 
+/// Messages `write` put in the files, not yet published to readers.
+pub struct Written(Vec<Pending>);
+
 /// One segment written to by an `append` that has not been published to readers yet.
 struct Pending {
     base: i64,
@@ -171,6 +174,16 @@ impl PartitionLog {
     /// touched (one, unless the batch fills the active segment). On any error nothing of the
     /// batch stays: files are cut back, segments it created removed, `latest()` unchanged.
     pub fn append(&mut self, msgs: &[Arc<Message>]) -> Result<(), StoreFail> {
+        let written = self.write(msgs)?;
+        self.publish(written.0);
+        Ok(())
+    }
+
+    /// `append` in two steps, for a caller that must make something else durable in between
+    /// (the journal): the messages are in the files but not yet the log's (readers do not see
+    /// them, `latest()` has not moved) until `publish_written`; `unwrite` takes them out again.
+    /// Nothing else may append in between.
+    pub fn write(&mut self, msgs: &[Arc<Message>]) -> Result<Written, StoreFail> {
         for (i, m) in msgs.iter().enumerate() {
             if m.offset != self.latest + i as i64 || !Record::of(m).fits() {
                 crate::warn!(
@@ -181,9 +194,6 @@ impl PartitionLog {
                 );
                 return Err(StoreFail::Io);
             }
-        }
-        if msgs.is_empty() {
-            return Ok(());
         }
         let mut pending = vec![Pending {
             base: self.active_base,
@@ -197,20 +207,32 @@ impl PartitionLog {
             last_entry: self.last_entry,
             new_entries: Vec::new(),
         }];
+        if msgs.is_empty() {
+            return Ok(Written(pending));
+        }
         let result = self.write_all(msgs, &mut pending);
         if let Err(e) = result {
-            for p in pending.iter().rev() {
-                if p.created {
-                    let _ = std::fs::remove_file(segment::seg_path(&self.dir, p.base));
-                } else {
-                    let _ = p.file.set_len(p.start_len);
-                }
-            }
+            self.unwrite(Written(pending));
             crate::warn!("topics append failed dir={} error={e}", self.dir.display());
             return Err(fail_of(&e));
         }
-        self.publish(pending);
-        Ok(())
+        Ok(Written(pending))
+    }
+
+    /// Makes written messages the log's (see `write`).
+    pub fn publish_written(&mut self, w: Written) {
+        self.publish(w.0);
+    }
+
+    /// Takes written messages out of the files again (see `write`).
+    pub fn unwrite(&mut self, w: Written) {
+        for p in w.0.iter().rev() {
+            if p.created {
+                let _ = std::fs::remove_file(segment::seg_path(&self.dir, p.base));
+            } else {
+                let _ = p.file.set_len(p.start_len);
+            }
+        }
     }
 
     fn write_all(&mut self, msgs: &[Arc<Message>], pending: &mut Vec<Pending>) -> io::Result<()> {

@@ -11,6 +11,7 @@ pub mod engine;
 pub mod hub;
 pub mod joblog;
 pub mod jobs;
+pub mod journal;
 pub mod log;
 pub mod meta;
 pub mod rate;
