@@ -432,10 +432,10 @@ impl TopicEngine {
                     }),
                 }
             })?;
-            if r > 0 {
-                log.mark_dirty();
-                restored += r;
-            }
+            // Synced before the journal is emptied, restored or not: what it covered may be in
+            // the page cache only (a process killed, not a power cut).
+            log.mark_dirty();
+            restored += r;
         }
         if restored > 0 || torn > 0 {
             crate::warn!("topics journal replayed restored_msgs={restored} torn_bytes={torn}");
