@@ -26,7 +26,7 @@ export RUSTC_BOOTSTRAP=1
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
     targets=(request_framing router query ws_frames ws_handshake connection statsd store_record
-        topic_segment topic_batch topic_acks apps_file nats_proto)
+        topic_segment topic_batch topic_acks apps_file nats_proto topic_journal)
 fi
 
 # Longest input per target: request_framing needs room for a chunk-size line past the decoder's
@@ -38,7 +38,7 @@ fi
 # messages past its largest small max_payload (4064 bytes).
 max_len() {
     case "$1" in
-        request_framing | store_record | topic_segment | ws_frames | statsd | topic_batch | nats_proto) echo 8192 ;;
+        request_framing | store_record | topic_segment | ws_frames | statsd | topic_batch | nats_proto | topic_journal) echo 8192 ;;
         connection) echo 16384 ;;
         ws_handshake) echo 512 ;;
         *) echo 2048 ;;
@@ -55,7 +55,7 @@ dict() {
         ws_handshake) echo "$fuzz_dir/handshake.dict" ;;
         statsd) echo "$fuzz_dir/statsd.dict" ;;
         store_record) echo "$fuzz_dir/store.dict" ;;
-        topic_segment) echo "$fuzz_dir/topic.dict" ;;
+        topic_segment | topic_journal) echo "$fuzz_dir/topic.dict" ;;
         topic_batch | topic_acks | apps_file) echo "$fuzz_dir/topics.dict" ;;
         nats_proto) echo "$fuzz_dir/nats.dict" ;;
         *) echo "$fuzz_dir/http.dict" ;;

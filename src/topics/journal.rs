@@ -49,15 +49,7 @@ impl Journal {
 
     /// Adds one partition's appended messages to the group being built.
     pub fn add(&mut self, topic: &str, partition: u32, msgs: &[Arc<Message>]) {
-        let start = begin_frame(&mut self.buf);
-        self.buf.push(TAG);
-        self.buf.extend_from_slice(&partition.to_le_bytes());
-        self.buf.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
-        self.buf.extend_from_slice(topic.as_bytes());
-        end_frame(&mut self.buf, start);
-        for m in msgs {
-            Record::of(m).encode(&mut self.buf);
-        }
+        encode_entry(&mut self.buf, topic, partition, msgs);
     }
 
     /// Whether `add` was called since the last `commit`.
@@ -100,6 +92,19 @@ impl Journal {
     }
 }
 
+/// Appends one entry (header frame and record frames) to `out`.
+pub fn encode_entry(out: &mut Vec<u8>, topic: &str, partition: u32, msgs: &[Arc<Message>]) {
+    let start = begin_frame(out);
+    out.push(TAG);
+    out.extend_from_slice(&partition.to_le_bytes());
+    out.extend_from_slice(&(msgs.len() as u32).to_le_bytes());
+    out.extend_from_slice(topic.as_bytes());
+    end_frame(out, start);
+    for m in msgs {
+        Record::of(m).encode(out);
+    }
+}
+
 /// Reads `dir/always.journal` when there is one: every whole entry, in order, and the byte
 /// count of the torn or corrupt tail that ended it (0 when it ended cleanly).
 pub fn read(dir: &Path) -> io::Result<(Vec<Entry>, u64)> {
@@ -109,6 +114,11 @@ pub fn read(dir: &Path) -> io::Result<(Vec<Entry>, u64)> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok((Vec::new(), 0)),
         Err(e) => return Err(e),
     };
+    Ok(parse(&bytes))
+}
+
+/// The whole entries at the front of `bytes`, and the length of what follows them.
+pub fn parse(bytes: &[u8]) -> (Vec<Entry>, u64) {
     let mut entries = Vec::new();
     let mut at = 0;
     while at < bytes.len() {
@@ -120,7 +130,7 @@ pub fn read(dir: &Path) -> io::Result<(Vec<Entry>, u64)> {
             Ok(None) | Err(_) => break,
         }
     }
-    Ok((entries, (bytes.len() - at) as u64))
+    (entries, (bytes.len() - at) as u64)
 }
 
 /// The entry at the front of `input` and its length; `Ok(None)` when it is incomplete.
