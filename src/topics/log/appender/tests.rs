@@ -2,7 +2,7 @@
 //! each and in order; a worker never waits for the log, never rolls a segment, and never leaves
 //! an append behind.
 
-use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, mpsc};
 
 use super::super::tests::{TempDir, msg};
@@ -111,13 +111,11 @@ fn racing_workers_and_a_store_thread_lose_nothing_and_keep_order() {
     let a = Arc::new(appender(&dir, 64 << 10));
     let topic_lock = Arc::new(Mutex::new(0i64));
     let answered = Arc::new(Mutex::new(Vec::new()));
-    let needs_store = Arc::new(AtomicUsize::new(0));
     const THREADS: i64 = 4;
     const PUBS: i64 = 400;
     let workers: Vec<_> = (0..THREADS)
         .map(|_| {
-            let (a, topic_lock, answered, needs_store) =
-                (a.clone(), topic_lock.clone(), answered.clone(), needs_store.clone());
+            let (a, topic_lock, answered) = (a.clone(), topic_lock.clone(), answered.clone());
             std::thread::spawn(move || {
                 for i in 0..PUBS {
                     {
@@ -128,7 +126,6 @@ fn racing_workers_and_a_store_thread_lose_nothing_and_keep_order() {
                         *next += n;
                     }
                     if a.flush(false) == Flushed::NeedsStore {
-                        needs_store.fetch_add(1, Ordering::Relaxed);
                         a.with_log(|_| {});
                     }
                 }
@@ -165,5 +162,11 @@ fn racing_workers_and_a_store_thread_lose_nothing_and_keep_order() {
             next += 1;
         }
     }
-    assert!(needs_store.load(Ordering::Relaxed) > 0, "the 64 KiB segments rolled");
+    // The log rolled its 64 KiB segments on the way (whichever thread did it: a worker's
+    // `NeedsStore` or the store thread's own flush, as the timing fell).
+    let segments = std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count();
+    assert!(segments > 3, "{segments} segments");
 }
