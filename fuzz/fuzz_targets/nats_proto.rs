@@ -7,36 +7,13 @@
 //! `1..=max_step`; 0 = one piece). The bytes are a server's side of a connection.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use esub::cluster::Headers;
 use esub::cluster::proto::{self, DEFAULT_MAX_PAYLOAD, MAX_LINE, Msg, Op, ProtoError, parse};
 use libfuzzer_sys::fuzz_target;
 
 /// Inputs are at most a few KiB; anything near this came from an announced length.
-const MAX_ALLOC: usize = 1 << 20;
-
-struct Bounded;
-
-// SAFETY: forwards to `System` unchanged; only refuses (aborts on) oversized requests.
-unsafe impl GlobalAlloc for Bounded {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        assert!(layout.size() <= MAX_ALLOC, "allocation of {} bytes", layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) }
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        assert!(new_size <= MAX_ALLOC, "reallocation to {new_size} bytes");
-        unsafe { System.realloc(p, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Bounded = Bounded;
+#[path = "shared/bounded.rs"]
+mod bounded;
 
 /// An operation with its bytes copied out, to compare across buffers.
 #[derive(Debug, PartialEq)]

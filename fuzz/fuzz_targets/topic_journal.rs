@@ -10,36 +10,14 @@
 //! count or length read off the input and not checked against it.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::Arc;
 
 use esub::topics::Message;
 use esub::topics::journal::{self, Entry};
 use libfuzzer_sys::fuzz_target;
 
-const MAX_ALLOC: usize = 1 << 20;
-
-struct Bounded;
-
-// SAFETY: forwards to `System` unchanged; only refuses (aborts on) oversized requests.
-unsafe impl GlobalAlloc for Bounded {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        assert!(layout.size() <= MAX_ALLOC, "allocation of {} bytes", layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) }
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        assert!(new_size <= MAX_ALLOC, "reallocation to {new_size} bytes");
-        unsafe { System.realloc(p, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Bounded = Bounded;
+#[path = "shared/bounded.rs"]
+mod bounded;
 
 fn encode(entries: &[Entry]) -> Vec<u8> {
     let mut out = Vec::new();

@@ -15,35 +15,12 @@
 //! one would come from a length read off the input and not checked against it.
 #![no_main]
 
-use std::alloc::{GlobalAlloc, Layout, System};
-
 use esub::topics::log::record::{self, FRAME_HEAD, Record, decode_record};
 use esub::topics::log::segment::{self, HEADER, INDEX_EVERY, Scanned};
 use libfuzzer_sys::fuzz_target;
 
-const MAX_ALLOC: usize = 1 << 20;
-
-struct Bounded;
-
-// SAFETY: forwards to `System` unchanged; only refuses (aborts on) oversized requests.
-unsafe impl GlobalAlloc for Bounded {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        assert!(layout.size() <= MAX_ALLOC, "allocation of {} bytes", layout.size());
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
-        unsafe { System.dealloc(p, layout) }
-    }
-
-    unsafe fn realloc(&self, p: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        assert!(new_size <= MAX_ALLOC, "reallocation to {new_size} bytes");
-        unsafe { System.realloc(p, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static ALLOC: Bounded = Bounded;
+#[path = "shared/bounded.rs"]
+mod bounded;
 
 /// Checks one `decode_record` of the front of `input`; the record's length when it decoded.
 fn check_decode(input: &[u8]) -> Option<usize> {
