@@ -209,30 +209,23 @@ pub fn hold() {
 
 /// Posts what was held, grouped by worker (in order per worker), and stops holding.
 pub fn release() {
-    let Some(held) = HELD.with(|h| h.borrow_mut().take()) else { return };
-    let Some(shared) = held.shared else { return };
-    let mut by_worker: Vec<Vec<Msg>> = (0..shared.mailboxes.len()).map(|_| Vec::new()).collect();
-    for (w, msg) in held.msgs {
-        by_worker[w].push(msg);
-    }
-    for (w, msgs) in by_worker.into_iter().enumerate() {
-        if !msgs.is_empty() {
-            shared.mailboxes[w].post_many(msgs);
-        }
-    }
+    release_to(None);
 }
 
 /// `release` on worker `me`: its own messages go to `local` (no wake-up of itself), the rest
-/// as `release` posts them.
+/// are posted as `release` posts them.
 pub fn release_local(me: usize, local: &mut std::collections::VecDeque<Msg>) {
+    release_to(Some((me, local)));
+}
+
+fn release_to(mut local: Option<(usize, &mut std::collections::VecDeque<Msg>)>) {
     let Some(held) = HELD.with(|h| h.borrow_mut().take()) else { return };
     let Some(shared) = held.shared else { return };
     let mut by_worker: Vec<Vec<Msg>> = (0..shared.mailboxes.len()).map(|_| Vec::new()).collect();
     for (w, msg) in held.msgs {
-        if w == me {
-            local.push_back(msg);
-        } else {
-            by_worker[w].push(msg);
+        match &mut local {
+            Some((me, local)) if *me == w => local.push_back(msg),
+            _ => by_worker[w].push(msg),
         }
     }
     for (w, msgs) in by_worker.into_iter().enumerate() {

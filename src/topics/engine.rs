@@ -379,18 +379,7 @@ impl TopicEngine {
     /// Syncs every partition written since the last checkpoint, then empties the journal
     /// (kept whole when a sync failed: it still covers those writes).
     fn checkpoint(&mut self) {
-        let mut synced = true;
-        for (name, t) in &self.topics {
-            for (p, log) in t.logs.iter().enumerate() {
-                if log.take_dirty()
-                    && let Err(e) = log.with_log(PartitionLog::sync)
-                {
-                    log.mark_dirty();
-                    synced = false;
-                    crate::warn!("topics fsync failed topic={name} partition={p} error={e}");
-                }
-            }
-        }
+        let synced = self.sync_partitions();
         if let (true, Some(j)) = (synced, self.journal.as_mut())
             && let Err(e) = j.reset()
         {
@@ -486,19 +475,28 @@ impl TopicEngine {
             || self.topics.values().any(|t| t.logs.iter().any(|log| log.is_dirty()))
     }
 
-    /// Interval mode's fsync of everything written since the last one. A failure is logged: the
-    /// writes it covered were answered already.
-    fn sync_dirty(&mut self) {
+    /// Syncs every partition marked dirty (a failure is logged and leaves it dirty); `true`
+    /// when all of them synced.
+    fn sync_partitions(&self) -> bool {
+        let mut synced = true;
         for (name, t) in &self.topics {
             for (p, log) in t.logs.iter().enumerate() {
                 if log.take_dirty()
                     && let Err(e) = log.with_log(PartitionLog::sync)
                 {
                     log.mark_dirty();
-                    crate::warn!("topics fsync failed topic={name} partition={p} error={e}")
+                    synced = false;
+                    crate::warn!("topics fsync failed topic={name} partition={p} error={e}");
                 }
             }
         }
+        synced
+    }
+
+    /// Interval mode's fsync of everything written since the last one. A failure is logged: the
+    /// writes it covered were answered already.
+    fn sync_dirty(&mut self) {
+        self.sync_partitions();
         if self.meta_dirty {
             match self.meta.as_mut().map_or(Ok(()), MetaLog::sync) {
                 Ok(()) => self.meta_dirty = false,

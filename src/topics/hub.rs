@@ -306,9 +306,15 @@ impl Hub {
     /// one write per partition for the whole iteration, unless another thread holds that log
     /// (it writes them) or they would roll a segment (the store thread does).
     pub fn flush_appends(&self) {
+        self.flush_touched(false);
+    }
+
+    /// `flush_appends` for `may_roll` (the store thread's: it may wait for a log and roll) or
+    /// not (a worker's: what would roll goes to the store thread).
+    fn flush_touched(&self, may_roll: bool) {
         let mut touched = TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut()));
         for a in touched.drain(..) {
-            if a.flush(false) == Flushed::NeedsStore {
+            if a.flush(may_roll) == Flushed::NeedsStore {
                 self.send(TReq::Flush(a));
             }
         }
@@ -319,13 +325,6 @@ impl Hub {
                 *t = touched;
             }
         });
-    }
-
-    /// The store thread's `flush_appends`: it may wait for a log and roll segments.
-    fn flush_appends_rolling(&self) {
-        for a in TOUCHED.with(|t| std::mem::take(&mut *t.borrow_mut())) {
-            a.flush(true);
-        }
     }
 
     /// Wakes the store thread for what this thread queued (the end of a worker's iteration).
@@ -586,7 +585,7 @@ impl Hub {
         }
         drop(st);
         // This is the store thread: it writes what it queued now (and may roll a segment).
-        self.flush_appends_rolling();
+        self.flush_touched(true);
     }
 }
 

@@ -12,6 +12,14 @@ fn appender(dir: &TempDir, segment_bytes: u64) -> Appender {
     Appender::new(PartitionLog::open(&dir.0, segment_bytes).unwrap())
 }
 
+/// How many segment files the partition dir holds.
+fn segment_files(dir: &TempDir) -> usize {
+    std::fs::read_dir(&dir.0)
+        .unwrap()
+        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
+        .count()
+}
+
 /// A `Done` that records (first offset, result) into `log`.
 fn record(log: &Arc<Mutex<Vec<(i64, bool)>>>, first: i64) -> Done {
     let log = log.clone();
@@ -81,10 +89,7 @@ fn a_worker_never_rolls_a_segment_the_store_thread_does() {
     a.with_log(|_| {});
     assert_eq!(a.with_log(|log| log.latest()), 20);
     assert_eq!(*answers.lock().unwrap(), vec![(0, true)]);
-    let segments = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
-        .count();
+    let segments = segment_files(&dir);
     assert!(segments > 1, "the batch rolled the segment: {segments} segment files");
 }
 
@@ -164,9 +169,6 @@ fn racing_workers_and_a_store_thread_lose_nothing_and_keep_order() {
     }
     // The log rolled its 64 KiB segments on the way (whichever thread did it: a worker's
     // `NeedsStore` or the store thread's own flush, as the timing fell).
-    let segments = std::fs::read_dir(&dir.0)
-        .unwrap()
-        .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "seg"))
-        .count();
+    let segments = segment_files(&dir);
     assert!(segments > 3, "{segments} segments");
 }
