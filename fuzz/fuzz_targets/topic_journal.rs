@@ -1,11 +1,12 @@
 //! The always-mode journal (`topics::journal`) on arbitrary bytes.
 //!
 //! Input: `[mode, bytes...]`.
-//! - `parse(bytes)` never panics; the entries it returns re-encode to exactly the prefix they
-//!   came from, and that prefix plus the torn tail it reports is the whole input.
+//! - `header(bytes)` and `parse(bytes, generation)` never panic; the entries `parse` returns
+//!   re-encode to exactly the prefix they came from.
 //! - mode bit 0: `bytes` also describe entries (topic, partition, messages with key, tag and
-//!   payload cut from the input), which are encoded and must parse back equal, cleanly; every
-//!   cut of that encoding parses to the entries wholly before the cut.
+//!   payload cut from the input), which are encoded and must parse back equal, cleanly, also
+//!   when zeros or an earlier generation's entries follow them; every cut of that encoding
+//!   parses to the entries wholly before the cut, torn when the cut left a part of one.
 //! No allocation may exceed 1 MiB: inputs are at most 8 KiB, so a bigger one would come from a
 //! count or length read off the input and not checked against it.
 #![no_main]
@@ -13,19 +14,25 @@
 use std::sync::Arc;
 
 use esub::topics::Message;
-use esub::topics::journal::{self, Entry};
+use esub::topics::journal::{self, Entry, Parsed};
 use libfuzzer_sys::fuzz_target;
 
 #[path = "shared/bounded.rs"]
 mod bounded;
 
-fn encode(entries: &[Entry]) -> Vec<u8> {
+const GENERATION: u64 = 7;
+
+fn encode(entries: &[Entry], generation: u64) -> Vec<u8> {
     let mut out = Vec::new();
     for (topic, p, msgs) in entries {
         let msgs: Vec<Arc<Message>> = msgs.iter().cloned().map(Arc::new).collect();
-        journal::encode_entry(&mut out, topic, *p, &msgs);
+        journal::encode_entry(&mut out, generation, topic, *p, &msgs);
     }
     out
+}
+
+fn clean(entries: Vec<Entry>, used: usize) -> Parsed {
+    Parsed { entries, used, torn: false }
 }
 
 /// Entries described by `data`: a few bytes each for the name, partition, count and messages.
@@ -60,25 +67,32 @@ fuzz_target!(|data: &[u8]| {
     let [mode, bytes @ ..] = data else {
         return;
     };
-    let (entries, torn) = journal::parse(bytes);
-    let again = encode(&entries);
-    assert_eq!(again.len() as u64 + torn, bytes.len() as u64);
+    let _ = journal::header(bytes);
+    let parsed = journal::parse(bytes, GENERATION);
+    let again = encode(&parsed.entries, GENERATION);
+    assert_eq!(again.len(), parsed.used);
     assert_eq!(again[..], bytes[..again.len()], "entries re-encode to what they came from");
     if mode & 1 != 0 {
         let built = build(bytes);
-        let enc = encode(&built);
-        assert_eq!(journal::parse(&enc), (built.clone(), 0));
-        let mut ends = Vec::new();
-        let mut at = 0;
+        let enc = encode(&built, GENERATION);
+        assert_eq!(journal::parse(&enc, GENERATION), clean(built.clone(), enc.len()));
+        let mut zeros = enc.clone();
+        zeros.resize(enc.len() + 64, 0);
+        assert_eq!(journal::parse(&zeros, GENERATION), clean(built.clone(), enc.len()));
+        let mut older = enc.clone();
+        older.extend_from_slice(&encode(&built, GENERATION - 1));
+        assert_eq!(journal::parse(&older, GENERATION), clean(built.clone(), enc.len()));
+        let mut ends = vec![0];
         for e in &built {
-            at += encode(std::slice::from_ref(e)).len();
-            ends.push(at);
+            ends.push(ends.last().unwrap() + encode(std::slice::from_ref(e), GENERATION).len());
         }
         for cut in (0..enc.len()).step_by(7) {
-            let whole = ends.iter().filter(|&&end| end <= cut).count();
-            let (got, rest) = journal::parse(&enc[..cut]);
-            assert_eq!(got[..], built[..whole], "cut at {cut}");
-            assert_eq!(rest, (cut - ends.get(whole.wrapping_sub(1)).map_or(0, |e| *e)) as u64);
+            let whole = ends.iter().filter(|&&end| end <= cut).count() - 1;
+            let got = journal::parse(&enc[..cut], GENERATION);
+            assert_eq!(got.entries[..], built[..whole], "cut at {cut}");
+            assert_eq!(got.used, ends[whole]);
+            let part = &enc[ends[whole]..cut];
+            assert_eq!(got.torn, part.iter().take(8).any(|&b| b != 0), "cut at {cut}");
         }
     }
 });

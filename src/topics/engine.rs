@@ -347,7 +347,7 @@ impl TopicEngine {
         if self.journal.is_none() {
             // A new journal's directory entry is durable before the journal is relied on.
             let j = Journal::open(&self.cfg.dir)
-                .and_then(|j| sync_dir(&self.cfg.dir).map(|()| j))
+                .and_then(|(j, _)| sync_dir(&self.cfg.dir).map(|()| j))
                 .map_err(|e| {
                     crate::warn!("topics cannot open the journal error={e}");
                     fail_of(&e)
@@ -376,7 +376,7 @@ impl TopicEngine {
         r
     }
 
-    /// Syncs every partition written since the last checkpoint, then empties the journal
+    /// Syncs every partition written since the last checkpoint, then starts the journal over
     /// (kept whole when a sync failed: it still covers those writes).
     fn checkpoint(&mut self) {
         let synced = self.sync_partitions();
@@ -388,15 +388,15 @@ impl TopicEngine {
     }
 
     /// Start-up: appends to each partition what the journal holds past its end (lost with the
-    /// page cache: the journal was synced, the partition was not), syncs them, and empties the
-    /// journal.
+    /// page cache: the journal was synced, the partition was not), syncs them, and starts the
+    /// journal over.
     fn replay_journal(&mut self) -> io::Result<()> {
-        let (entries, torn) = journal::read(&self.cfg.dir)?;
-        if entries.is_empty() && torn == 0 {
+        if !journal::path(&self.cfg.dir).exists() {
             return Ok(());
         }
+        let (j, parsed) = Journal::open(&self.cfg.dir)?;
         let mut restored = 0usize;
-        for (topic, p, msgs) in entries {
+        for (topic, p, msgs) in parsed.entries {
             let Some(log) = self.topics.get(&topic).and_then(|t| t.logs.get(p as usize)) else {
                 crate::warn!(
                     "topics journal names an unknown partition topic={topic} partition={p}"
@@ -421,15 +421,18 @@ impl TopicEngine {
                     }),
                 }
             })?;
-            // Synced before the journal is emptied, restored or not: what it covered may be in
-            // the page cache only (a process killed, not a power cut).
+            // Synced before the journal starts over, restored or not: what it covered may be
+            // in the page cache only (a process killed, not a power cut).
             log.mark_dirty();
             restored += r;
         }
-        if restored > 0 || torn > 0 {
-            crate::warn!("topics journal replayed restored_msgs={restored} torn_bytes={torn}");
+        if restored > 0 || parsed.torn {
+            crate::warn!(
+                "topics journal replayed restored_msgs={restored} torn_tail={}",
+                parsed.torn
+            );
         }
-        self.journal = Some(Journal::open(&self.cfg.dir)?);
+        self.journal = Some(j);
         self.checkpoint();
         Ok(())
     }
