@@ -1,5 +1,7 @@
 //! `(method, target) -> Route`: pure, table-tested and fuzzed. Keys are decoded and bounded here.
 
+use std::borrow::Cow;
+
 use crate::http::query::{Query, param, percent_decode};
 
 /// Longest key after percent-decoding (API.md section 1).
@@ -53,7 +55,8 @@ pub enum Route {
     },
     /// `/v1/...` and `/alive`: the topics half routes these itself (`topics::route`).
     Topic {
-        method: String,
+        /// The usual methods are static names: no allocation per request.
+        method: Cow<'static, str>,
         target: Vec<u8>,
     },
 }
@@ -95,10 +98,19 @@ const TABLE: &[(&str, bool, &str)] = &[
     ("rsub", true, "GET, HEAD"),
 ];
 
+/// `method` as a static name when it is one of HTTP's usual ones.
+fn method_name(method: &str) -> Cow<'static, str> {
+    const KNOWN: [&str; 7] = ["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
+    match KNOWN.iter().find(|&&m| m == method) {
+        Some(&m) => Cow::Borrowed(m),
+        None => Cow::Owned(method.to_string()),
+    }
+}
+
 /// Routes an origin-form request target (`/path?query`).
 pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
     if crate::http::request::is_topic_target(target) {
-        return Ok(Route::Topic { method: method.to_string(), target: target.to_vec() });
+        return Ok(Route::Topic { method: method_name(method), target: target.to_vec() });
     }
     let (path, raw_query) = match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),

@@ -2,6 +2,7 @@
 //! wait for the store, fetches that park until their partitions get a message and stream
 //! batches, acks and commits. Topic bookkeeping lives in `topics::state`; this is the HTTP side.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -23,7 +24,7 @@ pub enum TopicWait {
     /// A pub's appends: `left` outstanding; then 201 (or the first failure's status).
     Pub { left: usize, fail: Option<StoreFail>, answer: PubAnswer },
     /// Its topic is being created; the request runs again once it exists.
-    Create { method: String, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
+    Create { method: Cow<'static, str>, target: Vec<u8>, headers: Box<TopicHeaders>, body: Vec<u8> },
     /// A pub whose `X-Msg-Id` is in flight on another pub: answered with that one's outcome.
     Duplicate,
     /// Metadata being stored (`left` answers to come); then `status` with `{"ok":1}`, or the
@@ -208,7 +209,7 @@ impl<S: Stream> Conn<S> {
     pub fn topic_dispatch(
         &mut self,
         ctx: &mut Ctx,
-        method: String,
+        method: Cow<'static, str>,
         target: Vec<u8>,
         mut headers: Box<TopicHeaders>,
         mut body: Vec<u8>,
@@ -287,12 +288,14 @@ impl<S: Stream> Conn<S> {
                 Ok(())
             }
             TRoute::Pub { topic, ver } => {
-                let owner = String::from_utf8_lossy(text_of(&headers.appid)).into_owned();
-                let raw = format!("{owner}.{topic}.{ver}");
+                let owner = String::from_utf8_lossy(text_of(&headers.appid));
+                let mut buf = NameBuf::default();
+                let raw = buf.join(&owner, topic, ver);
                 self.publish(ctx, &raw, &params, &headers, &mut body)
             }
             TRoute::Sub { appid, topic, ver } => {
-                let raw = format!("{appid}.{topic}.{ver}");
+                let mut buf = NameBuf::default();
+                let raw = buf.join(appid, topic, ver);
                 self.subscribe(ctx, &raw, &params, &headers, false)
             }
             TRoute::Offsets { appid, topic, ver, group } => {
@@ -512,7 +515,7 @@ fn metric_topic(
         | TRoute::Seek { appid, topic, ver, group, .. }
         | TRoute::Shadow { appid, topic, ver, group }
         | TRoute::GroupDelete { appid, topic, ver, group } => {
-            (format!("{appid}.{topic}.{ver}"), Some(Arc::from(group.as_str())))
+            (format!("{appid}.{topic}.{ver}"), Some(Arc::from(*group)))
         }
         TRoute::CreateTopic { appid, topic, ver }
         | TRoute::Partitions { appid, topic, ver }
@@ -522,4 +525,51 @@ fn metric_topic(
         TRoute::Alive | TRoute::Status | TRoute::SubStatus | TRoute::Subd { .. } => return None,
     };
     Some((Arc::from(raw), group))
+}
+
+/// Room for a checked topic's full name (`appid.topic.ver`: 64 + 1 + 64 + 1 + 16 bytes) on
+/// the stack, so the hot routes do not allocate it per request.
+struct NameBuf([u8; 160]);
+
+impl Default for NameBuf {
+    fn default() -> NameBuf {
+        NameBuf([0; 160])
+    }
+}
+
+impl NameBuf {
+    /// `appid.topic.ver`, here when it fits, else on the heap.
+    fn join(&mut self, appid: &str, topic: &str, ver: &str) -> Cow<'_, str> {
+        let parts = [appid, ".", topic, ".", ver];
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        if len > self.0.len() {
+            return Cow::Owned(parts.concat());
+        }
+        let mut at = 0;
+        for p in parts {
+            self.0[at..at + p.len()].copy_from_slice(p.as_bytes());
+            at += p.len();
+        }
+        Cow::Borrowed(std::str::from_utf8(&self.0[..len]).expect("joined from str"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::NameBuf;
+
+    #[test]
+    fn names_join_on_the_stack_and_longer_ones_on_the_heap() {
+        let mut buf = NameBuf::default();
+        let name = buf.join("app1", "orders", "v1");
+        assert_eq!(name, "app1.orders.v1");
+        assert!(matches!(name, std::borrow::Cow::Borrowed(_)));
+        let (a, t) = ("a".repeat(64), "t".repeat(64));
+        let longest = NameBuf::default().join(&a, &t, &"v".repeat(16)).into_owned();
+        assert_eq!(longest.len(), 146);
+        let mut buf = NameBuf::default();
+        let long = buf.join(&a, &t.repeat(2), "v1");
+        assert_eq!(long, format!("{a}.{t}{t}.v1"));
+        assert!(matches!(long, std::borrow::Cow::Owned(_)));
+    }
 }

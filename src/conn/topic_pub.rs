@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::sync::PoisonError;
 
 use super::topic::{PubAnswer, TopicWait};
@@ -176,8 +177,13 @@ impl<S: Stream> Conn<S> {
         match answer {
             PubAnswer::Single { partition, offset } => {
                 let dup = if duplicate { "X-Duplicate: 1\r\n" } else { "" };
-                let extra = format!("X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
-                self.topic_ok(ctx, status, &extra);
+                // On the stack: every pub's answer, no allocation for its two headers.
+                let mut buf = [0u8; 96];
+                let mut w = &mut buf[..];
+                let _ = write!(w, "X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
+                let len = 96 - w.len();
+                let extra = std::str::from_utf8(&buf[..len]).expect("written from str");
+                self.topic_ok(ctx, status, extra);
             }
             PubAnswer::Batch { json } => {
                 self.respond(ctx, status, response::JSON, json.as_bytes(), "");

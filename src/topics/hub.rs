@@ -423,10 +423,7 @@ impl Hub {
         if records.iter().any(|(k, _, _)| k.is_empty()) {
             st.rr = st.rr.wrapping_add(1);
         }
-        let mut per_part: Vec<Vec<Arc<super::Message>>> = vec![Vec::new(); p as usize];
-        let mut placed = Vec::with_capacity(records.len());
-        let mut epochs = vec![0u64; p as usize];
-        for (key, tag, payload) in records {
+        let mut place = |key: Vec<u8>, tag, payload| {
             let partition =
                 if key.is_empty() { keyless } else { super::codec::partition_of(&key, p) };
             let m = super::Message {
@@ -446,6 +443,22 @@ impl Hub {
                     m.offset,
                 );
             }
+            (partition, m, epoch)
+        };
+        // One record (every single pub): no per-partition tables.
+        if records.len() == 1 {
+            let (key, tag, payload) = records.into_iter().next().expect("one record");
+            let (partition, m, epoch) = place(key, tag, payload);
+            let placed = vec![(partition, m.offset)];
+            self.submit(shared, topic, partition, epoch, vec![m], reply, msg_id);
+            drop(st);
+            return (placed, 1);
+        }
+        let mut per_part: Vec<Vec<Arc<super::Message>>> = vec![Vec::new(); p as usize];
+        let mut placed = Vec::with_capacity(records.len());
+        let mut epochs = vec![0u64; p as usize];
+        for (key, tag, payload) in records {
+            let (partition, m, epoch) = place(key, tag, payload);
             epochs[partition as usize] = epoch;
             placed.push((partition, m.offset));
             per_part[partition as usize].push(m);
@@ -456,34 +469,49 @@ impl Hub {
                 continue;
             }
             appends += 1;
-            let n = msgs.len() as u64;
-            let (shared, t) = (shared.clone(), topic.clone());
             let epoch = epochs[partition];
-            let kept = msgs.clone();
-            let id = msg_id.clone();
-            let done: super::engine::Done = Box::new(move |result| {
-                appended(&shared, &t, partition as u32, epoch, &kept, n, result);
-                if let Some((to, seq)) = reply {
-                    let ev = TopicEv::Stored { seq, result };
-                    post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
-                }
-                // Duplicates that waited for this pub get its outcome.
-                if let (Some(id), Some(hub)) = (&id, &shared.hub) {
-                    let (waiters, p, o) = hub
-                        .dedupe
-                        .lock()
-                        .unwrap_or_else(PoisonError::into_inner)
-                        .settle(&t.name, id, result.is_ok());
-                    for (to, seq) in waiters {
-                        let ev = TopicEv::Duplicate { seq, result: result.map(|_| (p, o)) };
-                        post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
-                    }
-                }
-            });
-            self.append(topic, partition as u32, msgs, done);
+            self.submit(shared, topic, partition as u32, epoch, msgs, reply, msg_id.clone());
         }
         drop(st);
         (placed, appends)
+    }
+
+    /// Queues one partition's share of a pub, answered through `appended` (and `reply`, and
+    /// the duplicates waiting for `msg_id`).
+    #[allow(clippy::too_many_arguments)]
+    fn submit(
+        &self,
+        shared: &Arc<Shared>,
+        topic: &Arc<Topic>,
+        partition: u32,
+        epoch: u64,
+        msgs: Vec<Arc<Message>>,
+        reply: Option<(ConnId, Option<u64>)>,
+        id: Option<Box<[u8]>>,
+    ) {
+        let n = msgs.len() as u64;
+        let (shared, t) = (shared.clone(), topic.clone());
+        let kept = msgs.clone();
+        let done: super::engine::Done = Box::new(move |result| {
+            appended(&shared, &t, partition, epoch, &kept, n, result);
+            if let Some((to, seq)) = reply {
+                let ev = TopicEv::Stored { seq, result };
+                post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
+            }
+            // Duplicates that waited for this pub get its outcome.
+            if let (Some(id), Some(hub)) = (&id, &shared.hub) {
+                let (waiters, p, o) = hub
+                    .dedupe
+                    .lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .settle(&t.name, id, result.is_ok());
+                for (to, seq) in waiters {
+                    let ev = TopicEv::Duplicate { seq, result: result.map(|_| (p, o)) };
+                    post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
+                }
+            }
+        });
+        self.append(topic, partition, msgs, done);
     }
 
     /// Hands one partition's append to its writer (under the topic lock, so in offset order):

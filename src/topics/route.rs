@@ -3,100 +3,100 @@
 
 use crate::http::query::percent_decode;
 
-/// Where a `/v1/` request goes. Names are the raw path segments.
+/// Where a `/v1/` request goes. Names are the raw path segments, borrowed from the target.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum TRoute {
+pub enum TRoute<'a> {
     Alive,
     Pub {
-        topic: String,
-        ver: String,
+        topic: &'a str,
+        ver: &'a str,
     },
     WsPub {
-        topic: String,
-        ver: String,
+        topic: &'a str,
+        ver: &'a str,
     },
     Sub {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     Bury {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     WsSub {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     Offsets {
-        appid: String,
-        topic: String,
-        ver: String,
-        group: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
+        group: &'a str,
     },
     Seek {
-        appid: String,
-        topic: String,
-        ver: String,
-        group: String,
-        partition: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
+        group: &'a str,
+        partition: &'a str,
     },
     CreateTopic {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     Partitions {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     /// 6: create a group's retry and dead queues.
     Shadow {
-        appid: String,
-        topic: String,
-        ver: String,
-        group: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
+        group: &'a str,
     },
     /// 7: schedule (`POST`) or cancel (`DELETE`) a job.
     JobAdd {
-        topic: String,
-        ver: String,
+        topic: &'a str,
+        ver: &'a str,
     },
     JobCancel {
-        topic: String,
-        ver: String,
+        topic: &'a str,
+        ver: &'a str,
     },
     /// 7: kateway's job-queue creation (admin).
     JobQueue {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     /// 8: status and lag.
     Status,
     TopicStatus {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
     SubStatus,
     Subd {
-        topic: String,
-        ver: String,
+        topic: &'a str,
+        ver: &'a str,
     },
     GroupDelete {
-        appid: String,
-        topic: String,
-        ver: String,
-        group: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
+        group: &'a str,
     },
     Peek {
-        appid: String,
-        topic: String,
-        ver: String,
+        appid: &'a str,
+        topic: &'a str,
+        ver: &'a str,
     },
 }
 
@@ -143,15 +143,24 @@ impl Params {
 }
 
 /// Routes a `/v1/` or `/alive` target.
-pub fn route(method: &str, target: &[u8]) -> Result<(TRoute, Params), TRouteError> {
+pub fn route<'a>(method: &str, target: &'a [u8]) -> Result<(TRoute<'a>, Params), TRouteError> {
     let (path, query) = match target.iter().position(|&b| b == b'?') {
         Some(q) => (&target[..q], &target[q + 1..]),
         None => (target, &b""[..]),
     };
     let path = std::str::from_utf8(path).map_err(|_| TRouteError::NotFound)?;
-    let segs: Vec<&str> = path.split('/').skip(1).collect();
-    let s = |i: usize| segs[i].to_string();
-    let (route, allow) = match segs.as_slice() {
+    // No route has more than 7 segments: a longer path is not found, without a Vec.
+    let mut segs = [""; 8];
+    let mut n = 0;
+    for seg in path.split('/').skip(1) {
+        if n == segs.len() {
+            return Err(TRouteError::NotFound);
+        }
+        segs[n] = seg;
+        n += 1;
+    }
+    let s = |i: usize| segs[i];
+    let (route, allow) = match &segs[..n] {
         ["alive"] => ((method == "GET").then_some(TRoute::Alive), "GET"),
         ["v1", "msgs", _, _] => {
             ((method == "POST").then(|| TRoute::Pub { topic: s(2), ver: s(3) }), "POST")
@@ -261,31 +270,27 @@ mod tests {
     #[test]
     fn table() {
         use TRouteError::*;
-        let ok = |m: &str, t: &str| route(m, t.as_bytes()).map(|(r, _)| r);
+        fn ok<'a>(m: &str, t: &'a str) -> Result<TRoute<'a>, TRouteError> {
+            route(m, t.as_bytes()).map(|(r, _)| r)
+        }
         assert_eq!(ok("GET", "/alive"), Ok(TRoute::Alive));
         assert_eq!(ok("POST", "/alive"), Err(MethodNotAllowed("GET")));
-        assert_eq!(
-            ok("POST", "/v1/msgs/t/v1?key=k"),
-            Ok(TRoute::Pub { topic: "t".into(), ver: "v1".into() })
-        );
+        assert_eq!(ok("POST", "/v1/msgs/t/v1?key=k"), Ok(TRoute::Pub { topic: "t", ver: "v1" }));
         assert_eq!(ok("GET", "/v1/msgs/t/v1"), Err(MethodNotAllowed("POST")));
         assert_eq!(
             ok("PUT", "/v1/msgs/a/t/v1"),
-            Ok(TRoute::Bury { appid: "a".into(), topic: "t".into(), ver: "v1".into() })
+            Ok(TRoute::Bury { appid: "a", topic: "t", ver: "v1" })
         );
         assert_eq!(ok("DELETE", "/v1/msgs/a/t/v1"), Err(MethodNotAllowed("GET, PUT")));
         assert_eq!(ok("GET", "/v1/nope"), Err(NotFound));
         assert_eq!(ok("GET", "/v1/msgs/a/t/v1/x"), Err(NotFound));
+        // Longer than any route (8 segments and more): not found, however long.
+        assert_eq!(ok("GET", "/v1/offset/a/t/v/g/3/x"), Err(NotFound));
+        assert_eq!(ok("GET", &"/x".repeat(1000)), Err(NotFound));
         assert_eq!(ok("GET", "/v1/clusters"), Err(NotFound));
         assert_eq!(
             ok("PUT", "/v1/offset/a/t/v/g/3"),
-            Ok(TRoute::Seek {
-                appid: "a".into(),
-                topic: "t".into(),
-                ver: "v".into(),
-                group: "g".into(),
-                partition: "3".into()
-            })
+            Ok(TRoute::Seek { appid: "a", topic: "t", ver: "v", group: "g", partition: "3" })
         );
         let (_, p) = route("GET", b"/v1/msgs/a/t/v?group=g&ack=1&batch=&x=%41").unwrap();
         assert_eq!(
