@@ -80,11 +80,6 @@ impl<S: Stream> Conn<S> {
             // Here, once: a missing topic comes back through the dispatch after its creation.
             charge_appid_cost(hub, text_of(&h.appid), recs.len())?;
         }
-        let records = match batch_recs {
-            Some(r) => r,
-            // The body becomes the message's payload: moved, not copied.
-            None => vec![(key.to_vec(), tag.to_vec(), std::mem::take(body))],
-        };
         let id: Option<Box<[u8]>> = h.msg_id.as_deref().map(Into::into);
         if let Some(id) = &id {
             let now = now_ms();
@@ -108,7 +103,14 @@ impl<S: Stream> Conn<S> {
             }
         }
         let reply = (!asynch).then_some((self.id, None));
-        let (placed, left) = hub.publish(&shared, &topic, records, reply, id);
+        let (placed, left) = match batch_recs {
+            Some(records) => hub.publish(&shared, &topic, records, reply, id),
+            None => {
+                // The body becomes the message's payload: moved, not copied.
+                let one = (key.to_vec(), tag.to_vec(), std::mem::take(body));
+                hub.publish(&shared, &topic, std::iter::once(one), reply, id)
+            }
+        };
         let answer = if batch {
             let mut json = String::from("{\"ok\":1,\"msgs\":[");
             for (i, (p, o)) in placed.iter().enumerate() {

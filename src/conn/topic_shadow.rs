@@ -164,7 +164,7 @@ impl<S: Stream> Conn<S> {
         if source.lock().new_group_refused(&gid, hub.cfg.max_groups) {
             return Err(refuse(507, "too many groups").into());
         }
-        hub.publish(&shared, &target, vec![record], Some((self.id, None)), None);
+        hub.publish(&shared, &target, std::iter::once(record), Some((self.id, None)), None);
         let wait = TopicWait::Bury { source, gid, partition: p, offset };
         self.state = State::Topic(Box::new(wait));
         self.set_deadline(None, ctx);

@@ -400,6 +400,23 @@ impl Hub {
 /// One message to publish: key, tag, payload (empty key/tag = none).
 pub type Record = (Vec<u8>, Vec<u8>, Vec<u8>);
 
+/// Where a pub's records went, (partition, offset) in order: a single pub's without a vector.
+pub enum Placed {
+    One([(u32, i64); 1]),
+    Many(Vec<(u32, i64)>),
+}
+
+impl std::ops::Deref for Placed {
+    type Target = [(u32, i64)];
+
+    fn deref(&self) -> &[(u32, i64)] {
+        match self {
+            Placed::One(one) => one,
+            Placed::Many(many) => many,
+        }
+    }
+}
+
 impl Hub {
     /// Assigns partitions and offsets to `records` (2: keys hash, keyless ones share one round
     /// robin step) and hands them to the store in the same critical section, one append per
@@ -410,20 +427,18 @@ impl Hub {
         &self,
         shared: &Arc<Shared>,
         topic: &Arc<Topic>,
-        records: Vec<Record>,
+        records: impl IntoIterator<Item = Record, IntoIter: ExactSizeIterator>,
         reply: Option<(ConnId, Option<u64>)>,
         msg_id: Option<Box<[u8]>>,
-    ) -> (Vec<(u32, i64)>, usize) {
+    ) -> (Placed, usize) {
+        let mut records = records.into_iter();
         let p = topic.partitions();
         let time_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64);
         let mut st = topic.lock();
         let keyless = st.rr % p;
-        if records.iter().any(|(k, _, _)| k.is_empty()) {
-            st.rr = st.rr.wrapping_add(1);
-        }
-        let mut place = |key: Vec<u8>, tag, payload| {
+        let place = |st: &mut TopicState, (key, tag, payload): Record| {
             let partition =
                 if key.is_empty() { keyless } else { super::codec::partition_of(&key, p) };
             let m = super::Message {
@@ -445,20 +460,27 @@ impl Hub {
             }
             (partition, m, epoch)
         };
-        // One record (every single pub): no per-partition tables.
+        // One record (every single pub): no per-partition tables, no vectors but its own.
         if records.len() == 1 {
-            let (key, tag, payload) = records.into_iter().next().expect("one record");
-            let (partition, m, epoch) = place(key, tag, payload);
-            let placed = vec![(partition, m.offset)];
+            let record = records.next().expect("one record");
+            if record.0.is_empty() {
+                st.rr = st.rr.wrapping_add(1);
+            }
+            let (partition, m, epoch) = place(&mut st, record);
+            let placed = Placed::One([(partition, m.offset)]);
             self.submit(shared, topic, partition, epoch, vec![m], reply, msg_id);
             drop(st);
             return (placed, 1);
         }
+        let records: Vec<Record> = records.collect();
+        if records.iter().any(|(k, _, _)| k.is_empty()) {
+            st.rr = st.rr.wrapping_add(1);
+        }
         let mut per_part: Vec<Vec<Arc<super::Message>>> = vec![Vec::new(); p as usize];
         let mut placed = Vec::with_capacity(records.len());
         let mut epochs = vec![0u64; p as usize];
-        for (key, tag, payload) in records {
-            let (partition, m, epoch) = place(key, tag, payload);
+        for record in records {
+            let (partition, m, epoch) = place(&mut st, record);
             epochs[partition as usize] = epoch;
             placed.push((partition, m.offset));
             per_part[partition as usize].push(m);
@@ -473,7 +495,7 @@ impl Hub {
             self.submit(shared, topic, partition as u32, epoch, msgs, reply, msg_id.clone());
         }
         drop(st);
-        (placed, appends)
+        (Placed::Many(placed), appends)
     }
 
     /// Queues one partition's share of a pub, answered through `appended` (and `reply`, and

@@ -134,8 +134,8 @@ impl TPub {
         }
         let reply = (!self.asynch).then_some((io.id, Some(seq)));
         let id = id.map(Vec::into_boxed_slice);
-        let records = vec![(key, tag, payload)];
-        let (placed, _) = hub.publish(&shared, &self.topic, records, reply, id);
+        let record = std::iter::once((key, tag, payload));
+        let (placed, _) = hub.publish(&shared, &self.topic, record, reply, id);
         let (p, o) = placed[0];
         if self.asynch {
             self.answer(seq, ok_frame(p, o), io.out);
