@@ -267,6 +267,7 @@ impl Worker {
         }
         // Serve what is already in the accept queue, then stop taking new connections: with
         // SO_REUSEPORT the kernel sends new ones to a listener that is still open.
+        let accepted_from = self.next_generation;
         self.accept();
         if let Some(mut l) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut l);
@@ -280,7 +281,11 @@ impl Worker {
                 continue;
             };
             relay::on_drain(conn, &mut self.ctx);
-            if conn.is_idle() {
+            // A connection accepted just now has not been read yet: its request may be in its
+            // socket or on the way. Closing it would reset the client (unread bytes) or answer
+            // it with an EOF; it is served (and closed after its answer) like any other.
+            let fresh = conn.id.generation >= accepted_from;
+            if conn.is_idle() && !fresh {
                 self.close(token);
             } else {
                 self.drive(token);
