@@ -183,7 +183,8 @@ impl<S: Stream> Conn<S> {
                 let mut buf = [0u8; 96];
                 let mut w = &mut buf[..];
                 let _ = write!(w, "X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
-                let len = 96 - w.len();
+                let left = w.len();
+                let len = buf.len() - left;
                 let extra = std::str::from_utf8(&buf[..len]).expect("written from str");
                 self.topic_ok(ctx, status, extra);
             }

@@ -296,7 +296,7 @@ impl TopicEngine {
 
     /// `ESUB_FSYNC=always`: each group is written to its partitions, then to the journal, whose
     /// one fdatasync makes the whole batch durable; only then do the partitions publish it. A
-    /// journal that cannot take the batch (a full disk or file limit) is emptied by a
+    /// journal that cannot take the batch (a full disk or file limit) is started over by a
     /// checkpoint and tried once more; if it still fails, the partitions' writes are taken out
     /// again and every append gets the error.
     fn append_journaled(
@@ -383,7 +383,7 @@ impl TopicEngine {
         if let (true, Some(j)) = (synced, self.journal.as_mut())
             && let Err(e) = j.reset()
         {
-            crate::warn!("topics cannot empty the journal error={e}");
+            crate::warn!("topics cannot start the journal over error={e}");
         }
     }
 

@@ -56,7 +56,7 @@ pub struct Journal {
 pub type Entry = (String, u32, Vec<Message>);
 
 /// What `parse` found in the entry area.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Default, PartialEq, Eq)]
 pub struct Parsed {
     /// The current generation's whole entries, in order.
     pub entries: Vec<Entry>,
@@ -83,15 +83,13 @@ impl Journal {
         file.read_to_end(&mut bytes)?;
         let mut j =
             Journal { file, generation: 0, len: HEAD, cap: bytes.len() as u64, buf: Vec::new() };
-        let Some(generation) = header(&bytes) else {
+        let Some((generation, parsed)) = scan(&bytes) else {
             j.file.set_len(0)?;
             j.cap = 0;
             j.reset()?;
-            let parsed = Parsed { entries: Vec::new(), used: 0, torn: false };
-            return Ok((j, parsed));
+            return Ok((j, Parsed::default()));
         };
         j.generation = generation;
-        let parsed = parse(&bytes[HEAD as usize..], generation);
         j.len = HEAD + parsed.used as u64;
         Ok((j, parsed))
     }
@@ -200,7 +198,8 @@ pub fn encode_entry(
     }
 }
 
-/// Reads `dir/always.journal` when there is one: its generation and what `parse` finds.
+/// Reads `dir/always.journal` when there is one: its generation and what `parse` finds
+/// (generation 0 and nothing without a valid header).
 pub fn read(dir: &Path) -> io::Result<Option<(u64, Parsed)>> {
     let mut bytes = Vec::new();
     match File::open(path(dir)) {
@@ -208,19 +207,22 @@ pub fn read(dir: &Path) -> io::Result<Option<(u64, Parsed)>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(e),
     };
-    let Some(generation) = header(&bytes) else {
-        return Ok(Some((0, Parsed { entries: Vec::new(), used: 0, torn: false })));
-    };
-    Ok(Some((generation, parse(&bytes[HEAD as usize..], generation))))
+    Ok(Some(scan(&bytes).unwrap_or_default()))
+}
+
+/// A whole journal file's generation and current entries; `None` without a valid header.
+fn scan(bytes: &[u8]) -> Option<(u64, Parsed)> {
+    let generation = header(bytes)?;
+    Some((generation, parse(&bytes[HEAD as usize..], generation)))
 }
 
 /// The generation of a valid header block at the front of `bytes`.
 pub fn header(bytes: &[u8]) -> Option<u64> {
     let block = bytes.get(..HEAD as usize)?;
     let (payload, _) = split_frame(block, MAGIC.len() + 8).ok()??;
-    let (magic, generation) = payload.split_at(MAGIC.len());
-    (magic == MAGIC && generation.len() == 8)
-        .then(|| u64::from_le_bytes(generation.try_into().expect("8 bytes")))
+    let mut f = Fields(payload);
+    (f.bytes(MAGIC.len()).ok()? == MAGIC).then_some(())?;
+    f.u64().ok()
 }
 
 /// The entries of `generation` at the front of the entry area `bytes`.

@@ -175,7 +175,7 @@ impl PartitionLog {
     /// batch stays: files are cut back, segments it created removed, `latest()` unchanged.
     pub fn append(&mut self, msgs: &[Arc<Message>]) -> Result<(), StoreFail> {
         let written = self.write(msgs)?;
-        self.publish(written.0);
+        self.publish_written(written);
         Ok(())
     }
 

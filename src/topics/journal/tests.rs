@@ -18,6 +18,14 @@ fn entries(dir: &Path) -> Vec<Entry> {
     read(dir).unwrap().expect("a journal").1.entries
 }
 
+/// A new journal in a scratch directory of its own.
+fn fresh(name: &str) -> (TempDir, Journal) {
+    let t = TempDir::new(name);
+    std::fs::create_dir_all(&t.0).unwrap();
+    let (j, _) = Journal::open(&t.0).unwrap();
+    (t, j)
+}
+
 fn raw(dir: &Path) -> File {
     File::options().read(true).write(true).open(path(dir)).unwrap()
 }
@@ -72,9 +80,7 @@ fn groups_read_back_whole_and_in_order_and_a_torn_tail_ends_the_journal() {
 
 #[test]
 fn a_checkpoint_starts_a_new_generation_over_the_old_entries() {
-    let t = TempDir::new("journal-generation");
-    std::fs::create_dir_all(&t.0).unwrap();
-    let (mut j, _) = Journal::open(&t.0).unwrap();
+    let (t, mut j) = fresh("journal-generation");
     j.add("a.o.v1", 0, &msgs(0..6));
     j.add("a.o.v1", 1, &msgs(0..6));
     j.commit().unwrap();
@@ -101,9 +107,7 @@ fn a_checkpoint_starts_a_new_generation_over_the_old_entries() {
 
 #[test]
 fn a_torn_header_starts_the_journal_over() {
-    let t = TempDir::new("journal-header");
-    std::fs::create_dir_all(&t.0).unwrap();
-    let (mut j, _) = Journal::open(&t.0).unwrap();
+    let (t, mut j) = fresh("journal-header");
     j.add("a.o.v1", 0, &msgs(0..2));
     j.commit().unwrap();
     drop(j);
@@ -118,9 +122,7 @@ fn a_torn_header_starts_the_journal_over() {
 
 #[test]
 fn the_file_grows_in_steps_and_a_checkpoint_cuts_a_huge_one_back() {
-    let t = TempDir::new("journal-size");
-    std::fs::create_dir_all(&t.0).unwrap();
-    let (mut j, _) = Journal::open(&t.0).unwrap();
+    let (t, mut j) = fresh("journal-size");
     let size = || std::fs::metadata(path(&t.0)).unwrap().len();
     assert_eq!(size(), STEP);
     // A group that does not fit the space left: the file grows by whole steps to take it.
