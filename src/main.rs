@@ -7,6 +7,12 @@ use std::process::ExitCode;
 use esub::config::{Config, help_text};
 use esub::server::Server;
 
+/// mimalloc, not glibc's malloc: a topic partition keeps its last few thousand messages, freed
+/// oldest first, which overflows glibc's per-thread caches into its bins on every pub (about
+/// 4 % of a single pub's CPU here); mimalloc's per-page free lists do not care about the order.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Blocks the shutdown signals in this thread (and so in every thread spawned after), then
 /// `wait_for_signal` takes them synchronously: no handler runs at an arbitrary point.
 fn block_signals() -> libc::sigset_t {
