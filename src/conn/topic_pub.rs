@@ -3,7 +3,6 @@
 
 use std::borrow::Cow;
 use std::fmt::Write as _;
-use std::io::Write as _;
 use std::sync::PoisonError;
 
 use super::topic::{PubAnswer, TopicWait};
@@ -178,13 +177,21 @@ impl<S: Stream> Conn<S> {
     ) {
         match answer {
             PubAnswer::Single { partition, offset } => {
-                let dup = if duplicate { "X-Duplicate: 1\r\n" } else { "" };
+                let dup: &[u8] = if duplicate { b"X-Duplicate: 1\r\n" } else { b"" };
                 // On the stack: every pub's answer, no allocation for its two headers.
                 let mut buf = [0u8; 96];
-                let mut w = &mut buf[..];
-                let _ = write!(w, "X-Partition: {partition}\r\nX-Offset: {offset}\r\n{dup}");
-                let left = w.len();
-                let len = buf.len() - left;
+                let mut len = 0;
+                for part in [
+                    &b"X-Partition: "[..],
+                    response::decimal(&mut [0; 20], u64::from(partition)),
+                    b"\r\nX-Offset: ",
+                    response::decimal(&mut [0; 20], offset.max(0) as u64),
+                    b"\r\n",
+                    dup,
+                ] {
+                    buf[len..len + part.len()].copy_from_slice(part);
+                    len += part.len();
+                }
                 let extra = std::str::from_utf8(&buf[..len]).expect("written from str");
                 self.topic_ok(ctx, status, extra);
             }

@@ -1,8 +1,6 @@
 //! Response heads, written straight into the connection's outgoing bytes. No allocation beyond
 //! the buffer's own growth; bodies that are shared (`Arc`) are queued beside the head, not copied.
 
-use std::io::Write;
-
 /// How the `Connection` header reads for one response.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Persist {
@@ -55,10 +53,18 @@ pub fn head(
     persist: Persist,
     extra: &str,
 ) {
-    // Writing into a Vec cannot fail.
-    let _ = write!(out, "HTTP/1.1 {} {}\r\n", status, reason(status));
+    // Every response's head: plain appends, not `write!`'s formatting machinery.
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(decimal(&mut [0; 20], status as u64));
+    out.push(b' ');
+    out.extend_from_slice(reason(status).as_bytes());
+    out.extend_from_slice(b"\r\n");
     if status != 204 && status >= 200 {
-        let _ = write!(out, "Content-Type: {content_type}\r\nContent-Length: {body_len}\r\n");
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(content_type.as_bytes());
+        out.extend_from_slice(b"\r\nContent-Length: ");
+        out.extend_from_slice(decimal(&mut [0; 20], body_len as u64));
+        out.extend_from_slice(b"\r\n");
     }
     match persist {
         Persist::KeepAlive => {}
@@ -67,6 +73,19 @@ pub fn head(
     }
     out.extend_from_slice(extra.as_bytes());
     out.extend_from_slice(b"\r\n");
+}
+
+/// `n` in decimal, written at the end of `buf` (20 digits hold any u64).
+pub fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
+    let mut at = buf.len();
+    loop {
+        at -= 1;
+        buf[at] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[at..];
+        }
+    }
 }
 
 /// A whole response with a small body.
@@ -108,5 +127,12 @@ mod tests {
             v,
             b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 3\r\nConnection: keep-alive\r\nAllow: GET\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn decimals() {
+        for n in [0, 7, 10, 99, 100, 4096, 1_000_000_007, u64::MAX] {
+            assert_eq!(decimal(&mut [0; 20], n), n.to_string().as_bytes(), "{n}");
+        }
     }
 }

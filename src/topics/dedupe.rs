@@ -7,6 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 
+use super::FxBuild;
 use crate::server::mailbox::ConnId;
 
 /// Who waits for an in-flight first pub: a connection, and a websocket frame's number.
@@ -40,31 +41,6 @@ enum Entry {
         offset: i64,
     },
 }
-
-/// FxHash (rustc's): ids are chosen by producers, but a collision only costs a probe, and
-/// SipHash showed in the profile of pubs with ids.
-#[derive(Default, Clone, Copy)]
-struct Fx(u64);
-
-impl std::hash::Hasher for Fx {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
-        let mut chunks = bytes.chunks_exact(8);
-        for c in &mut chunks {
-            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
-            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
-        }
-        for &b in chunks.remainder() {
-            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
-        }
-    }
-}
-
-type FxBuild = std::hash::BuildHasherDefault<Fx>;
 
 /// One topic's ids (looked up by `&[u8]`, no allocation).
 type Ids = HashMap<Arc<[u8]>, (u64, Entry), FxBuild>;

@@ -37,3 +37,30 @@ pub struct Message {
     pub msg_id: Vec<u8>,
     pub payload: Body,
 }
+
+/// FxHash (rustc's), for the maps every pub looks in (topics by name, `X-Msg-Id`s): their keys
+/// come from clients, but only what was created or stored is in them (bounded by
+/// `ESUB_MAX_TOPICS` and the id window), so a crafted collision costs a probe, not a flood;
+/// SipHash showed in the pub profiles.
+#[derive(Default, Clone, Copy)]
+pub struct Fx(u64);
+
+impl std::hash::Hasher for Fx {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        const K: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            let v = u64::from_le_bytes(c.try_into().expect("8 bytes"));
+            self.0 = (self.0.rotate_left(5) ^ v).wrapping_mul(K);
+        }
+        for &b in chunks.remainder() {
+            self.0 = (self.0.rotate_left(5) ^ u64::from(b)).wrapping_mul(K);
+        }
+    }
+}
+
+pub type FxBuild = std::hash::BuildHasherDefault<Fx>;

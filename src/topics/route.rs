@@ -152,12 +152,21 @@ pub fn route<'a>(method: &str, target: &'a [u8]) -> Result<(TRoute<'a>, Params),
     // No route has more than 7 segments: a longer path is not found, without a Vec.
     let mut segs = [""; 8];
     let mut n = 0;
-    for seg in path.split('/').skip(1) {
-        if n == segs.len() {
-            return Err(TRouteError::NotFound);
+    // Split on the byte, not `str::split(char)`'s searcher: a route is a handful of short
+    // segments, and `/` is ASCII, so every cut is on a character boundary.
+    let mut start = None;
+    for (i, b) in path.bytes().chain(std::iter::once(b'/')).enumerate() {
+        if b != b'/' {
+            continue;
         }
-        segs[n] = seg;
-        n += 1;
+        if let Some(from) = start {
+            if n == segs.len() {
+                return Err(TRouteError::NotFound);
+            }
+            segs[n] = &path[from..i];
+            n += 1;
+        }
+        start = Some(i + 1);
     }
     let s = |i: usize| segs[i];
     let (route, allow) = match &segs[..n] {

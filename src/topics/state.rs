@@ -13,8 +13,9 @@ use super::meta::{CommitKey, MetaRec};
 use crate::server::mailbox::ConnId;
 
 /// Messages kept in memory per partition for consumers near the head; older ranges are read
-/// from disk.
-const TAIL_MSGS: usize = 4096;
+/// from disk. Every pub evicts one: a smaller tail keeps the evicted message in cache (4096
+/// was a visible cache miss per pub); 1024 is still 100 ms of a partition at 10k msgs/s.
+const TAIL_MSGS: usize = 1024;
 const TAIL_BYTES: usize = 8 << 20;
 
 /// `(consuming appid, group, queue)`; queue is `""`, `retry` or `dead`.
@@ -46,8 +47,9 @@ pub struct Part {
     /// Every offset below is stored: the high watermark, and `latest` as consumers see it.
     pub stored: i64,
     pub oldest: i64,
-    /// Recent messages in offset order (some may not be stored yet).
-    pub tail: VecDeque<Arc<Message>>,
+    /// Recent messages in offset order (some may not be stored yet), each with its payload's
+    /// length, so evicting one does not read the message's cold memory for it.
+    tail: VecDeque<(Arc<Message>, usize)>,
     tail_bytes: usize,
     /// Bumped when a failed append rolls `next` back: older failures must not roll it again.
     pub epoch: u64,
@@ -59,11 +61,12 @@ impl Part {
     }
 
     pub fn push(&mut self, m: Arc<Message>) {
-        self.tail_bytes += m.payload.len();
-        self.tail.push_back(m);
+        let len = m.payload.len();
+        self.tail_bytes += len;
+        self.tail.push_back((m, len));
         while self.tail.len() > TAIL_MSGS || self.tail_bytes > TAIL_BYTES {
             match self.tail.pop_front() {
-                Some(old) => self.tail_bytes -= old.payload.len(),
+                Some((_, old)) => self.tail_bytes -= old,
                 None => break,
             }
         }
@@ -71,9 +74,9 @@ impl Part {
 
     /// The message at `offset` when the tail holds it.
     pub fn get(&self, offset: i64) -> Option<&Arc<Message>> {
-        let front = self.tail.front()?.offset;
+        let front = self.tail.front()?.0.offset;
         let i = usize::try_from(offset - front).ok()?;
-        self.tail.get(i)
+        self.tail.get(i).map(|(m, _)| m)
     }
 
     fn clear_tail(&mut self) {
@@ -190,7 +193,7 @@ impl TopicState {
             return Vec::new();
         }
         for m in msgs {
-            if part.tail.back().is_some_and(|b| b.offset + 1 != m.offset) {
+            if part.tail.back().is_some_and(|(b, _)| b.offset + 1 != m.offset) {
                 part.clear_tail();
             }
             part.push(m.clone());
