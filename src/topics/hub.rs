@@ -511,11 +511,9 @@ impl Hub {
         reply: Option<(ConnId, Option<u64>)>,
         id: Option<Box<[u8]>>,
     ) {
-        let n = msgs.len() as u64;
         let (shared, t) = (shared.clone(), topic.clone());
-        let kept = msgs.clone();
-        let done: super::engine::Done = Box::new(move |result| {
-            appended(&shared, &t, partition, epoch, &kept, n, result);
+        let done = move |kept: &[Arc<Message>], result: Result<(), StoreFail>| {
+            appended(&shared, &t, partition, epoch, kept, result);
             if let Some((to, seq)) = reply {
                 let ev = TopicEv::Stored { seq, result };
                 post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
@@ -532,7 +530,7 @@ impl Hub {
                     post_or_hold(&shared, to.worker, Msg::Topic { to, ev });
                 }
             }
-        });
+        };
         self.append(topic, partition, msgs, done);
     }
 
@@ -544,13 +542,16 @@ impl Hub {
         topic: &Topic,
         partition: u32,
         msgs: Vec<Arc<Message>>,
-        done: super::engine::Done,
+        done: impl FnOnce(&[Arc<Message>], Result<(), StoreFail>) + Send + 'static,
     ) {
         if self.direct {
             let a = &topic.appenders[partition as usize];
-            a.queue(msgs, done);
+            a.queue(msgs, Box::new(done));
             touch(a);
         } else {
+            // The store thread's answer does not hand the messages back: keep the list.
+            let kept = msgs.clone();
+            let done: super::engine::Done = Box::new(move |result| done(&kept, result));
             self.send(TReq::Append { topic: topic.name.clone(), partition, msgs, done });
         }
     }
@@ -564,9 +565,9 @@ fn appended(
     partition: u32,
     epoch: u64,
     kept: &[Arc<Message>],
-    n: u64,
     result: Result<(), StoreFail>,
 ) {
+    let n = kept.len() as u64;
     let wake = match result {
         Ok(()) => t.lock().stored(partition, kept),
         Err(_) => {
@@ -625,12 +626,10 @@ impl Hub {
                 continue;
             }
             let (shared, t, sink) = (shared.clone(), topic.clone(), sink.clone());
-            let kept = msgs.clone();
-            let done: super::engine::Done = Box::new(move |result| {
-                let n = kept.len() as u64;
-                appended(&shared, &t, partition as u32, epoch, &kept, n, result);
+            let done = move |kept: &[Arc<Message>], result| {
+                appended(&shared, &t, partition as u32, epoch, kept, result);
                 sink.answered(&ids, result);
-            });
+            };
             self.append(topic, partition as u32, msgs, done);
         }
         drop(st);

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use appender::{Appender, Done, Flushed};
+pub use appender::{AppendDone, Appender, Done, Flushed};
 pub use reader::PartitionReader;
 pub use record::{Corrupt, Record, decode_record};
 pub use segment::scan;
@@ -174,7 +174,16 @@ impl PartitionLog {
     /// touched (one, unless the batch fills the active segment). On any error nothing of the
     /// batch stays: files are cut back, segments it created removed, `latest()` unchanged.
     pub fn append(&mut self, msgs: &[Arc<Message>]) -> Result<(), StoreFail> {
-        let written = self.write(msgs)?;
+        self.append_all(msgs.iter())
+    }
+
+    /// `append` of messages that sit in several lists (an `Appender`'s queue), without
+    /// gathering them into one.
+    pub fn append_all<'m>(
+        &mut self,
+        msgs: impl Iterator<Item = &'m Arc<Message>> + Clone,
+    ) -> Result<(), StoreFail> {
+        let written = self.write_iter(msgs)?;
         self.publish_written(written);
         Ok(())
     }
@@ -184,7 +193,16 @@ impl PartitionLog {
     /// them, `latest()` has not moved) until `publish_written`; `unwrite` takes them out again.
     /// Nothing else may append in between.
     pub fn write(&mut self, msgs: &[Arc<Message>]) -> Result<Written, StoreFail> {
-        for (i, m) in msgs.iter().enumerate() {
+        self.write_iter(msgs.iter())
+    }
+
+    fn write_iter<'m>(
+        &mut self,
+        msgs: impl Iterator<Item = &'m Arc<Message>> + Clone,
+    ) -> Result<Written, StoreFail> {
+        let mut any = false;
+        for (i, m) in msgs.clone().enumerate() {
+            any = true;
             if m.offset != self.latest + i as i64 || !Record::of(m).fits() {
                 crate::warn!(
                     "topics refused an append dir={} offset={} expected={} (a bug upstream)",
@@ -207,7 +225,7 @@ impl PartitionLog {
             last_entry: self.last_entry,
             new_entries: Vec::new(),
         }];
-        if msgs.is_empty() {
+        if !any {
             return Ok(Written(pending));
         }
         let result = self.write_all(msgs, &mut pending);
@@ -235,7 +253,11 @@ impl PartitionLog {
         }
     }
 
-    fn write_all(&mut self, msgs: &[Arc<Message>], pending: &mut Vec<Pending>) -> io::Result<()> {
+    fn write_all<'m>(
+        &mut self,
+        msgs: impl Iterator<Item = &'m Arc<Message>>,
+        pending: &mut Vec<Pending>,
+    ) -> io::Result<()> {
         self.buf.clear();
         for m in msgs {
             let r = Record::of(m);

@@ -23,12 +23,16 @@ use super::{PartitionLog, Record};
 use crate::store::StoreFail;
 use crate::topics::Message;
 
-/// Told once whether an append was stored, on whichever thread wrote it.
+/// Told once whether a request was stored, on whichever thread wrote it.
 pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
+
+/// `Done` for a queued append, handed the append's messages back (so the caller need not keep
+/// a copy of the list).
+pub type AppendDone = Box<dyn FnOnce(&[Arc<Message>], Result<(), StoreFail>) + Send>;
 
 struct Queued {
     msgs: Vec<Arc<Message>>,
-    done: Done,
+    done: AppendDone,
 }
 
 pub struct Appender {
@@ -72,7 +76,7 @@ impl Appender {
     }
 
     /// Queues an append whose offsets follow the queued ones (the caller holds the topic lock).
-    pub fn queue(&self, msgs: Vec<Arc<Message>>, done: Done) {
+    pub fn queue(&self, msgs: Vec<Arc<Message>>, done: AppendDone) {
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(Queued { msgs, done });
     }
 
@@ -80,6 +84,9 @@ impl Appender {
     /// the log lock, so answers keep offset order whoever writes). `may_roll`: the caller may
     /// fsync and create a segment (the store thread); a worker gets `NeedsStore` instead.
     pub fn flush(&self, may_roll: bool) -> Flushed {
+        // The queue's list, taken whole and given back empty: its capacity serves the next
+        // iteration's appends.
+        let mut taken = Vec::new();
         loop {
             {
                 let mut log = match self.log.try_lock() {
@@ -88,7 +95,7 @@ impl Appender {
                     Err(std::sync::TryLockError::WouldBlock) if may_roll => self.lock(),
                     Err(std::sync::TryLockError::WouldBlock) => return Flushed::Done,
                 };
-                let taken = {
+                {
                     let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
                     if !may_roll {
                         let bytes = q
@@ -100,26 +107,24 @@ impl Appender {
                             return Flushed::NeedsStore;
                         }
                     }
-                    std::mem::take(&mut *q)
-                };
+                    std::mem::swap(&mut *q, &mut taken);
+                }
                 if !taken.is_empty() {
-                    let result = if taken.len() == 1 {
-                        log.append(&taken[0].msgs)
-                    } else {
-                        let all: Vec<Arc<Message>> =
-                            taken.iter().flat_map(|a| a.msgs.iter().cloned()).collect();
-                        log.append(&all)
-                    };
+                    let result = log.append_all(taken.iter().flat_map(|a| a.msgs.iter()));
                     if result.is_ok() {
                         self.dirty.store(true, Ordering::Release);
                     }
-                    for a in taken {
-                        (a.done)(result);
+                    for a in taken.drain(..) {
+                        (a.done)(&a.msgs, result);
                     }
                 }
             }
             // Appends queued by a thread that found the log taken are this thread's to write.
-            if self.queue.lock().unwrap_or_else(PoisonError::into_inner).is_empty() {
+            let mut q = self.queue.lock().unwrap_or_else(PoisonError::into_inner);
+            if q.is_empty() {
+                if q.capacity() < taken.capacity() {
+                    std::mem::swap(&mut *q, &mut taken);
+                }
                 return Flushed::Done;
             }
         }

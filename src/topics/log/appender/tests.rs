@@ -21,9 +21,13 @@ fn segment_files(dir: &TempDir) -> usize {
 }
 
 /// A `Done` that records (first offset, result) into `log`.
-fn record(log: &Arc<Mutex<Vec<(i64, bool)>>>, first: i64) -> Done {
+/// Records each answer; the answer is handed its own append's messages back.
+fn record(log: &Arc<Mutex<Vec<(i64, bool)>>>, first: i64) -> AppendDone {
     let log = log.clone();
-    Box::new(move |r| log.lock().unwrap().push((first, r.is_ok())))
+    Box::new(move |msgs, r| {
+        assert_eq!(msgs.first().map(|m| m.offset), Some(first), "the append's own messages");
+        log.lock().unwrap().push((first, r.is_ok()))
+    })
 }
 
 #[test]
