@@ -139,7 +139,7 @@ pub enum State {
         since: i64,
     },
     /// A topics request waiting for the store, its topic's creation, or messages.
-    Topic(Box<TopicWait>),
+    Topic(TopicWait),
     /// Flush what is queued, then close.
     Closing,
 }
@@ -360,6 +360,19 @@ impl<S: Stream> Conn<S> {
         // response stays self-delimiting whatever a client assumes about HEAD.
         let body = if self.head_only { &b""[..] } else { body };
         self.out.with_bytes(|v| response::full(v, status, ctype, body, persist, extra));
+        self.after_response(ctx);
+    }
+
+    /// `respond` with a body built for this response: a large one (the status routes' JSON) is
+    /// queued as it is beside its head, not copied into the outgoing bytes.
+    pub fn respond_owned(&mut self, ctx: &mut Ctx, status: u16, ctype: &str, body: Vec<u8>) {
+        if body.len() < 4096 || self.head_only {
+            return self.respond(ctx, status, ctype, &body, "");
+        }
+        self.record(ctx, (200..300).contains(&status));
+        let persist = self.persist;
+        self.out.with_bytes(|v| response::head(v, status, ctype, body.len(), persist, ""));
+        self.out.push_shared(std::sync::Arc::new(body));
         self.after_response(ctx);
     }
 

@@ -126,14 +126,14 @@ impl<S: Stream> Conn<S> {
         self.persist = Persist::Close;
         let mut bytes = Vec::new();
         response::full(&mut bytes, status, response::JSON, body.as_bytes(), Persist::Close, extra);
-        self.state = State::Topic(Box::new(TopicWait::Punished { response: bytes }));
+        self.state = State::Topic(TopicWait::Punished { response: bytes });
         self.set_deadline(Some(ctx.now + delay), ctx);
     }
 
     /// A punished error's time is up (or the server drains): send it; the connection closes.
     pub(super) fn punish_over(&mut self, ctx: &mut Ctx) {
         let State::Topic(w) = &mut self.state else { return };
-        let TopicWait::Punished { response } = w.as_mut() else { return };
+        let TopicWait::Punished { response } = w else { return };
         let bytes = std::mem::take(response);
         self.state = State::Head;
         self.record(ctx, false);
@@ -351,8 +351,7 @@ impl<S: Stream> Conn<S> {
                 // Open mode creates the topic, then the request runs again.
                 let spec = default_spec(hub, &r, &headers);
                 hub.create(&ctx.shared, spec, self.id, false);
-                self.state =
-                    State::Topic(Box::new(TopicWait::Create { method, target, headers, body }));
+                self.state = State::Topic(TopicWait::Create { method, target, headers, body });
                 self.set_deadline(None, ctx);
             }
             Err(e) => {
@@ -394,7 +393,7 @@ impl<S: Stream> Conn<S> {
             return;
         }
         let State::Topic(wait) = &mut self.state else { return };
-        match (wait.as_mut(), ev) {
+        match (wait, ev) {
             (TopicWait::Pub { left, fail, .. }, TopicEv::Stored { result, .. }) => {
                 *left -= 1;
                 if let Err(f) = result {
@@ -406,7 +405,7 @@ impl<S: Stream> Conn<S> {
                 let State::Topic(wait) = std::mem::replace(&mut self.state, State::Head) else {
                     return;
                 };
-                let TopicWait::Pub { fail, answer, .. } = *wait else { return };
+                let TopicWait::Pub { fail, answer, .. } = wait else { return };
                 match fail {
                     None => self.answer_pub(ctx, 201, answer, false),
                     Some(f) => self.store_failed(ctx, f),
@@ -416,7 +415,7 @@ impl<S: Stream> Conn<S> {
                 let State::Topic(wait) = std::mem::replace(&mut self.state, State::Head) else {
                     return;
                 };
-                let TopicWait::Create { method, target, headers, body } = *wait else { return };
+                let TopicWait::Create { method, target, headers, body } = wait else { return };
                 match result {
                     Ok(()) => self.topic_dispatch(ctx, method, target, headers, body),
                     Err(f) => self.store_failed(ctx, f),
@@ -451,7 +450,7 @@ impl<S: Stream> Conn<S> {
                 let State::Topic(wait) = std::mem::replace(&mut self.state, State::Head) else {
                     return;
                 };
-                let TopicWait::Bury { source, gid, partition, offset } = *wait else { return };
+                let TopicWait::Bury { source, gid, partition, offset } = wait else { return };
                 match result {
                     // Forward only, as every commit (5.3).
                     Ok(()) => match source.lock().ack(&gid, &[(i64::from(partition), offset)]) {

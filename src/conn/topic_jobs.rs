@@ -125,7 +125,7 @@ impl<S: Stream> Conn<S> {
             _ => return Err(refuse(404, "Not Found").into()),
         };
         hub.send(req);
-        self.state = State::Topic(Box::new(TopicWait::Job));
+        self.state = State::Topic(TopicWait::Job);
         self.set_deadline(None, ctx);
         Ok(())
     }

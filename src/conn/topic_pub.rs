@@ -95,7 +95,7 @@ impl<S: Stream> Conn<S> {
                     return Ok(());
                 }
                 Claim::Waiting => {
-                    self.state = State::Topic(Box::new(TopicWait::Duplicate));
+                    self.state = State::Topic(TopicWait::Duplicate);
                     self.set_deadline(None, ctx);
                     return Ok(());
                 }
@@ -124,7 +124,7 @@ impl<S: Stream> Conn<S> {
         if asynch {
             self.answer_pub(ctx, 202, answer, false);
         } else {
-            self.state = State::Topic(Box::new(TopicWait::Pub { left, fail: None, answer }));
+            self.state = State::Topic(TopicWait::Pub { left, fail: None, answer });
             self.set_deadline(None, ctx);
         }
         Ok(())

@@ -166,7 +166,7 @@ impl<S: Stream> Conn<S> {
         }
         hub.publish(&shared, &target, std::iter::once(record), Some((self.id, None)), None);
         let wait = TopicWait::Bury { source, gid, partition: p, offset };
-        self.state = State::Topic(Box::new(wait));
+        self.state = State::Topic(wait);
         self.set_deadline(None, ctx);
         Ok(())
     }
@@ -212,7 +212,7 @@ impl<S: Stream> Conn<S> {
             return Ok(());
         }
         let wait = TopicWait::Done { status: 201, left, fail: None };
-        self.state = State::Topic(Box::new(wait));
+        self.state = State::Topic(wait);
         self.set_deadline(None, ctx);
         Ok(())
     }

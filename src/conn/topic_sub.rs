@@ -137,7 +137,7 @@ impl<S: Stream> Conn<S> {
             finished: false,
             parked: false,
         };
-        self.state = State::Topic(Box::new(TopicWait::Fetch(Box::new(fetch))));
+        self.state = State::Topic(TopicWait::Fetch(Box::new(fetch)));
         self.fetch_more(ctx);
         Ok(())
     }
@@ -168,7 +168,7 @@ impl<S: Stream> Conn<S> {
         let persist = self.persist;
         let id = self.id;
         let State::Topic(w) = &mut self.state else { return };
-        let TopicWait::Fetch(f) = w.as_mut() else { return };
+        let TopicWait::Fetch(f) = w else { return };
         let mut progressed = false;
         for _ in 0..64 {
             if f.finished || f.sent >= f.want {
@@ -299,7 +299,7 @@ impl<S: Stream> Conn<S> {
     /// Ends a streamed batch body; the response completes once the queue drains.
     fn end_batch(&mut self) {
         let State::Topic(w) = &mut self.state else { return };
-        let TopicWait::Fetch(f) = w.as_mut() else { return };
+        let TopicWait::Fetch(f) = w else { return };
         if f.finished {
             return;
         }
@@ -314,10 +314,10 @@ impl<S: Stream> Conn<S> {
     pub fn topic_deadline(&mut self, ctx: &mut Ctx) {
         let id = self.id;
         let State::Topic(w) = &mut self.state else { return };
-        if let TopicWait::Punished { .. } = w.as_ref() {
+        if let TopicWait::Punished { .. } = w {
             return self.punish_over(ctx);
         }
-        let TopicWait::Fetch(f) = w.as_mut() else { return };
+        let TopicWait::Fetch(f) = w else { return };
         f.topic.lock().unwait(&f.gid, f.inst, id);
         f.parked = false;
         if f.head_sent {
@@ -337,7 +337,7 @@ impl<S: Stream> Conn<S> {
     /// moves on to the next request.
     pub fn topic_written(&mut self, ctx: &mut Ctx) {
         let State::Topic(w) = &mut self.state else { return };
-        let TopicWait::Fetch(f) = w.as_mut() else { return };
+        let TopicWait::Fetch(f) = w else { return };
         if !f.written.is_empty() {
             let mut st = f.topic.lock();
             let recs: Vec<_> =
@@ -361,7 +361,7 @@ impl<S: Stream> Conn<S> {
     /// SIGTERM: a parked GET answers 204 and closes; a streaming batch ends its body.
     pub fn topic_drain(&mut self, ctx: &mut Ctx) {
         if let State::Topic(w) = &self.state
-            && let TopicWait::Fetch(_) | TopicWait::Punished { .. } = w.as_ref()
+            && let TopicWait::Fetch(_) | TopicWait::Punished { .. } = w
         {
             // A punished error goes now: the drain does not wait out a punishment.
             self.persist = Persist::Close;
@@ -456,7 +456,7 @@ impl<S: Stream> Conn<S> {
         let shared = ctx.shared.clone();
         let hub = shared.hub.as_ref().expect("topics on");
         hub.commit_then(&ctx.shared, recs, self.id);
-        self.state = State::Topic(Box::new(TopicWait::Done { status, left: 1, fail: None }));
+        self.state = State::Topic(TopicWait::Done { status, left: 1, fail: None });
         self.set_deadline(None, ctx);
     }
 
@@ -523,7 +523,7 @@ impl<S: Stream> Conn<S> {
             return Err(refuse(507, "too many topics").into());
         }
         hub.create(&ctx.shared, spec, self.id, true);
-        self.state = State::Topic(Box::new(TopicWait::Done { status, left: 1, fail: None }));
+        self.state = State::Topic(TopicWait::Done { status, left: 1, fail: None });
         self.set_deadline(None, ctx);
         Ok(())
     }
