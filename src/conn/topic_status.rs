@@ -173,7 +173,7 @@ impl<S: Stream> Conn<S> {
             }
             _ => return Err(refuse(404, "Not Found").into()),
         };
-        self.respond(ctx, 200, response::JSON, body.as_bytes(), "");
+        self.respond_owned(ctx, 200, response::JSON, body.into_bytes());
         Ok(())
     }
 }
