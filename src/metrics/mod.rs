@@ -169,6 +169,9 @@ pub struct WorkerMetrics {
     /// `None` when statsd is off (unresolvable host): nothing is aggregated for it then.
     statsd: Option<Sender<Snapshot>>,
     buckets: Snapshot,
+    /// The bucket of the latest requests, added up here until one lands in another bucket: a
+    /// run of the same kind of request (the usual load) does not hash a bucket each.
+    last: Option<(Bucket, Agg)>,
     pub prom: Arc<PromWorker>,
     pub tag_keys: bool,
     interval: Duration,
@@ -181,6 +184,7 @@ impl WorkerMetrics {
         WorkerMetrics {
             statsd,
             buckets: HashMap::new(),
+            last: None,
             prom,
             tag_keys: config.tag_keys,
             interval,
@@ -203,7 +207,16 @@ impl WorkerMetrics {
             success: e.success,
             confirmed: e.confirmed,
         };
-        self.buckets.entry(bucket).or_default().add(us);
+        match &mut self.last {
+            Some((b, agg)) if *b == bucket => agg.add(us),
+            last => {
+                let mut agg = Agg::default();
+                agg.add(us);
+                if let Some((b, was)) = last.replace((bucket, agg)) {
+                    self.buckets.entry(b).or_default().merge(&was);
+                }
+            }
+        }
     }
 
     /// Hands the buckets to the metrics thread when the interval has passed.
@@ -216,6 +229,9 @@ impl WorkerMetrics {
     }
 
     pub fn flush(&mut self) {
+        if let Some((b, agg)) = self.last.take() {
+            self.buckets.entry(b).or_default().merge(&agg);
+        }
         if let Some(tx) = &self.statsd
             && !self.buckets.is_empty()
         {
@@ -405,6 +421,56 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::Socket
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Runs of one bucket are added up apart and merged when another bucket comes or at the
+    /// flush: the figures are those of adding each request to the map.
+    #[test]
+    fn runs_of_a_bucket_add_up_as_each_request_would() {
+        let config = Config::from_lookup(|_| None).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let mut m = WorkerMetrics::new(Some(tx), Arc::new(PromWorker::default()), &config);
+        let event = |route, success, ms| Event {
+            series: Series::Requests,
+            route,
+            key: None,
+            topic: None,
+            auth: false,
+            success,
+            confirmed: false,
+            took: Duration::from_millis(ms),
+        };
+        for (route, success, ms) in [
+            (RouteTag::Pub, true, 1),
+            (RouteTag::Pub, true, 5),
+            (RouteTag::Sub, true, 2),
+            (RouteTag::Pub, true, 3),
+            (RouteTag::Pub, false, 4),
+            (RouteTag::Pub, true, 1),
+        ] {
+            m.record(event(route, success, ms));
+        }
+        m.flush();
+        let got = rx.try_recv().unwrap();
+        let agg = |route, success| {
+            let b = Bucket {
+                series: Series::Requests,
+                route,
+                key: None,
+                topic: None,
+                auth: false,
+                success,
+                confirmed: false,
+            };
+            got.get(&b).copied()
+        };
+        assert_eq!(got.len(), 3);
+        assert_eq!(agg(RouteTag::Pub, true), Some(Agg { count: 4, sum_us: 10_000, max_us: 5_000 }));
+        assert_eq!(agg(RouteTag::Sub, true), Some(Agg { count: 1, sum_us: 2_000, max_us: 2_000 }));
+        assert_eq!(agg(RouteTag::Pub, false), Some(Agg { count: 1, sum_us: 4_000, max_us: 4_000 }));
+        // Nothing since: nothing more is sent.
+        m.flush();
+        assert!(rx.try_recv().is_err());
+    }
 
     #[test]
     fn topic_and_group_tags() {
