@@ -418,6 +418,26 @@ pub fn run(shared: Arc<Shared>, rx: Receiver<Snapshot>, target: std::net::Socket
     }
 }
 
+/// A request or reply event without key, topic or auth (the metrics tests').
+#[cfg(test)]
+pub(crate) fn test_event(
+    series: Series,
+    route: RouteTag,
+    success: bool,
+    us: u64,
+) -> Event<'static> {
+    Event {
+        series,
+        route,
+        key: None,
+        topic: None,
+        auth: false,
+        success,
+        confirmed: false,
+        took: Duration::from_micros(us),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -429,16 +449,8 @@ mod tests {
         let config = Config::from_lookup(|_| None).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let mut m = WorkerMetrics::new(Some(tx), Arc::new(PromWorker::default()), &config);
-        let event = |route, success, ms| Event {
-            series: Series::Requests,
-            route,
-            key: None,
-            topic: None,
-            auth: false,
-            success,
-            confirmed: false,
-            took: Duration::from_millis(ms),
-        };
+        let event =
+            |route, success, ms: u64| test_event(Series::Requests, route, success, ms * 1000);
         for (route, success, ms) in [
             (RouteTag::Pub, true, 1),
             (RouteTag::Pub, true, 5),

@@ -183,22 +183,12 @@ pub fn render(prefix: &str, workers: &[std::sync::Arc<PromWorker>], g: &Gauges) 
 mod tests {
     use super::*;
     use std::sync::Arc;
-    use std::time::Duration;
 
     #[test]
     fn renders_cumulative_buckets_and_sums_workers() {
         let a = Arc::new(PromWorker::default());
         let b = Arc::new(PromWorker::default());
-        let event = |series, route, success, took_us| Event {
-            series,
-            route,
-            key: None,
-            topic: None,
-            auth: false,
-            success,
-            confirmed: false,
-            took: Duration::from_micros(took_us),
-        };
+        let event = super::super::test_event;
         for (w, us) in [(&a, 50), (&a, 300), (&b, 20_000_000)] {
             let e = event(Series::Requests, RouteTag::Rep, true, us);
             w.record(&e, us);
