@@ -128,6 +128,21 @@ pub struct Bucket {
     pub confirmed: bool,
 }
 
+impl Bucket {
+    /// Where `e` is counted; its key and topic only with `ESUB_TAG_KEYS` (`tag_keys`).
+    pub fn of(e: &Event, tag_keys: bool) -> Bucket {
+        Bucket {
+            series: e.series,
+            route: e.route,
+            key: e.key.filter(|_| tag_keys).cloned(),
+            topic: e.topic.filter(|_| tag_keys).cloned(),
+            auth: e.auth,
+            success: e.success,
+            confirmed: e.confirmed,
+        }
+    }
+}
+
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Agg {
     pub count: u64,
@@ -198,15 +213,7 @@ impl WorkerMetrics {
         if self.statsd.is_none() {
             return;
         }
-        let bucket = Bucket {
-            series: e.series,
-            route: e.route,
-            key: e.key.filter(|_| self.tag_keys).cloned(),
-            topic: e.topic.filter(|_| self.tag_keys).cloned(),
-            auth: e.auth,
-            success: e.success,
-            confirmed: e.confirmed,
-        };
+        let bucket = Bucket::of(&e, self.tag_keys);
         match &mut self.last {
             Some((b, agg)) if *b == bucket => agg.add(us),
             last => {
@@ -463,18 +470,7 @@ mod tests {
         }
         m.flush();
         let got = rx.try_recv().unwrap();
-        let agg = |route, success| {
-            let b = Bucket {
-                series: Series::Requests,
-                route,
-                key: None,
-                topic: None,
-                auth: false,
-                success,
-                confirmed: false,
-            };
-            got.get(&b).copied()
-        };
+        let agg = |route, success| got.get(&Bucket::of(&event(route, success, 0), false)).copied();
         assert_eq!(got.len(), 3);
         assert_eq!(agg(RouteTag::Pub, true), Some(Agg { count: 4, sum_us: 10_000, max_us: 5_000 }));
         assert_eq!(agg(RouteTag::Sub, true), Some(Agg { count: 1, sum_us: 2_000, max_us: 2_000 }));
