@@ -185,7 +185,7 @@ impl<S: Stream> Conn<S> {
                     &b"X-Partition: "[..],
                     response::decimal(&mut [0; 20], u64::from(partition)),
                     b"\r\nX-Offset: ",
-                    response::decimal(&mut [0; 20], offset.max(0) as u64),
+                    response::signed(&mut [0; 20], offset),
                     b"\r\n",
                     dup,
                 ] {

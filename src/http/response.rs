@@ -88,6 +88,16 @@ pub fn decimal(buf: &mut [u8; 20], mut n: u64) -> &[u8] {
     }
 }
 
+/// `v` in decimal, a `-` before a negative one (20 bytes hold any i64).
+pub fn signed(buf: &mut [u8; 20], v: i64) -> &[u8] {
+    let mut at = buf.len() - decimal(buf, v.unsigned_abs()).len();
+    if v < 0 {
+        at -= 1;
+        buf[at] = b'-';
+    }
+    &buf[at..]
+}
+
 /// A whole response with a small body.
 pub fn full(
     out: &mut Vec<u8>,
@@ -133,6 +143,9 @@ mod tests {
     fn decimals() {
         for n in [0, 7, 10, 99, 100, 4096, 1_000_000_007, u64::MAX] {
             assert_eq!(decimal(&mut [0; 20], n), n.to_string().as_bytes(), "{n}");
+        }
+        for v in [0, 1, -1, 42, -4096, i64::MAX, i64::MIN] {
+            assert_eq!(signed(&mut [0; 20], v), v.to_string().as_bytes(), "{v}");
         }
     }
 }

@@ -160,11 +160,8 @@ pub fn to_json(rows: &[Row]) -> String {
 
 /// `v` in decimal.
 fn push_i64(out: &mut String, v: i64) {
-    if v < 0 {
-        out.push('-');
-    }
     let mut buf = [0; 20];
-    let digits = crate::http::response::decimal(&mut buf, v.unsigned_abs());
+    let digits = crate::http::response::signed(&mut buf, v);
     out.push_str(std::str::from_utf8(digits).expect("ASCII digits"));
 }
 
