@@ -217,8 +217,7 @@ fn lag_rows(
     for t in topics {
         status::rows(&t.lock(), &keep, extra, &mut rows);
     }
-    status::sort(&mut rows);
-    status::to_json(&rows)
+    status::to_json(&status::sorted(&rows))
 }
 
 /// `DELETE /v1/groups/...`: refused while the group has a live instance on the topic or a

@@ -113,17 +113,27 @@ pub fn listed_count(st: &TopicState) -> usize {
     st.groups.values().filter(|g| listed(g)).count()
 }
 
-/// By (group, q, partition), bytewise (`""` < `dead` < `retry`); rows equal in those (two
-/// topics in `sub/status`, two apps in `subd`) by the added field.
-pub fn sort(rows: &mut [Row]) {
-    rows.sort_unstable_by(|a, b| {
+/// The rows in order: by (group, q, partition), bytewise (`""` < `dead` < `retry`); rows equal
+/// in those (two topics in `sub/status`, two apps in `subd`) by the added field. References are
+/// sorted, not the rows: a thousand groups' rows moved whole were a fifth of the route's time.
+pub fn sorted(rows: &[Row]) -> Vec<&Row> {
+    let mut order: Vec<&Row> = rows.iter().collect();
+    order.sort_unstable_by(|a, b| {
         (&a.group, &a.q, a.partition, &a.extra).cmp(&(&b.group, &b.q, b.partition, &b.extra))
     });
+    order
 }
 
 /// Rows as a JSON array.
-pub fn to_json(rows: &[Row]) -> String {
-    let mut s = String::with_capacity(32 + rows.len() * 128);
+pub fn to_json(rows: &[&Row]) -> String {
+    // Sized for the whole answer up front (76 bytes of names and punctuation per row, numbers
+    // of up to a dozen digits): grown by doubling, a thousand groups' answer was copied over and
+    // over.
+    let size = rows.iter().map(|r| {
+        let extra = r.extra.as_ref().map_or(0, |(n, v)| n.len() + v.len() + 6);
+        136 + r.group.len() + r.q.len() + r.realip.len() + extra
+    });
+    let mut s = String::with_capacity(2 + size.sum::<usize>());
     s.push('[');
     for (i, r) in rows.iter().enumerate() {
         if i > 0 {
@@ -320,9 +330,9 @@ mod tests {
         // Another app's group.
         st.groups.insert(gid("y", "g", ""), group(&[Some(4), Some(6)], vec![]));
         assert_eq!(listed_count(&st), 3);
-        let mut out = Vec::new();
-        rows(&st, |g| g.app == "x", Extra::Nothing, &mut out);
-        sort(&mut out);
+        let mut all = Vec::new();
+        rows(&st, |g| g.app == "x", Extra::Nothing, &mut all);
+        let out = sorted(&all);
         let row = |group: &str, partition, pold, pubd, subd, lag, realip: &str| Row {
             group: group.into(),
             q: String::new(),
@@ -335,7 +345,7 @@ mod tests {
             extra: None,
         };
         assert_eq!(
-            out,
+            out.iter().map(|r| (*r).clone()).collect::<Vec<_>>(),
             vec![
                 row("g", 0, 0, 5, 1, 3, ""),
                 row("g", 1, 2, 7, -1, 5, ""),
@@ -351,9 +361,9 @@ mod tests {
             to_json(&out[1..2]),
             r#"[{"group":"g","q":"","partition":1,"pold":2,"pubd":7,"subd":-1,"lag":5,"realip":""}]"#
         );
-        let mut out = Vec::new();
-        rows(&st, |g| g.group == "g", Extra::Appid, &mut out);
-        sort(&mut out);
+        let mut all = Vec::new();
+        rows(&st, |g| g.group == "g", Extra::Appid, &mut all);
+        let out = sorted(&all);
         let apps: Vec<_> = out.iter().map(|r| (r.partition, r.extra.clone().unwrap().1)).collect();
         assert_eq!(apps, [(0, "x".into()), (0, "y".into()), (1, "x".into()), (1, "y".into())]);
         assert!(to_json(&out[..1]).ends_with(r#""realip":"","appid":"x"}]"#));
@@ -366,9 +376,9 @@ mod tests {
         for (g, q) in [("b", ""), ("B", "retry"), ("a", "retry"), ("a", ""), ("a", "dead")] {
             st.groups.insert(gid("x", g, q), group(&[Some(0), Some(0)], vec![]));
         }
-        let mut out = Vec::new();
-        rows(&st, |_| true, Extra::Topic, &mut out);
-        sort(&mut out);
+        let mut all = Vec::new();
+        rows(&st, |_| true, Extra::Topic, &mut all);
+        let out = sorted(&all);
         let keys: Vec<_> =
             out.iter().map(|r| (r.group.as_str(), r.q.as_str(), r.partition)).collect();
         assert_eq!(
