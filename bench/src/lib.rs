@@ -13,6 +13,7 @@ pub mod http;
 pub mod json;
 pub mod ledger;
 pub mod outcome;
+pub mod pace;
 pub mod park;
 pub mod report;
 pub mod run;

@@ -20,11 +20,14 @@ use crate::cpu::{Mark, ServerProbe};
 use crate::hist::Histogram;
 use crate::http;
 use crate::outcome::{Errors, Measured};
+use crate::pace::Pacer;
 
 /// Events per poll: one per connection at most, and there are at most a few hundred.
 const EVENTS: usize = 1024;
 /// Longest sleep in poll: phase ends are checked at least this often.
 const MAX_POLL_WAIT: Duration = Duration::from_millis(50);
+/// The pacing timer's token: past every connection's.
+const PACER: Token = Token(usize::MAX);
 /// The topic's version in esub's paths.
 pub const VER: &str = "v1";
 /// The consumer group of the end-to-end scenario.
@@ -136,6 +139,8 @@ pub struct Run<'a> {
     errors: Errors,
     error_budget: u64,
     aborted: Option<String>,
+    /// End to end: wakes the loop when the next message is due (`pace`).
+    pacer: Option<Pacer>,
 }
 
 impl<'a> Run<'a> {
@@ -180,6 +185,7 @@ impl<'a> Run<'a> {
             errors: Errors::default(),
             error_budget: 1000,
             aborted: None,
+            pacer: None,
             topic,
         })
     }
@@ -261,6 +267,10 @@ impl<'a> Run<'a> {
         let mut cpu_start = Mark::now(probe);
         let mut began = start;
         let mut result = Measured::default();
+        if self.cfg.scenario == Scenario::EndToEnd {
+            self.pacer =
+                Some(Pacer::new(self.poll.registry(), PACER).map_err(|e| format!("timerfd: {e}"))?);
+        }
         self.sending = true;
         loop {
             let now = Instant::now();
@@ -293,6 +303,9 @@ impl<'a> Run<'a> {
             .min(MAX_POLL_WAIT);
             if let Some(next) = self.dispatch(start) {
                 wait = wait.min(next.saturating_duration_since(Instant::now()));
+                if let Some(pacer) = &mut self.pacer {
+                    pacer.arm(next).map_err(|e| format!("timerfd: {e}"))?;
+                }
             }
             self.poll_once(&mut events, wait)?;
         }
@@ -367,6 +380,12 @@ impl<'a> Run<'a> {
         poll_events(&mut self.poll, events, wait)?;
         let producers = self.producers.len();
         for ev in events.iter() {
+            if ev.token() == PACER {
+                if let Some(pacer) = &mut self.pacer {
+                    pacer.fired();
+                }
+                continue;
+            }
             let t = ev.token().0;
             if t < producers {
                 if let Err(b) = self.producer_event(t, ev) {
