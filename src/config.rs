@@ -139,7 +139,7 @@ const VARS: &[(&str, &str, &str)] = &[
     ("ESUB_STORE", "off", "off | undelivered | all: which reps are stored for replay"),
     ("ESUB_DATA_DIR", "./esub-data", "where stored reps live"),
     ("ESUB_FSYNC", "interval", "always | interval: when stored reps reach the disk"),
-    ("ESUB_FSYNC_MS", "200", "fsync period with ESUB_FSYNC=interval"),
+    ("ESUB_FSYNC_MS", "200", "fsync period with interval; background writeback period with always"),
     ("ESUB_RETENTION_SECS", "86400", "stored reps older than this are dropped"),
     ("ESUB_RETENTION_BYTES", "1073741824", "stored bytes beyond this drop the oldest"),
     ("ESUB_STORE_SEGMENT_BYTES", "67108864", "store segment size; retention drops whole segments"),

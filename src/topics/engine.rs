@@ -17,7 +17,7 @@ use super::scheduler::{JobAdd, JobCancel, OnFire, Scheduler, Staged};
 use crate::config::Fsync;
 use crate::store::StoreFail;
 pub use inbox::{Inbox, Source};
-use syncer::Syncer;
+use syncer::{Op, Syncer};
 
 mod inbox;
 mod syncer;
@@ -279,6 +279,8 @@ impl TopicEngine {
                 self.checkpoint();
             } else if self.cfg.fsync != Fsync::Always && self.is_dirty() && now >= next_sync {
                 self.sync_in_background(&syncer);
+            } else if self.cfg.fsync == Fsync::Always && now >= next_sync {
+                self.write_back(&syncer);
             }
             if now >= next_sync {
                 next_sync = now + self.cfg.fsync_interval;
@@ -464,11 +466,29 @@ impl TopicEngine {
         {
             files.push(Arc::new(f));
         }
-        if syncer.offer(files) {
+        if syncer.offer(files, Op::Sync) {
             self.meta_dirty = false;
             self.jobs.dirty = false;
         } else {
             taken.iter().for_each(|log| log.mark_dirty());
+        }
+    }
+
+    /// `ESUB_FSYNC=always`, every `ESUB_FSYNC_MS`: the partitions written since the last
+    /// checkpoint start writing their pages out in the background (`Op::WriteBack`), so the
+    /// checkpoint's fsyncs (and a roll's) find little left to write. Their dirty marks stay:
+    /// only the checkpoint's own fsync lets the journal start over.
+    fn write_back(&self, syncer: &Syncer) {
+        let files: Vec<Arc<File>> = self
+            .topics
+            .values()
+            .flat_map(|t| t.logs.iter())
+            .filter(|log| log.is_dirty())
+            .map(|log| log.with_log(|log| log.sync_handle()))
+            .collect();
+        if !files.is_empty() {
+            // A round still running is enough: the next interval offers again.
+            let _ = syncer.offer(files, Op::WriteBack);
         }
     }
 
