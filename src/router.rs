@@ -138,8 +138,14 @@ pub fn route(method: &str, target: &[u8]) -> Result<Route, RouteError> {
             "rep" => Holder::Rep,
             _ => Holder::Rsub,
         };
-        let path = String::from_utf8_lossy(path).into_owned();
-        return Ok(Route::Head { of, key: key.ok_or(RouteError::NotFound)?, path });
+        let key = key.ok_or(RouteError::NotFound)?;
+        // The answer's `Location` repeats the path as received (API-cluster.md section 3), and
+        // a response head here is text: a raw path that is not UTF-8 (bytes that only make text
+        // once its escapes are decoded) is refused like a key that is not.
+        let path = std::str::from_utf8(path)
+            .map_err(|_| RouteError::BadRequest("Key is not UTF-8"))?
+            .to_string();
+        return Ok(Route::Head { of, key, path });
     }
     let query = || Query::parse(raw_query).map_err(|_| RouteError::BadRequest("Bad query string"));
     Ok(match (name, key) {
@@ -192,6 +198,20 @@ mod tests {
     fn sub(key: &str, token: Option<&str>) -> Result<Route, RouteError> {
         let query = Query { token: token.map(str::to_string), ..Query::default() };
         Ok(Route::Sub { key: key.to_string(), query })
+    }
+
+    /// `%E2%82` then a raw 0xA5 decode to the text `₥`, but the path as sent is not text: a
+    /// `HEAD`, whose `Location` repeats that path, refuses it (found by fuzz/router); the other
+    /// methods route the decoded key.
+    #[test]
+    fn head_refuses_a_raw_path_that_is_not_text() {
+        let target = b"/sub/%E2%82\xA5AC";
+        assert_eq!(route("HEAD", target), Err(RouteError::BadRequest("Key is not UTF-8")));
+        assert_eq!(route("GET", target), sub("\u{20A5}AC", None));
+        assert_eq!(
+            route("HEAD", "/sub/\u{20A5}AC".as_bytes()),
+            head(Holder::Sub, "\u{20A5}AC", "/sub/\u{20A5}AC")
+        );
     }
 
     fn join(nats: Option<&str>) -> Result<Route, RouteError> {
