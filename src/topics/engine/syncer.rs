@@ -15,7 +15,7 @@ pub enum Op {
     /// (`sync_file_range(SYNC_FILE_RANGE_WRITE)`): durable only at the next fsync, but that
     /// fsync then finds little left to write. With `ESUB_FSYNC=always` the partitions are
     /// fsynced only at a checkpoint, every 64 MiB of journal; with all of it still dirty, the
-    /// checkpoint held every answer for 250-300 ms here (bench/RESULTS.md).
+    /// checkpoint held every answer for 250-410 ms here (bench/RESULTS.md).
     WriteBack,
 }
 
