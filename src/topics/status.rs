@@ -115,7 +115,8 @@ pub fn listed_count(st: &TopicState) -> usize {
 
 /// The rows in order: by (group, q, partition), bytewise (`""` < `dead` < `retry`); rows equal
 /// in those (two topics in `sub/status`, two apps in `subd`) by the added field. References are
-/// sorted, not the rows: a thousand groups' rows moved whole were a fifth of the route's time.
+/// sorted, not the rows: with a thousand groups, sorting the rows whole cost ~15 % of the route's
+/// server CPU.
 pub fn sorted(rows: &[Row]) -> Vec<&Row> {
     let mut order: Vec<&Row> = rows.iter().collect();
     order.sort_unstable_by(|a, b| {
