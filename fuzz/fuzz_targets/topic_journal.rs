@@ -54,7 +54,7 @@ fn build(data: &[u8]) -> Vec<Entry> {
                 key: b[..k].to_vec(),
                 tag: if i % 2 == 0 { Vec::new() } else { b"t=1".to_vec() },
                 msg_id: Vec::new(),
-                payload: Arc::new(b[k..].to_vec()),
+                payload: b[k..].to_vec(),
             });
             offset += 1;
         }

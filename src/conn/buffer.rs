@@ -5,6 +5,8 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 
+use crate::topics::Message;
+
 /// A body moved between connections and threads without copying; cloned by reference count
 /// when several receivers need it.
 pub type Body = Arc<Vec<u8>>;
@@ -134,6 +136,8 @@ impl Buffer {
 enum Seg {
     Bytes(Vec<u8>),
     Shared(Body),
+    /// A topic message's payload, written from the message the tail shares.
+    Message(Arc<Message>),
 }
 
 impl Seg {
@@ -141,6 +145,7 @@ impl Seg {
         match self {
             Seg::Bytes(v) => v,
             Seg::Shared(b) => b,
+            Seg::Message(m) => &m.payload,
         }
     }
 }
@@ -211,6 +216,17 @@ impl OutQueue {
         self.pending += body.len();
         self.queued += body.len() as u64;
         self.segs.push_back(Seg::Shared(body));
+    }
+
+    /// Appends a topic message's payload (shared with the tail, not copied).
+    pub fn push_message(&mut self, m: &Arc<Message>) {
+        let len = m.payload.len();
+        if len == 0 {
+            return;
+        }
+        self.pending += len;
+        self.queued += len as u64;
+        self.segs.push_back(Seg::Message(m.clone()));
     }
 
     /// Drops everything unsent (the connection is closing) and the spare vectors.
@@ -294,6 +310,11 @@ mod tests {
         }
     }
 
+    fn message(payload: &[u8]) -> Arc<Message> {
+        let (key, tag, msg_id) = (Vec::new(), Vec::new(), Vec::new());
+        Arc::new(Message { offset: 7, time_ms: 0, key, tag, msg_id, payload: payload.to_vec() })
+    }
+
     #[test]
     fn out_queue_in_every_step_size() {
         for step in 1..40 {
@@ -301,16 +322,18 @@ mod tests {
             q.with_bytes(|v| v.extend_from_slice(b"head:"));
             q.push_shared(Arc::new(b"shared-body".to_vec()));
             q.push_shared(Arc::new(Vec::new()));
+            q.push_message(&message(b"|msg"));
+            q.push_message(&message(b""));
             q.with_bytes(|v| v.extend_from_slice(b"|tail"));
             q.with_bytes(|_| {});
-            assert_eq!(q.pending(), 21);
-            assert_eq!(q.total_queued(), 21);
+            assert_eq!(q.pending(), 25);
+            assert_eq!(q.total_queued(), 25);
             let mut w = Trickle { out: Vec::new(), step };
             while !q.is_empty() {
                 assert!(matches!(q.write_to(&mut w), Io::Progress(_)));
             }
-            assert_eq!(w.out, b"head:shared-body|tail", "step {step}");
-            assert_eq!(q.total_written(), 21);
+            assert_eq!(w.out, b"head:shared-body|msg|tail", "step {step}");
+            assert_eq!(q.total_written(), 25);
             // Appending after a partial write of the front segment never corrupts it.
             q.with_bytes(|v| v.extend_from_slice(b"ab"));
             let mut w = Trickle { out: Vec::new(), step: 1 };

@@ -103,11 +103,11 @@ impl<S: Stream> Conn<S> {
         }
         let reply = (!asynch).then_some((self.id, None));
         let (placed, left) = match batch_recs {
-            Some(records) => hub.publish(&shared, &topic, records, reply, id),
+            Some(records) => hub.publish(&shared, &topic, records, reply, id, ctx.wall_ms),
             None => {
                 // The body becomes the message's payload: moved, not copied.
                 let one = (key.to_vec(), tag.to_vec(), std::mem::take(body));
-                hub.publish(&shared, &topic, std::iter::once(one), reply, id)
+                hub.publish(&shared, &topic, std::iter::once(one), reply, id, ctx.wall_ms)
             }
         };
         let answer = if batch {

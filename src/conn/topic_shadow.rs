@@ -164,7 +164,8 @@ impl<S: Stream> Conn<S> {
         if source.lock().new_group_refused(&gid, hub.cfg.max_groups) {
             return Err(refuse(507, "too many groups").into());
         }
-        hub.publish(&shared, &target, std::iter::once(record), Some((self.id, None)), None);
+        let reply = Some((self.id, None));
+        hub.publish(&shared, &target, std::iter::once(record), reply, None, ctx.wall_ms);
         let wait = TopicWait::Bury { source, gid, partition: p, offset };
         self.state = State::Topic(wait);
         self.set_deadline(None, ctx);

@@ -222,7 +222,7 @@ impl<S: Stream> Conn<S> {
                 let len = m.payload.len();
                 self.out
                     .with_bytes(|v| response::head(v, 200, response::OCTETS, len, persist, &extra));
-                self.out.push_shared(m.payload.clone());
+                self.out.push_message(m);
                 if !f.ack {
                     f.written.push((*p, m.offset));
                 }
@@ -254,7 +254,7 @@ impl<S: Stream> Conn<S> {
             for (p, m) in &chosen {
                 let head = codec::sub_record_head(*p as i32, m.offset, m.payload.len() as i32);
                 self.out.with_bytes(|v| v.extend_from_slice(&head));
-                self.out.push_shared(m.payload.clone());
+                self.out.push_message(m);
                 if !f.ack {
                     f.written.push((*p, m.offset));
                 }

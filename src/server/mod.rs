@@ -214,6 +214,9 @@ pub struct Ctx {
     pub shared: Arc<Shared>,
     /// The time at the last poll wake-up: one clock read per batch of events.
     pub now: Instant,
+    /// The wall clock at the same wake-up, unix milliseconds: a topic message's append time
+    /// (one clock read per batch rather than per pub).
+    pub wall_ms: u64,
     /// Messages for connections of this same worker, handled before the next poll.
     pub local: VecDeque<Msg>,
     pub timers: TimerWheel,
@@ -264,12 +267,19 @@ impl Ctx {
             worker,
             shared,
             now,
+            wall_ms: unix_ms(),
             local: VecDeque::new(),
             timers: TimerWheel::new(now),
             buffers: Vec::new(),
             draining: false,
             metrics,
         }
+    }
+
+    /// Reads both clocks: at every poll wake-up.
+    pub fn tick(&mut self) {
+        self.now = Instant::now();
+        self.wall_ms = unix_ms();
     }
 
     /// Sends a message to the worker that owns its target (this one: no lock, no wake-up), or
@@ -511,4 +521,11 @@ impl Server {
             let _ = t.join();
         }
     }
+}
+
+/// The wall clock in unix milliseconds (0 before 1970).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -71,7 +71,7 @@ impl Worker {
                 crate::warn!("poll failed worker={} error={e}", self.ctx.worker);
                 return;
             }
-            self.ctx.now = Instant::now();
+            self.ctx.tick();
             let mut mail = false;
             for event in events.iter() {
                 match event.token() {

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use super::Message;
 use super::auth::{Auth, parse_apps};
 use super::engine::{EngineConfig, Inbox, Opened, Parts, TReq, TopicEngine, TopicSpec};
-use super::log::{Appender, Flushed, PartitionReader};
+use super::log::{Appender, Batch, Flushed, PartitionReader};
 use super::meta::MetaRec;
 use super::rate::Rates;
 use super::scheduler::{FireSink, FiredJob};
@@ -430,12 +430,10 @@ impl Hub {
         records: impl IntoIterator<Item = Record, IntoIter: ExactSizeIterator>,
         reply: Option<(ConnId, Option<u64>)>,
         msg_id: Option<Box<[u8]>>,
+        time_ms: u64,
     ) -> (Placed, usize) {
         let mut records = records.into_iter();
         let p = topic.partitions();
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
         let mut st = topic.lock();
         let keyless = st.rr % p;
         let place = |st: &mut TopicState, (key, tag, payload): Record| {
@@ -447,7 +445,7 @@ impl Hub {
                 key,
                 tag,
                 msg_id: msg_id.as_deref().map(<[u8]>::to_vec).unwrap_or_default(),
-                payload: Arc::new(payload),
+                payload,
             };
             let (m, epoch) = st.assign_offset(partition, m);
             if let Some(id) = &msg_id {
@@ -468,7 +466,7 @@ impl Hub {
             }
             let (partition, m, epoch) = place(&mut st, record);
             let placed = Placed::One([(partition, m.offset)]);
-            self.submit(shared, topic, partition, epoch, vec![m], reply, msg_id);
+            self.submit(shared, topic, partition, epoch, Batch::One(m), reply, msg_id);
             drop(st);
             return (placed, 1);
         }
@@ -492,7 +490,7 @@ impl Hub {
             }
             appends += 1;
             let epoch = epochs[partition];
-            self.submit(shared, topic, partition as u32, epoch, msgs, reply, msg_id.clone());
+            self.submit(shared, topic, partition as u32, epoch, msgs.into(), reply, msg_id.clone());
         }
         drop(st);
         (Placed::Many(placed), appends)
@@ -507,7 +505,7 @@ impl Hub {
         topic: &Arc<Topic>,
         partition: u32,
         epoch: u64,
-        msgs: Vec<Arc<Message>>,
+        msgs: Batch,
         reply: Option<(ConnId, Option<u64>)>,
         id: Option<Box<[u8]>>,
     ) {
@@ -541,7 +539,7 @@ impl Hub {
         &self,
         topic: &Topic,
         partition: u32,
-        msgs: Vec<Arc<Message>>,
+        msgs: Batch,
         done: impl FnOnce(&[Arc<Message>], Result<(), StoreFail>) + Send + 'static,
     ) {
         if self.direct {
@@ -550,6 +548,7 @@ impl Hub {
             touch(a);
         } else {
             // The store thread's answer does not hand the messages back: keep the list.
+            let msgs = msgs.into_vec();
             let kept = msgs.clone();
             let done: super::engine::Done = Box::new(move |result| done(&kept, result));
             self.send(TReq::Append { topic: topic.name.clone(), partition, msgs, done });
@@ -613,7 +612,6 @@ impl Hub {
             } else {
                 super::codec::partition_of(&key, p)
             };
-            let payload = Arc::new(payload);
             let m = Message { offset: 0, time_ms, key, tag, msg_id: Vec::new(), payload };
             let (m, epoch) = st.assign_offset(partition, m);
             let part = &mut per_part[partition as usize];
@@ -630,7 +628,7 @@ impl Hub {
                 appended(&shared, &t, partition as u32, epoch, kept, result);
                 sink.answered(&ids, result);
             };
-            self.append(topic, partition as u32, msgs, done);
+            self.append(topic, partition as u32, msgs.into(), done);
         }
         drop(st);
         // This is the store thread: it writes what it queued now (and may roll a segment).

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
 
-pub use appender::{AppendDone, Appender, Done, Flushed};
+pub use appender::{AppendDone, Appender, Batch, Done, Flushed};
 pub use reader::PartitionReader;
 pub use record::{Corrupt, Record, decode_record};
 pub use segment::scan;

@@ -20,10 +20,10 @@ pub mod scheduler;
 pub mod state;
 pub mod status;
 
-use crate::conn::buffer::Body;
-
 /// One stored (or being stored) message. Shared as `Arc<Message>` between the store thread,
-/// the in-memory tail and the sockets it is written to; the payload is never copied.
+/// the in-memory tail and the sockets it is written to (`OutQueue::push_message`); the payload
+/// is never copied. The payload is the message's own `Vec`, not a second `Arc`: one allocation
+/// fewer per pub, and one fewer cold block to free when the tail lets the message go.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     pub offset: i64,
@@ -35,7 +35,7 @@ pub struct Message {
     pub tag: Vec<u8>,
     /// Idempotency id (`X-Msg-Id`, part 2); empty = none.
     pub msg_id: Vec<u8>,
-    pub payload: Body,
+    pub payload: Vec<u8>,
 }
 
 /// FxHash (rustc's), for the maps every pub looks in (topics by name, `X-Msg-Id`s): their keys

@@ -422,7 +422,7 @@ mod tests {
             key: b"k".to_vec(),
             tag: Vec::new(),
             msg_id: Vec::new(),
-            payload: Arc::new(b"hello".to_vec()),
+            payload: b"hello".to_vec(),
         };
         let mut s = String::new();
         peek_json(&mut s, 2, &m);

@@ -135,7 +135,7 @@ impl TPub {
         let reply = (!self.asynch).then_some((io.id, Some(seq)));
         let id = id.map(Vec::into_boxed_slice);
         let record = std::iter::once((key, tag, payload));
-        let (placed, _) = hub.publish(&shared, &self.topic, record, reply, id);
+        let (placed, _) = hub.publish(&shared, &self.topic, record, reply, id, ctx.wall_ms);
         let (p, o) = placed[0];
         if self.asynch {
             self.answer(seq, ok_frame(p, o), io.out);
@@ -259,7 +259,7 @@ impl TSub {
                 } else {
                     out.with_bytes(|v| frame::binary_header(v, m.payload.len()));
                 }
-                out.push_shared(m.payload.clone());
+                out.push_message(&m);
                 sent += 1;
                 if self.ack {
                     if !handed.contains(&p) {

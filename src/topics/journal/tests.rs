@@ -126,7 +126,7 @@ fn the_file_grows_in_steps_and_a_checkpoint_cuts_a_huge_one_back() {
     let size = || std::fs::metadata(path(&t.0)).unwrap().len();
     assert_eq!(size(), STEP);
     // A group that does not fit the space left: the file grows by whole steps to take it.
-    let big = Message { payload: Arc::new(vec![7; STEP as usize]), ..(*msg(0, 0)).clone() };
+    let big = Message { payload: vec![7; STEP as usize], ..(*msg(0, 0)).clone() };
     j.add("a.o.v1", 0, &[Arc::new(big.clone())]);
     j.commit().unwrap();
     assert_eq!(size(), 2 * STEP);

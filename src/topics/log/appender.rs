@@ -30,8 +30,42 @@ pub type Done = Box<dyn FnOnce(Result<(), StoreFail>) + Send>;
 /// a copy of the list).
 pub type AppendDone = Box<dyn FnOnce(&[Arc<Message>], Result<(), StoreFail>) + Send>;
 
+/// An append's messages: one (every single pub) without a `Vec` of its own, or several.
+pub enum Batch {
+    One(Arc<Message>),
+    Many(Vec<Arc<Message>>),
+}
+
+impl Batch {
+    pub fn as_slice(&self) -> &[Arc<Message>] {
+        match self {
+            Batch::One(m) => std::slice::from_ref(m),
+            Batch::Many(v) => v,
+        }
+    }
+
+    pub fn into_vec(self) -> Vec<Arc<Message>> {
+        match self {
+            Batch::One(m) => vec![m],
+            Batch::Many(v) => v,
+        }
+    }
+}
+
+impl From<Vec<Arc<Message>>> for Batch {
+    fn from(v: Vec<Arc<Message>>) -> Batch {
+        Batch::Many(v)
+    }
+}
+
+impl From<Arc<Message>> for Batch {
+    fn from(m: Arc<Message>) -> Batch {
+        Batch::One(m)
+    }
+}
+
 struct Queued {
-    msgs: Vec<Arc<Message>>,
+    msgs: Batch,
     done: AppendDone,
 }
 
@@ -76,7 +110,8 @@ impl Appender {
     }
 
     /// Queues an append whose offsets follow the queued ones (the caller holds the topic lock).
-    pub fn queue(&self, msgs: Vec<Arc<Message>>, done: AppendDone) {
+    pub fn queue(&self, msgs: impl Into<Batch>, done: AppendDone) {
+        let msgs = msgs.into();
         self.queue.lock().unwrap_or_else(PoisonError::into_inner).push(Queued { msgs, done });
     }
 
@@ -100,7 +135,7 @@ impl Appender {
                     if !may_roll {
                         let bytes = q
                             .iter()
-                            .flat_map(|a| a.msgs.iter())
+                            .flat_map(|a| a.msgs.as_slice())
                             .map(|m| Record::of(m).encoded_len() as u64)
                             .sum();
                         if !log.fits_without_roll(bytes) {
@@ -110,12 +145,12 @@ impl Appender {
                     std::mem::swap(&mut *q, &mut taken);
                 }
                 if !taken.is_empty() {
-                    let result = log.append_all(taken.iter().flat_map(|a| a.msgs.iter()));
+                    let result = log.append_all(taken.iter().flat_map(|a| a.msgs.as_slice()));
                     if result.is_ok() {
                         self.dirty.store(true, Ordering::Release);
                     }
                     for a in taken.drain(..) {
-                        (a.done)(&a.msgs, result);
+                        (a.done)(a.msgs.as_slice(), result);
                     }
                 }
             }

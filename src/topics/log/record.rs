@@ -2,8 +2,6 @@
 //! the payload. A message's payload is `offset i64, time_ms u64, key_len u16, key, tag_len u16,
 //! tag, msg_id_len u8, msg_id, bytes`. Decoding never trusts a length it has not checked.
 
-use std::sync::Arc;
-
 use crate::topics::Message;
 
 /// Bytes before the payload: length and CRC.
@@ -163,7 +161,7 @@ impl<'a> Record<'a> {
             key: self.key.to_vec(),
             tag: self.tag.to_vec(),
             msg_id: self.msg_id.to_vec(),
-            payload: Arc::new(self.payload.to_vec()),
+            payload: self.payload.to_vec(),
         }
     }
 }

@@ -35,7 +35,7 @@ pub(crate) fn msg(offset: i64, time_ms: u64) -> Arc<Message> {
         key: if offset % 3 == 0 { Vec::new() } else { format!("k{offset}").into_bytes() },
         tag: if offset % 5 == 0 { b"a=b".to_vec() } else { Vec::new() },
         msg_id: if offset % 7 == 0 { format!("id{offset}").into_bytes() } else { Vec::new() },
-        payload: Arc::new(vec![offset as u8; len]),
+        payload: vec![offset as u8; len],
     })
 }
 
@@ -118,7 +118,7 @@ fn large_messages_and_big_reads() {
             key: Vec::new(),
             tag: Vec::new(),
             msg_id: Vec::new(),
-            payload: Arc::new(vec![o as u8; n]),
+            payload: vec![o as u8; n],
         })
     };
     let msgs: Vec<_> =

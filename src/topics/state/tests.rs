@@ -124,7 +124,7 @@ fn ownership_moves_only_on_join_and_leave() {
                         key: vec![],
                         tag: vec![],
                         msg_id: vec![],
-                        payload: Arc::new(b"m".to_vec()),
+                        payload: b"m".to_vec(),
                     };
                     let (m, _) = s.assign_offset(part, m);
                     s.stored(part, &[m]);
@@ -210,7 +210,7 @@ fn acks_validate_then_apply() {
                 key: vec![],
                 tag: vec![],
                 msg_id: vec![],
-                payload: Arc::new(b"x".to_vec()),
+                payload: b"x".to_vec(),
             };
             let (m, _) = s.assign_offset(p, m);
             s.stored(p, &[m]);

@@ -35,9 +35,9 @@ fn a_flush_writes_everything_queued_in_one_append_and_answers_in_order() {
     let dir = TempDir::new("appender-order");
     let a = appender(&dir, 1 << 20);
     let answers = Arc::new(Mutex::new(Vec::new()));
-    a.queue((0..3).map(|o| msg(o, 1)).collect(), record(&answers, 0));
-    a.queue((3..4).map(|o| msg(o, 1)).collect(), record(&answers, 3));
-    a.queue((4..9).map(|o| msg(o, 1)).collect(), record(&answers, 4));
+    a.queue((0..3).map(|o| msg(o, 1)).collect::<Vec<_>>(), record(&answers, 0));
+    a.queue((3..4).map(|o| msg(o, 1)).collect::<Vec<_>>(), record(&answers, 3));
+    a.queue((4..9).map(|o| msg(o, 1)).collect::<Vec<_>>(), record(&answers, 4));
     assert!(!a.is_dirty());
     assert_eq!(a.flush(false), Flushed::Done);
     assert_eq!(*answers.lock().unwrap(), vec![(0, true), (3, true), (4, true)]);
@@ -86,7 +86,7 @@ fn a_worker_never_rolls_a_segment_the_store_thread_does() {
     // Room for a few records only: the batch below cannot fit.
     let a = appender(&dir, 2048);
     let answers = Arc::new(Mutex::new(Vec::new()));
-    a.queue((0..20).map(|o| msg(o, 1)).collect(), record(&answers, 0));
+    a.queue((0..20).map(|o| msg(o, 1)).collect::<Vec<_>>(), record(&answers, 0));
     assert_eq!(a.flush(false), Flushed::NeedsStore);
     assert!(answers.lock().unwrap().is_empty());
     // The store thread's `with_log` writes the queue once it lets the log go, rolling.
@@ -130,7 +130,7 @@ fn racing_workers_and_a_store_thread_lose_nothing_and_keep_order() {
                     {
                         let mut next = topic_lock.lock().unwrap();
                         let n = 1 + (i % 3);
-                        let msgs = (*next..*next + n).map(|o| msg(o, 1)).collect();
+                        let msgs = (*next..*next + n).map(|o| msg(o, 1)).collect::<Vec<_>>();
                         a.queue(msgs, record(&answered, *next));
                         *next += n;
                     }
