@@ -17,6 +17,10 @@ use crate::server::mailbox::ConnId;
 /// was a visible cache miss per pub); 1024 is still 100 ms of a partition at 10k msgs/s.
 const TAIL_MSGS: usize = 1024;
 const TAIL_BYTES: usize = 8 << 20;
+/// Evicted messages are freed in groups of this many (or of `EVICT_BYTES` payload): see
+/// `free_evicted`.
+const EVICT_MSGS: usize = 64;
+const EVICT_BYTES: usize = 1 << 20;
 
 /// `(consuming appid, group, queue)`; queue is `""`, `retry` or `dead`.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -51,13 +55,25 @@ pub struct Part {
     /// length, so evicting one does not read the message's cold memory for it.
     tail: VecDeque<(Arc<Message>, usize)>,
     tail_bytes: usize,
+    /// Messages the tail let go, not yet freed, and their payload bytes.
+    evicted: Vec<Arc<Message>>,
+    evicted_bytes: usize,
     /// Bumped when a failed append rolls `next` back: older failures must not roll it again.
     pub epoch: u64,
 }
 
 impl Part {
     pub fn new(oldest: i64, end: i64) -> Part {
-        Part { next: end, stored: end, oldest, tail: VecDeque::new(), tail_bytes: 0, epoch: 0 }
+        Part {
+            next: end,
+            stored: end,
+            oldest,
+            tail: VecDeque::new(),
+            tail_bytes: 0,
+            evicted: Vec::new(),
+            evicted_bytes: 0,
+            epoch: 0,
+        }
     }
 
     pub fn push(&mut self, m: Arc<Message>) {
@@ -66,10 +82,36 @@ impl Part {
         self.tail.push_back((m, len));
         while self.tail.len() > TAIL_MSGS || self.tail_bytes > TAIL_BYTES {
             match self.tail.pop_front() {
-                Some((_, old)) => self.tail_bytes -= old,
+                Some((old, n)) => {
+                    self.tail_bytes -= n;
+                    self.evicted_bytes += n;
+                    self.evicted.push(old);
+                }
                 None => break,
             }
         }
+        if self.evicted.len() >= EVICT_MSGS || self.evicted_bytes >= EVICT_BYTES {
+            self.free_evicted();
+        }
+    }
+
+    /// Frees the evicted messages together. Their memory went cold long ago (the tail holds
+    /// up to 1024 per partition), and freed one per push each `Arc` decrement (an atomic, which
+    /// overlaps with nothing) waited for its own cache misses. Plain loads of every message,
+    /// then of every payload, are independent and do overlap, so the drops after them find
+    /// their memory in cache. Single pubs over 64 connections: esub's user CPU 1.82 -> 1.57 us
+    /// a pub (medians of 8 interleaved runs; a 128-message tail gave about the same).
+    fn free_evicted(&mut self) {
+        let mut touched = 0usize;
+        for m in &self.evicted {
+            touched = touched.wrapping_add(m.offset as usize ^ m.payload.len());
+        }
+        for m in &self.evicted {
+            touched = touched.wrapping_add(usize::from(m.payload.first().copied().unwrap_or(0)));
+        }
+        std::hint::black_box(touched);
+        self.evicted.clear();
+        self.evicted_bytes = 0;
     }
 
     /// The message at `offset` when the tail holds it.

@@ -226,3 +226,42 @@ fn acks_validate_then_apply() {
     assert_eq!(s.ack(&g, &[(0, 0)]).map(|r| r.len()).ok(), Some(0));
     assert_eq!(s.groups[&g].committed, vec![Some(1), Some(2)]);
 }
+
+#[test]
+fn tail_keeps_the_newest_and_frees_the_evicted_in_groups() {
+    let mut s = state(1);
+    let mut first = None;
+    for i in 0..TAIL_MSGS + EVICT_MSGS {
+        let m = Message {
+            offset: 0,
+            time_ms: 0,
+            key: vec![],
+            tag: vec![],
+            msg_id: vec![],
+            payload: vec![i as u8; 10],
+        };
+        let (m, _) = s.assign_offset(0, m);
+        if i == 0 {
+            first = Some(m.clone());
+        }
+        s.stored(0, &[m]);
+        let part = &s.parts[0];
+        // The tail never holds more than its bound, evicted ones wait at most one group.
+        assert_eq!(part.tail.len(), (i + 1).min(TAIL_MSGS), "after {i}");
+        assert!(part.evicted.len() < EVICT_MSGS, "after {i}");
+        let first = first.as_ref().expect("kept");
+        let evicted = i >= TAIL_MSGS;
+        assert_eq!(part.get(0).is_some(), !evicted, "after {i}");
+        // Held by this test, and by the tail or the evicted group until it is freed.
+        let freed = i + 1 >= TAIL_MSGS + EVICT_MSGS;
+        assert_eq!(Arc::strong_count(first), if freed { 1 } else { 2 }, "after {i}");
+    }
+    let part = &s.parts[0];
+    let newest = (TAIL_MSGS + EVICT_MSGS - 1) as i64;
+    assert_eq!(part.get(newest).map(|m| m.payload[0]), Some(newest as u8));
+    assert_eq!(
+        part.get(newest - TAIL_MSGS as i64 + 1).map(|m| m.offset),
+        Some(newest - TAIL_MSGS as i64 + 1)
+    );
+    assert!(part.get(newest - TAIL_MSGS as i64).is_none());
+}
