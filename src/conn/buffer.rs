@@ -246,7 +246,7 @@ impl OutQueue {
         }
     }
 
-    /// One vectored write of the front segments.
+    /// One write of the front segments (vectored when there are several).
     pub fn write_to(&mut self, dst: &mut impl Write) -> Io {
         let mut slices = [IoSlice::new(&[]); MAX_IOV];
         let mut n = 0;
@@ -254,10 +254,13 @@ impl OutQueue {
             slices[i] = IoSlice::new(if i == 0 { &seg.bytes()[self.off..] } else { seg.bytes() });
             n += 1;
         }
-        if n == 0 {
-            return Io::Progress(0);
-        }
-        let r = classify(dst.write_vectored(&slices[..n]));
+        let r = match n {
+            0 => return Io::Progress(0),
+            // One slice (every small response, a pub's answer among them): a plain write, which
+            // for a socket is `send`, skips the iovec import and the VFS layer of `writev`.
+            1 => classify(dst.write(&slices[0])),
+            _ => classify(dst.write_vectored(&slices[..n])),
+        };
         if let Io::Progress(written) = r {
             self.advance(written);
         }
@@ -344,6 +347,47 @@ mod tests {
             }
             assert_eq!(w.out, b"abcd");
         }
+    }
+
+    /// Counts plain and vectored writes; takes everything.
+    #[derive(Default)]
+    struct Counting {
+        out: Vec<u8>,
+        plain: usize,
+        vectored: usize,
+    }
+
+    impl Write for Counting {
+        fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+            self.plain += 1;
+            self.out.extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn write_vectored(&mut self, bufs: &[IoSlice<'_>]) -> io::Result<usize> {
+            self.vectored += 1;
+            bufs.iter().for_each(|b| self.out.extend_from_slice(b));
+            Ok(bufs.iter().map(|b| b.len()).sum())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn one_segment_is_a_plain_write_several_one_vectored() {
+        let mut q = OutQueue::default();
+        let mut w = Counting::default();
+        q.with_bytes(|v| v.extend_from_slice(b"HTTP/1.1 201 Created\r\n\r\n"));
+        assert!(matches!(q.write_to(&mut w), Io::Progress(24)));
+        assert_eq!((w.plain, w.vectored), (1, 0));
+        q.with_bytes(|v| v.extend_from_slice(b"head|"));
+        q.push_message(&message(b"payload"));
+        assert!(matches!(q.write_to(&mut w), Io::Progress(12)));
+        assert_eq!((w.plain, w.vectored), (1, 1));
+        assert_eq!(w.out, b"HTTP/1.1 201 Created\r\n\r\nhead|payload");
+        assert!(q.is_empty());
+        assert!(matches!(q.write_to(&mut w), Io::Progress(0)));
+        assert_eq!((w.plain, w.vectored), (1, 1));
     }
 
     #[test]
