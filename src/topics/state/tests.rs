@@ -45,6 +45,12 @@ fn state(p: u32) -> TopicState {
     }
 }
 
+/// A message with `payload` and nothing else, before `assign_offset`.
+fn message(payload: Vec<u8>) -> Message {
+    let (key, tag, msg_id) = (Vec::new(), Vec::new(), Vec::new());
+    Message { offset: 0, time_ms: 0, key, tag, msg_id, payload }
+}
+
 fn gid() -> GroupId {
     GroupId { app: "a".into(), group: "g".into(), queue: String::new() }
 }
@@ -118,14 +124,7 @@ fn ownership_moves_only_on_join_and_leave() {
                 }
                 2 => {
                     let part = rnd(u64::from(p)) as u32;
-                    let m = Message {
-                        offset: 0,
-                        time_ms: 0,
-                        key: vec![],
-                        tag: vec![],
-                        msg_id: vec![],
-                        payload: b"m".to_vec(),
-                    };
+                    let m = message(b"m".to_vec());
                     let (m, _) = s.assign_offset(part, m);
                     s.stored(part, &[m]);
                     false
@@ -204,14 +203,7 @@ fn acks_validate_then_apply() {
     let mut s = state(2);
     for p in 0..2 {
         for _ in 0..3 {
-            let m = Message {
-                offset: 0,
-                time_ms: 0,
-                key: vec![],
-                tag: vec![],
-                msg_id: vec![],
-                payload: b"x".to_vec(),
-            };
+            let m = message(b"x".to_vec());
             let (m, _) = s.assign_offset(p, m);
             s.stored(p, &[m]);
         }
@@ -232,14 +224,7 @@ fn tail_keeps_the_newest_and_frees_the_evicted_in_groups() {
     let mut s = state(1);
     let mut first = None;
     for i in 0..TAIL_MSGS + EVICT_MSGS {
-        let m = Message {
-            offset: 0,
-            time_ms: 0,
-            key: vec![],
-            tag: vec![],
-            msg_id: vec![],
-            payload: vec![i as u8; 10],
-        };
+        let m = message(vec![i as u8; 10]);
         let (m, _) = s.assign_offset(0, m);
         if i == 0 {
             first = Some(m.clone());
