@@ -110,10 +110,3 @@ impl ClusterHandle {
         *self.members.lock().unwrap_or_else(PoisonError::into_inner) = beats;
     }
 }
-
-/// Unix time in milliseconds.
-pub fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}

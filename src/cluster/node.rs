@@ -9,13 +9,14 @@ use std::time::Instant;
 use mio::{Events, Poll, Token};
 
 use super::client::{Client, Event, Message, Options, RequestError, RequestToken};
-use super::handle::{ClusterHandle, ClusterMsg, unix_ms};
+use super::handle::{ClusterHandle, ClusterMsg};
 use super::members::{Beat, Members};
 use super::routing::{Forward, Routing};
 use super::subject::Subjects;
 use super::url::ServerUrl;
 use crate::server::Shared;
 use crate::server::mailbox::{Msg, ReplyTo};
+use crate::server::unix_ms;
 
 pub const WAKER: Token = Token(0);
 const NATS: Token = Token(1);

@@ -7,6 +7,7 @@ use crate::conn::{Conn, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::server::Ctx;
 use crate::server::mailbox::{JobDone, Msg, TopicEv, post_or_hold};
+use crate::server::unix_ms;
 use crate::store::StoreFail;
 use crate::topics::auth::Auth;
 use crate::topics::engine::TReq;
@@ -15,15 +16,9 @@ use crate::topics::jobs;
 use crate::topics::route::{Params, TRoute};
 use crate::topics::scheduler::{JobAdd, JobCancel};
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 /// When the job is due: `due` wins over `delay`; a bad one (or a due in the past) is a 400.
 fn due_of(params: &Params) -> Result<u64, Refuse> {
-    jobs::due_ms(params.get("due"), params.get("delay"), now_ms()).map_err(|t| refuse(400, t))
+    jobs::due_ms(params.get("due"), params.get("delay"), unix_ms()).map_err(|t| refuse(400, t))
 }
 
 fn id_of(params: &Params) -> Result<i64, Refuse> {

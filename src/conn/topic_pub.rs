@@ -11,6 +11,7 @@ use crate::conn::{Conn, State, Stream};
 use crate::http::request::TopicHeaders;
 use crate::http::response;
 use crate::server::Ctx;
+use crate::server::unix_ms;
 use crate::topics::codec::{self, Limits};
 use crate::topics::dedupe::Claim;
 use crate::topics::route::Params;
@@ -81,7 +82,7 @@ impl<S: Stream> Conn<S> {
         }
         let id: Option<Box<[u8]>> = h.msg_id.as_deref().map(Into::into);
         if let Some(id) = &id {
-            let now = now_ms();
+            let now = unix_ms();
             let claim = hub.dedupe.lock().unwrap_or_else(PoisonError::into_inner).claim(
                 &topic.name,
                 id,
@@ -200,10 +201,4 @@ impl<S: Stream> Conn<S> {
             }
         }
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }

@@ -250,7 +250,7 @@ impl Ctx {
             cluster_thread: Mutex::new(None),
             stored: Default::default(),
             announce: Arc::new(Feed::new("standalone")),
-            started_ms: crate::cluster::handle::unix_ms(),
+            started_ms: unix_ms(),
             config,
             registry: Registry::default(),
             mailboxes: vec![Mailbox::new(waker)],
@@ -414,7 +414,7 @@ impl Server {
             cluster_cell: cluster.map(std::sync::OnceLock::from).unwrap_or_default(),
             cluster_thread: Mutex::new(None),
             stored: Default::default(),
-            started_ms: crate::cluster::handle::unix_ms(),
+            started_ms: unix_ms(),
             hub,
             prom: prom.clone(),
             statsd_dropped: AtomicU64::new(0),
@@ -523,7 +523,7 @@ impl Server {
     }
 }
 
-/// The wall clock in unix milliseconds (0 before 1970).
+/// The wall clock in unix milliseconds (0 before 1970): the one helper every module uses.
 pub fn unix_ms() -> u64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

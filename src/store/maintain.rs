@@ -5,7 +5,8 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-use super::{Engine, now_ms, segment};
+use super::{Engine, segment};
+use crate::server::unix_ms;
 
 impl Engine {
     /// Retention by age and by bytes, and compaction of mostly-dead segments: whole segments
@@ -16,7 +17,7 @@ impl Engine {
     /// the record back at the next start-up. Taking segments in order keeps every tombstone
     /// until its record's segment is gone.
     pub(super) fn maintain(&mut self) {
-        let cutoff = now_ms().saturating_sub(self.retention_ms);
+        let cutoff = unix_ms().saturating_sub(self.retention_ms);
         let sealed: Vec<u64> =
             self.segments.keys().copied().filter(|s| *s != self.active_seq).collect();
         for seq in sealed {

@@ -15,12 +15,13 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::config::{Config, Fsync};
 use crate::conn::buffer::Body;
 use crate::server::Shared;
 use crate::server::mailbox::{Msg, ReplyTo};
+use crate::server::unix_ms;
 use record::{Kind, Record};
 
 /// Requests taken per group commit: bounds one batch's memory and latency.
@@ -152,10 +153,6 @@ pub struct Engine {
     records: u64,
     /// Keys whose first record arrived or whose last went since `publish` last ran.
     touched: Vec<Arc<str>>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 fn fail_of(e: &io::Error) -> StoreFail {
@@ -318,7 +315,7 @@ impl Engine {
     /// `ESUB_FSYNC=always`), then answers; takes are served after, so they see this batch.
     fn commit(&mut self, batch: &mut Vec<Req>, shared: &Shared) {
         self.buf.clear();
-        let time_ms = now_ms();
+        let time_ms = unix_ms();
         let mut appended: Vec<(ReplyTo, Arc<str>, u64)> = Vec::new();
         let mut takes = Vec::new();
         for req in batch.drain(..) {

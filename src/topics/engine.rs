@@ -7,7 +7,7 @@ use std::fs::File;
 use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use super::Message;
 use super::journal::{self, Journal};
@@ -15,6 +15,7 @@ use super::log::{Appender, PartitionLog, PartitionReader, fail_of};
 use super::meta::{CommitKey, MetaLog, MetaRec};
 use super::scheduler::{JobAdd, JobCancel, OnFire, Scheduler, Staged};
 use crate::config::Fsync;
+use crate::server::unix_ms;
 use crate::store::StoreFail;
 pub use inbox::{Inbox, Source};
 use syncer::{Op, Syncer};
@@ -135,10 +136,6 @@ pub struct TopicEngine {
     on_fire: Option<OnFire>,
     /// `ESUB_FSYNC=always`: the one file each group commit syncs (opened at the first append).
     journal: Option<Journal>,
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 /// The directory of a topic's partitions under the topics dir.
@@ -706,7 +703,7 @@ impl TopicEngine {
 
     /// Applies every topic's retention to each of its partitions.
     fn retain(&mut self, on_retention: &dyn Fn(&str, u32, i64)) {
-        let now = now_ms();
+        let now = unix_ms();
         for (name, t) in &self.topics {
             let ms = (t.spec.retention_hours * 3_600_000.0) as u64;
             for (p, log) in t.logs.iter().enumerate() {

@@ -17,6 +17,7 @@ use super::state::{GroupId, Part, Plan, TopicState};
 use crate::config::Config;
 use crate::server::Shared;
 use crate::server::mailbox::{ConnId, Msg, TopicEv, post_or_hold};
+use crate::server::unix_ms;
 use crate::store::StoreFail;
 
 pub struct Topic {
@@ -236,7 +237,7 @@ impl Hub {
         if !d.enabled() {
             return;
         }
-        let now = now_ms();
+        let now = unix_ms();
         let cutoff = now.saturating_sub(self.cfg.dedupe_ms);
         let started = std::time::Instant::now();
         for t in self.all() {
@@ -598,9 +599,7 @@ impl Hub {
         sink: &FireSink,
     ) {
         let p = topic.partitions();
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64);
+        let time_ms = unix_ms();
         let mut st = topic.lock();
         let mut per_part: Vec<(Vec<Arc<Message>>, Vec<i64>, u64)> =
             (0..p).map(|_| (Vec::new(), Vec::new(), 0)).collect();
@@ -634,12 +633,6 @@ impl Hub {
         // This is the store thread: it writes what it queued now (and may roll a segment).
         self.flush_touched(true);
     }
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 fn new_topic(spec: &TopicSpec, parts: Parts) -> Topic {

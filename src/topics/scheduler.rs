@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use super::joblog::{self, Job, JobLog, Rec};
 use super::jobs::{Entry, Schedule, next_id};
 use super::log::fail_of;
+use crate::server::unix_ms;
 use crate::store::StoreFail;
 
 /// Jobs fired per round: bounds how many appends one round queues before requests get a turn
@@ -100,12 +101,6 @@ pub struct Scheduler {
     gauge: Arc<AtomicU64>,
 }
 
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
-}
-
 impl Scheduler {
     /// No jobs yet: the topics dir does not exist.
     pub fn empty(dir: PathBuf, tick: Duration) -> Scheduler {
@@ -159,7 +154,7 @@ impl Scheduler {
 
     /// Stages an add: its id, its record, its place in the schedule (undone if the write fails).
     pub fn stage_add(&mut self, add: JobAdd) -> Staged {
-        let id = next_id(self.last_id, now_ms());
+        let id = next_id(self.last_id, unix_ms());
         self.last_id = id;
         let pos = self.log.as_ref().map_or(joblog::HEADER, JobLog::end) + self.buf.len() as u64;
         let job = Job {
@@ -239,7 +234,7 @@ impl Scheduler {
             return None;
         }
         let at = self.sched.next_at()?;
-        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
+        let wait = Duration::from_millis(at.saturating_sub(unix_ms()));
         Some((Instant::now() + wait).max(self.next_round))
     }
 
@@ -248,7 +243,7 @@ impl Scheduler {
         if self.paused || Instant::now() < self.next_round {
             return;
         }
-        let now = now_ms();
+        let now = unix_ms();
         if self.sched.next_at().is_none_or(|at| at > now) {
             return;
         }
@@ -321,7 +316,7 @@ impl Scheduler {
         if fired.is_empty() {
             return;
         }
-        let retry = now_ms() + self.tick.as_millis() as u64;
+        let retry = unix_ms() + self.tick.as_millis() as u64;
         for (id, r) in fired {
             match r {
                 Ok(()) => {

@@ -12,6 +12,7 @@ use super::frame::{self, WsError};
 use crate::conn::buffer::OutQueue;
 use crate::server::Ctx;
 use crate::server::mailbox::ConnId;
+use crate::server::unix_ms;
 use crate::store::StoreFail;
 use crate::topics::hub::Topic;
 use crate::topics::state::GroupId;
@@ -111,9 +112,7 @@ impl TPub {
             return Ok(());
         }
         if let Some(id) = &id {
-            let now = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |d| d.as_millis() as u64);
+            let now = unix_ms();
             let claim = hub.dedupe.lock().unwrap_or_else(std::sync::PoisonError::into_inner).claim(
                 &self.topic.name,
                 id,

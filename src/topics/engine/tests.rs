@@ -47,7 +47,7 @@ fn append_req(
     id: usize,
     out: &Sender<(usize, Result<(), StoreFail>)>,
 ) -> TReq {
-    append_at(topic, p, offsets, now_ms(), id, out)
+    append_at(topic, p, offsets, crate::server::unix_ms(), id, out)
 }
 
 fn append_at(
