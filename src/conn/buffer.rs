@@ -210,23 +210,23 @@ impl OutQueue {
 
     /// Appends a shared body.
     pub fn push_shared(&mut self, body: Body) {
-        if body.is_empty() {
-            return;
-        }
-        self.pending += body.len();
-        self.queued += body.len() as u64;
-        self.segs.push_back(Seg::Shared(body));
+        self.push_seg(Seg::Shared(body));
     }
 
     /// Appends a topic message's payload (shared with the tail, not copied).
     pub fn push_message(&mut self, m: &Arc<Message>) {
-        let len = m.payload.len();
+        self.push_seg(Seg::Message(m.clone()));
+    }
+
+    /// Queues a shared segment; an empty one is dropped (writev would see a zero-length slice).
+    fn push_seg(&mut self, seg: Seg) {
+        let len = seg.bytes().len();
         if len == 0 {
             return;
         }
         self.pending += len;
         self.queued += len as u64;
-        self.segs.push_back(Seg::Message(m.clone()));
+        self.segs.push_back(seg);
     }
 
     /// Drops everything unsent (the connection is closing) and the spare vectors.

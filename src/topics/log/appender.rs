@@ -58,12 +58,6 @@ impl From<Vec<Arc<Message>>> for Batch {
     }
 }
 
-impl From<Arc<Message>> for Batch {
-    fn from(m: Arc<Message>) -> Batch {
-        Batch::One(m)
-    }
-}
-
 struct Queued {
     msgs: Batch,
     done: AppendDone,
